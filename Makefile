@@ -31,6 +31,10 @@ test-integration: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+## Regenerate sidecar/_proto/ from proto/ (never edit the generated files).
+proto: $(STAMP)
+	$(PY) scripts/gen_proto.py
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench_build.py
 
