@@ -1,0 +1,305 @@
+"""The ``model.yaml`` plugin contract, modelled once (pydantic v2).
+
+The fields are those of the architecture's §4.2 plus what the runtime needs (``schema_version``,
+``timeouts``, ``dependencies``, ``permissions`` and a few performance knobs); docs/plugin-contract.md
+describes every field and its default. Unknown keys are reported as warnings, never errors, so that
+a newer contract still loads (§9.3). This module does no file I/O and knows nothing of Triton.
+
+Library API: :func:`parse_contract` (mapping -> :class:`ContractParse`), :class:`ModelContract`,
+:func:`contract_digest`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ruthgen.errors import ValidationIssue
+from ruthgen.naming import MODEL_ID_RE, is_model_id, is_semver
+from ruthgen.schema_dialect import SchemaDialectError, compile_output_schema
+
+InputType = Literal["frame", "batch", "temporal"]
+InputFormat = Literal["jpeg", "png", "raw_rgb", "raw_bgr"]
+INPUT_TYPES: tuple[str, ...] = ("frame", "batch", "temporal")
+INPUT_FORMATS: tuple[str, ...] = ("jpeg", "png", "raw_rgb", "raw_bgr")
+SCHEMA_VERSIONS: tuple[str, ...] = ("1",)
+MAX_TIMEOUT_MS = 600_000
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class InputSpec(_Section):
+    """What the plugin consumes: one frame, a batch of frames, or one camera's frames in order."""
+
+    type: InputType
+    format: InputFormat
+    min_width: int = Field(1, ge=1)
+    min_height: int = Field(1, ge=1)
+    max_width: int | None = Field(None, ge=1)
+    max_height: int | None = Field(None, ge=1)
+    channels: Literal[3] = 3
+
+    @model_validator(mode="after")
+    def _bounds(self) -> InputSpec:
+        for axis in ("width", "height"):
+            low, high = getattr(self, f"min_{axis}"), getattr(self, f"max_{axis}")
+            if high is not None and high < low:
+                raise ValueError(f"max_{axis} ({high}) is smaller than min_{axis} ({low})")
+        return self
+
+
+class OutputSpec(_Section):
+    """The result: ``schema`` is the output-schema dialect (see :mod:`ruthgen.schema_dialect`)."""
+
+    schema_: dict[str, Any] = Field(alias="schema")
+
+    @field_validator("schema_")
+    @classmethod
+    def _compiles(cls, value: dict[str, Any]) -> dict[str, Any]:
+        compile_output_schema(value)  # SchemaDialectError is a ValueError: pydantic reports it
+        return value
+
+
+class Hardware(_Section):
+    """Where the plugin can run; matched against the build's ``--target``."""
+
+    supports_cpu: bool = True
+    supports_gpu: bool = False
+    supports_jetson: bool = False
+    min_gpu_memory_mb: int | None = Field(None, ge=0)
+
+
+class Performance(_Section):
+    """Hints that shape batching and instances (all optional)."""
+
+    recommended_batch_size: int = Field(1, ge=1, le=1024)
+    recommended_fps: float | None = Field(None, gt=0)
+    inference_time_hint_ms: float | None = Field(None, gt=0)
+    instance_count: int = Field(1, ge=1, le=64)
+    max_queue_delay_ms: float = Field(0, ge=0, le=10_000)
+    max_candidate_sequences: int = Field(64, ge=1, le=4096)
+    sequence_idle_ms: int = Field(60_000, ge=1, le=86_400_000)
+
+
+class EntryPoints(_Section):
+    """Plugin source files, relative to the plugin folder. ``null`` turns an optional one off."""
+
+    inference: str = "inference.py"
+    preprocess: str | None = "preprocessing.py"
+    postprocess: str | None = "postprocessing.py"
+
+    @field_validator("inference", "preprocess", "postprocess")
+    @classmethod
+    def _relative_py(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts or "\\" in value or path.suffix != ".py":
+            raise ValueError(f"{value!r} must be a relative path to a .py file inside the plugin folder")
+        return path.as_posix()
+
+
+class Timeouts(_Section):
+    """Per-phase time limits in milliseconds, enforced by the runtime."""
+
+    preprocess_ms: int = Field(1000, gt=0, le=MAX_TIMEOUT_MS)
+    inference_ms: int = Field(5000, gt=0, le=MAX_TIMEOUT_MS)
+    postprocess_ms: int = Field(1000, gt=0, le=MAX_TIMEOUT_MS)
+
+
+class Dependencies(_Section):
+    """The plugin's own Python packages (its ``requirements.txt``)."""
+
+    requirements: str | None = None
+    no_deps: bool = False
+
+    @field_validator("requirements")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts or not value.strip():
+            raise ValueError(f"{value!r} must be a relative path inside the plugin folder")
+        return path.as_posix()
+
+
+class Permissions(_Section):
+    """What the plugin may do beyond computing on its input."""
+
+    network: bool = False
+
+
+class ModelContract(_Section):
+    """One plugin version's ``model.yaml``, with every default filled in."""
+
+    schema_version: str = "1"
+    model_id: str = Field(pattern=MODEL_ID_RE.pattern, max_length=64)
+    version: str
+    display_name: str = Field(min_length=1, max_length=200)
+    input: InputSpec
+    output: OutputSpec
+    hardware: Hardware = Hardware()
+    performance: Performance = Performance()
+    entry_points: EntryPoints = EntryPoints()
+    timeouts: Timeouts = Timeouts()
+    dependencies: Dependencies | None = None
+    permissions: Permissions = Permissions()
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _schema_version(cls, value: Any) -> str:
+        text = str(value)
+        if text not in SCHEMA_VERSIONS:
+            raise ValueError(
+                f"schema_version {text!r} is not supported (supported: {', '.join(SCHEMA_VERSIONS)})"
+            )
+        return text
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _semver(cls, value: Any) -> str:
+        if not isinstance(value, str) or not is_semver(value):
+            raise ValueError(
+                f"{value!r} is not a semantic version MAJOR.MINOR.PATCH[-prerelease] (quote it in YAML)"
+            )
+        return value
+
+    def output_json_schema(self) -> dict[str, Any]:
+        """The JSON Schema every plugin output is validated with."""
+        return compile_output_schema(self.output.schema_)
+
+    def normalized(self) -> dict[str, Any]:
+        """JSON-ready mapping of the contract, defaults filled in, keys as in model.yaml."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+@dataclass
+class ContractParse:
+    """Outcome of :func:`parse_contract`: a contract (or None) and the issues found."""
+
+    contract: ModelContract | None
+    errors: list[ValidationIssue] = field(default_factory=list)
+    warnings: list[ValidationIssue] = field(default_factory=list)
+
+
+def parse_contract(raw: Any) -> ContractParse:
+    """Validate the loaded YAML of one ``model.yaml``; never raises on bad content."""
+    if not isinstance(raw, Mapping):
+        return ContractParse(
+            None,
+            [ValidationIssue("model_yaml_invalid", "model.yaml must hold a mapping of fields", "")],
+        )
+    warnings = [
+        ValidationIssue("unknown_field", f"unknown field {p!r} is ignored (check its spelling)", p)
+        for p in unknown_fields(raw, ModelContract)
+    ]
+    try:
+        contract = ModelContract.model_validate(dict(raw))
+    except ValidationError as exc:
+        return ContractParse(None, _issues(exc, raw), warnings)
+    return ContractParse(contract, [], warnings)
+
+
+def unknown_fields(raw: Mapping[str, Any], model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Dotted paths of keys in ``raw`` that ``model`` does not declare (recursively)."""
+    found: list[str] = []
+    by_key = {(f.alias or name): f for name, f in model.model_fields.items()}
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        info = by_key.get(key)
+        if info is None:
+            found.append(path)
+            continue
+        sub = _section_type(info.annotation)
+        if sub is not None and isinstance(value, Mapping):
+            found.extend(unknown_fields(value, sub, f"{path}."))
+    return found
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    candidates = getattr(annotation, "__args__", None) or (annotation,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, _Section):
+            return candidate
+    return None
+
+
+_CHECK_BY_FIELD = {
+    "input.type": "unknown_input_type",
+    "input.format": "unknown_input_format",
+    "model_id": "invalid_model_id",
+    "version": "invalid_version",
+    "schema_version": "unsupported_schema_version",
+}
+_CHECK_BY_SECTION = {
+    "timeouts": "bad_timeouts",
+    "output": "output_schema_invalid",
+    "entry_points": "invalid_entry_point",
+}
+
+
+def _issues(exc: ValidationError, raw: Mapping[str, Any]) -> list[ValidationIssue]:
+    issues: list[ValidationIssue] = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        path = ".".join(loc)
+        if err["type"] == "missing":
+            issues.append(
+                ValidationIssue("required_field_missing", f"required field {path!r} is missing: add it", path)
+            )
+            continue
+        check = _CHECK_BY_FIELD.get(path) or _CHECK_BY_SECTION.get(loc[0] if loc else "", "invalid_field")
+        ctx_error = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, SchemaDialectError):
+            issues.append(ValidationIssue("output_schema_invalid", ctx_error.message, ctx_error.path))
+            continue
+        issues.append(ValidationIssue(check, _message(path, err), path))
+    return issues
+
+
+def _message(path: str, err: Mapping[str, Any]) -> str:
+    got = err.get("input")
+    if path == "input.type":
+        return f"input.type must be one of {', '.join(INPUT_TYPES)}, got {got!r}"
+    if path == "input.format":
+        return f"input.format must be one of {', '.join(INPUT_FORMATS)}, got {got!r}"
+    if path == "model_id":
+        return f"model_id must match {MODEL_ID_RE.pattern} (at most 64 characters), got {got!r}"
+    text = str(err["msg"]).removeprefix("Value error, ")
+    if isinstance(got, (str, int, float, bool)) and repr(got) not in text:
+        text = f"{text} (got {got!r})"
+    return f"{path}: {text}" if path else text
+
+
+def contract_digest(contract: ModelContract) -> str:
+    """``sha256:<hex>`` of the canonical JSON of the normalised contract."""
+    data = json.dumps(contract.normalized(), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(data.encode()).hexdigest()
+
+
+__all__ = [
+    "INPUT_FORMATS",
+    "INPUT_TYPES",
+    "ContractParse",
+    "Dependencies",
+    "EntryPoints",
+    "Hardware",
+    "InputSpec",
+    "ModelContract",
+    "OutputSpec",
+    "Performance",
+    "Permissions",
+    "Timeouts",
+    "contract_digest",
+    "is_model_id",
+    "parse_contract",
+]

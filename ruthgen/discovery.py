@@ -1,0 +1,296 @@
+"""Discovery and validation of plugins (architecture §3.3-3.4).
+
+Layout: ``<models>/<model_id>/<semver>/model.yaml``. Symlinks are followed; hidden folders are
+skipped; a version folder that is not a semantic version is ignored with a warning. Every plugin
+version gets a :class:`PluginReport`; one invalid plugin never blocks the others.
+
+Library API (stable):
+
+* ``discover(models_dir, target="cpu") -> list[PluginReport]``
+* ``scan(models_dir, target="cpu") -> Discovery`` (the reports plus folder-level warnings)
+* ``validate_plugin(plugin_dir, model_id, version, target="cpu") -> PluginReport``
+
+Check names are listed in docs/plugin-contract.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ruthgen.contract import Dependencies, ModelContract, contract_digest, parse_contract
+from ruthgen.errors import UsageError, ValidationIssue
+from ruthgen.naming import MODEL_ID_RE, is_model_id, is_semver, semver_key, triton_name
+from ruthgen.spec import TARGETS, instance_kind
+
+LOGGER = logging.getLogger(__name__)
+
+CONTRACT_FILE = "model.yaml"
+CONFIG_FILE = "config.yaml"
+WEIGHTS_DIR = "weights"
+DEFAULT_REQUIREMENTS = "requirements.txt"
+MAX_YAML_BYTES = 256 * 1024
+VALID, INVALID = "VALID", "INVALID"
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass
+class PluginReport:
+    """Validation outcome of one plugin version.
+
+    ``state`` is ``"VALID"`` or ``"INVALID"``; ``triton_name`` is None only when the folder names
+    cannot form one; ``contract`` and ``output_json_schema`` are None when INVALID.
+    """
+
+    model_id: str
+    version: str
+    plugin_dir: Path
+    triton_name: str | None = None
+    errors: list[ValidationIssue] = field(default_factory=list)
+    warnings: list[ValidationIssue] = field(default_factory=list)
+    contract: ModelContract | None = None
+    output_json_schema: dict[str, Any] | None = None
+    contract_digest: str | None = None
+
+    @property
+    def state(self) -> str:
+        return INVALID if self.errors or self.contract is None else VALID
+
+    @property
+    def valid(self) -> bool:
+        return self.state == VALID
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` shape of one model (validate, list, build)."""
+        return {
+            "model_id": self.model_id,
+            "version": self.version,
+            "state": self.state,
+            "triton_name": self.triton_name,
+            "errors": [i.to_dict() for i in self.errors],
+            "warnings": [i.to_dict() for i in self.warnings],
+        }
+
+
+@dataclass
+class Discovery:
+    """Every plugin report (sorted by model_id, then semver) and folder-level warnings."""
+
+    reports: list[PluginReport]
+    warnings: list[str] = field(default_factory=list)
+
+
+def discover(models_dir: str | os.PathLike[str], target: str = "cpu") -> list[PluginReport]:
+    """Validate every plugin version under ``models_dir`` for ``target`` (cpu, gpu, jetson)."""
+    return scan(models_dir, target).reports
+
+
+def scan(models_dir: str | os.PathLike[str], target: str = "cpu") -> Discovery:
+    """Like :func:`discover`, and also return warnings about ignored folders."""
+    root = Path(models_dir)
+    if target not in TARGETS:
+        raise UsageError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
+    if not root.is_dir():
+        raise UsageError(f"models folder {str(root)!r} does not exist")
+    result = Discovery(reports=[])
+    for model_dir in _subdirs(root):
+        versions = _subdirs(model_dir)
+        if not versions:
+            result.warnings.append(f"{model_dir.name}/: no version folder, ignored")
+        for version_dir in versions:
+            if not is_semver(version_dir.name):
+                result.warnings.append(
+                    f"{model_dir.name}/{version_dir.name}/: not a semantic version folder "
+                    "(MAJOR.MINOR.PATCH[-prerelease]), ignored"
+                )
+                continue
+            result.reports.append(validate_plugin(version_dir, model_dir.name, version_dir.name, target))
+    for warning in result.warnings:
+        LOGGER.warning("%s", warning)
+    result.reports.sort(key=lambda r: (r.model_id, semver_key(r.version)))
+    return result
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError as exc:
+        LOGGER.warning("cannot list %s: %s", path, exc)
+        return []
+    return [Path(e.path) for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=True)]
+
+
+def validate_plugin(
+    plugin_dir: str | os.PathLike[str], model_id: str, version: str, target: str = "cpu"
+) -> PluginReport:
+    """Run every check on one plugin version folder ``<models>/<model_id>/<version>``."""
+    plugin_dir = Path(plugin_dir)
+    report = PluginReport(model_id=model_id, version=version, plugin_dir=plugin_dir)
+    if not is_model_id(model_id):
+        report.errors.append(
+            ValidationIssue(
+                "invalid_model_id",
+                f"folder name {model_id!r} is not a valid model_id: rename it to match "
+                f"{MODEL_ID_RE.pattern} (at most 64 characters)",
+                "",
+            )
+        )
+        return report
+    report.triton_name = triton_name(model_id, version)
+    raw = _load_yaml(plugin_dir, report)
+    if raw is None:
+        return report
+    parsed = parse_contract(raw)
+    report.errors.extend(parsed.errors)
+    report.warnings.extend(parsed.warnings)
+    _check_folder_names(raw, model_id, version, report)
+    if parsed.contract is None:
+        return report
+    contract = _check_files(plugin_dir, raw, parsed.contract, report)
+    _check_hardware(contract, target, report)
+    if report.errors:
+        return report
+    report.errors.extend(_requirement_issues(plugin_dir, contract))
+    if not report.errors:
+        report.contract = contract
+        report.output_json_schema = contract.output_json_schema()
+        report.contract_digest = contract_digest(contract)
+    return report
+
+
+def _load_yaml(plugin_dir: Path, report: PluginReport) -> Any:
+    path = plugin_dir / CONTRACT_FILE
+    if not path.is_file():
+        report.errors.append(
+            ValidationIssue(
+                "model_yaml_missing", f"{CONTRACT_FILE} not found in {plugin_dir}: create it", CONTRACT_FILE
+            )
+        )
+        return None
+    try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ValueError(f"it is larger than {MAX_YAML_BYTES // 1024} KiB")
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, ValueError) as exc:
+        report.errors.append(
+            ValidationIssue("model_yaml_unreadable", f"cannot read {CONTRACT_FILE}: {exc}", CONTRACT_FILE)
+        )
+        return None
+    try:
+        return yaml.load(text, Loader=_YAML_LOADER)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        report.errors.append(
+            ValidationIssue(
+                "model_yaml_invalid", f"{CONTRACT_FILE} is not valid YAML{where}: {problem}", CONTRACT_FILE
+            )
+        )
+        return None
+
+
+def _check_folder_names(raw: Any, model_id: str, version: str, report: PluginReport) -> None:
+    if not isinstance(raw, dict):
+        return
+    declared_id, declared_version = raw.get("model_id"), raw.get("version")
+    if isinstance(declared_id, str) and declared_id != model_id:
+        report.errors.append(
+            ValidationIssue(
+                "model_id_mismatch",
+                f"model_id {declared_id!r} differs from its folder name {model_id!r}: make them equal",
+                "model_id",
+            )
+        )
+    if declared_version is not None and str(declared_version) != version:
+        report.errors.append(
+            ValidationIssue(
+                "version_mismatch",
+                f"version {declared_version!r} differs from its folder name {version!r}: make them equal",
+                "version",
+            )
+        )
+
+
+def _check_files(plugin_dir: Path, raw: dict, contract: ModelContract, report: PluginReport) -> ModelContract:
+    """Entry points, config.yaml, weights/, requirements; returns the contract with files resolved."""
+    declared = raw.get("entry_points") if isinstance(raw.get("entry_points"), dict) else {}
+    updates: dict[str, Any] = {}
+    for name in ("inference", "preprocess", "postprocess"):
+        rel = getattr(contract.entry_points, name)
+        if rel is None or (plugin_dir / rel).is_file():
+            continue
+        if name == "inference" or name in declared:
+            report.errors.append(
+                ValidationIssue(
+                    "entry_point_missing",
+                    f"{rel} not found in {plugin_dir}: create it or set entry_points.{name}",
+                    f"entry_points.{name}",
+                )
+            )
+        else:
+            updates[name] = None  # optional default file absent: the runtime uses the identity
+    if updates:
+        contract = contract.model_copy(
+            update={"entry_points": contract.entry_points.model_copy(update=updates)}
+        )
+    config = plugin_dir / CONFIG_FILE
+    if config.exists():
+        try:
+            loaded = yaml.load(config.read_text("utf-8"), Loader=_YAML_LOADER)
+            if loaded is not None and not isinstance(loaded, dict):
+                raise ValueError("it must hold a mapping")
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            report.errors.append(
+                ValidationIssue("config_invalid", f"{CONFIG_FILE} is unusable: {exc}", CONFIG_FILE)
+            )
+    if not (plugin_dir / WEIGHTS_DIR).is_dir():
+        report.warnings.append(
+            ValidationIssue(
+                "weights_missing", f"no {WEIGHTS_DIR}/ folder: put model weights there", WEIGHTS_DIR
+            )
+        )
+    deps = contract.dependencies
+    if deps is not None and deps.requirements is not None:
+        if not (plugin_dir / deps.requirements).is_file():
+            report.errors.append(
+                ValidationIssue(
+                    "requirements_missing",
+                    f"{deps.requirements} not found in {plugin_dir}: "
+                    "create it or remove dependencies.requirements",
+                    "dependencies.requirements",
+                )
+            )
+    elif (plugin_dir / DEFAULT_REQUIREMENTS).is_file():
+        filled = (deps or Dependencies()).model_copy(update={"requirements": DEFAULT_REQUIREMENTS})
+        contract = contract.model_copy(update={"dependencies": filled})
+    return contract
+
+
+def _check_hardware(contract: ModelContract, target: str, report: PluginReport) -> None:
+    if instance_kind(contract.hardware, target) is None:
+        hw = contract.hardware
+        declared = [k for k in ("cpu", "gpu", "jetson") if getattr(hw, f"supports_{k}")] or ["nothing"]
+        report.errors.append(
+            ValidationIssue(
+                "hardware_incompatible",
+                f"the plugin supports {', '.join(declared)} but the build target is {target}: "
+                f"set hardware.supports_{'cpu' if target == 'cpu' else target} or build for another --target",
+                "hardware",
+            )
+        )
+
+
+def _requirement_issues(plugin_dir: Path, contract: ModelContract) -> list[ValidationIssue]:
+    if contract.dependencies is None or contract.dependencies.requirements is None:
+        return []
+    try:
+        from ruthgen import envs
+    except ImportError:  # the per-plugin environment support is not installed in this tree
+        return []
+    return list(envs.check_requirements(plugin_dir, contract))

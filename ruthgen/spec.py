@@ -1,0 +1,123 @@
+"""The Triton intermediate representation of one generated entry (no Jinja, no YAML).
+
+:func:`build_spec` turns a validated contract into a :class:`ModelSpec` that
+``templates/config.pbtxt.j2`` renders. The rules (docs/plugin-contract.md has the table):
+
+* input ``FRAME``: ``TYPE_UINT8 [-1]`` for jpeg/png (encoded bytes), ``TYPE_UINT8 [-1, -1, 3]`` for
+  raw_rgb/raw_bgr; output ``RESULT``: ``TYPE_STRING [1]`` (UTF-8 JSON).
+* frame and batch: ``max_batch_size = performance.recommended_batch_size`` with
+  ``dynamic_batching`` when that is > 1, else ``max_batch_size: 0`` and no batcher.
+* temporal: ``sequence_batching`` with the ``oldest`` strategy, so one camera's frames (one
+  correlation id) reach one instance in order while different cameras batch together;
+  ``max_batch_size = max(recommended_batch_size, 1)``; control inputs ``START`` and ``CORRID``.
+* instance kind per ``--target``: cpu -> KIND_CPU; gpu -> KIND_GPU if supports_gpu, else KIND_CPU
+  if supports_cpu; jetson -> KIND_CPU when supports_jetson (the Python backend on Jetson has no GPU
+  tensor support, so the stub runs on the CPU side and the plugin itself uses the GPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ruthgen.contract import Hardware, ModelContract
+
+TARGETS: tuple[str, ...] = ("cpu", "gpu", "jetson")
+INPUT_NAME = "FRAME"
+OUTPUT_NAME = "RESULT"
+START_NAME = "START"
+CORRID_NAME = "CORRID"
+ENV_PARAMETER = "EXECUTION_ENV_PATH"
+ENV_PATH_VALUE = "$$TRITON_MODEL_DIRECTORY/env"
+ENCODED_FORMATS = ("jpeg", "png")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    data_type: str
+    dims: tuple[int, ...]
+    allow_ragged_batch: bool = False
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    """``sequence_batching`` with the oldest strategy and the START/CORRID controls."""
+
+    max_candidate_sequences: int
+    max_queue_delay_microseconds: int
+    max_sequence_idle_microseconds: int
+    start_name: str = START_NAME
+    corrid_name: str = CORRID_NAME
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything config.pbtxt holds for one entry."""
+
+    name: str
+    max_batch_size: int
+    input: TensorSpec
+    output: TensorSpec
+    instance_kind: str
+    instance_count: int
+    dynamic_batching: bool = False
+    max_queue_delay_microseconds: int = 0
+    sequence: SequenceSpec | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def manifest_triton(self) -> dict:
+        """The ``triton`` block of the manifest record."""
+        return {
+            "max_batch_size": self.max_batch_size,
+            "input": self.input.name,
+            "input_dims": list(self.input.dims),
+            "output": self.output.name,
+            "sequence": self.sequence is not None,
+            "instance_kind": self.instance_kind,
+            "instance_count": self.instance_count,
+        }
+
+
+def instance_kind(hardware: Hardware, target: str) -> str | None:
+    """``KIND_CPU``/``KIND_GPU`` for ``target``, or None when the plugin cannot run there."""
+    if target == "cpu":
+        return "KIND_CPU" if hardware.supports_cpu else None
+    if target == "gpu":
+        if hardware.supports_gpu:
+            return "KIND_GPU"
+        return "KIND_CPU" if hardware.supports_cpu else None
+    if target == "jetson":
+        return "KIND_CPU" if hardware.supports_jetson else None
+    raise ValueError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
+
+
+def build_spec(contract: ModelContract, name: str, target: str = "cpu", has_env: bool = False) -> ModelSpec:
+    """The IR of the entry ``name`` for a validated contract; ``has_env`` sets EXECUTION_ENV_PATH."""
+    kind = instance_kind(contract.hardware, target)
+    if kind is None:
+        raise ValueError(f"{contract.model_id} {contract.version} cannot run on target {target}")
+    perf = contract.performance
+    batch = perf.recommended_batch_size
+    delay_us = round(perf.max_queue_delay_ms * 1000)
+    temporal = contract.input.type == "temporal"
+    max_batch_size = max(batch, 1) if temporal else (batch if batch > 1 else 0)
+    dims = (-1,) if contract.input.format in ENCODED_FORMATS else (-1, -1, 3)
+    sequence = None
+    if temporal:
+        sequence = SequenceSpec(
+            max_candidate_sequences=perf.max_candidate_sequences,
+            max_queue_delay_microseconds=delay_us,
+            max_sequence_idle_microseconds=perf.sequence_idle_ms * 1000,
+        )
+    return ModelSpec(
+        name=name,
+        max_batch_size=max_batch_size,
+        input=TensorSpec(INPUT_NAME, "TYPE_UINT8", dims, allow_ragged_batch=max_batch_size > 0),
+        output=TensorSpec(OUTPUT_NAME, "TYPE_STRING", (1,)),
+        instance_kind=kind,
+        instance_count=perf.instance_count,
+        dynamic_batching=not temporal and max_batch_size > 0,
+        max_queue_delay_microseconds=delay_us,
+        sequence=sequence,
+        parameters={ENV_PARAMETER: ENV_PATH_VALUE} if has_env else {},
+    )
