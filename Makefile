@@ -6,10 +6,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup up test test-unit test-integration lint proto bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt requirements-plugins.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q --no-deps -c constraints.txt -r requirements-plugins.txt
 	touch $(STAMP)
 
 setup: $(STAMP)

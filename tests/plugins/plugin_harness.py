@@ -1,0 +1,123 @@
+"""Run a plugin folder in-process the way the runtime calls it: load, preprocess, infer, postprocess.
+
+The Frame and context objects carry the fields of the plugin API (docs/internals.md); each entry
+module is imported under a name unique to its plugin, so that plugins load side by side in one
+test session. Every result is checked against the plugin's compiled output schema.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType, ModuleType
+from typing import Any
+
+import cv2
+import fastjsonschema
+import numpy as np
+import yaml
+from skimage import data
+
+from ruthgen.contract import parse_contract
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "ai" / "models"
+PERSON_PHOTOS = ("astronaut", "camera")
+NO_PERSON_PHOTOS = ("chelsea", "coffee", "rocket")
+
+
+def photo(name: str) -> np.ndarray:
+    """An RGB uint8 photograph shipped with scikit-image (grey ones are stacked to three channels)."""
+    image = getattr(data, name)()
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    return np.ascontiguousarray(image[:, :, :3].astype(np.uint8))
+
+
+@dataclass
+class Frame:
+    image: np.ndarray
+    width: int
+    height: int
+    format: str
+    camera_id: str = ""
+    frame_id: str = ""
+    timestamp_ms: str = ""
+    sequence_start: bool = False
+
+
+@dataclass
+class Context:
+    model_id: str
+    version: str
+    model_dir: Path
+    weights_dir: Path
+    config: MappingProxyType
+    logger: logging.Logger
+    device: str = "cpu"
+
+
+def _import(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class LoadedPlugin:
+    """One plugin version loaded in this process."""
+
+    def __init__(self, model_id: str, version: str) -> None:
+        self.dir = MODELS_DIR / model_id / version
+        parsed = parse_contract(yaml.safe_load((self.dir / "model.yaml").read_text("utf-8")))
+        assert parsed.contract is not None, parsed.errors
+        self.contract = parsed.contract
+        self.validate = fastjsonschema.compile(self.contract.output_json_schema())
+        config = yaml.safe_load((self.dir / "config.yaml").read_text("utf-8")) or {}
+        self.context = Context(
+            model_id=model_id,
+            version=version,
+            model_dir=self.dir,
+            weights_dir=self.dir / "weights",
+            config=MappingProxyType(config),
+            logger=logging.getLogger(f"{model_id}:{version}"),
+        )
+        prefix = f"_plugin_{model_id}_{version.replace('.', '_')}"
+        entry = self.contract.entry_points
+        self.inference = _import(self.dir / entry.inference, f"{prefix}_inference")
+        self.pre = self._optional(entry.preprocess, f"{prefix}_preprocessing")
+        self.post = self._optional(entry.postprocess, f"{prefix}_postprocessing")
+        self.state = self.inference.load(self.context)
+
+    def _optional(self, rel: str | None, name: str) -> ModuleType | None:
+        if rel is None or not (self.dir / rel).is_file():
+            return None
+        return _import(self.dir / rel, name)
+
+    def frame(self, rgb: np.ndarray, camera_id: str = "", sequence_start: bool = False,
+              frame_id: str = "", timestamp_ms: str = "") -> Frame:
+        """A Frame as the wrapper builds it; JPEG/PNG plugins get the image through an encode/decode."""
+        image = np.ascontiguousarray(rgb[:, :, :3], dtype=np.uint8)
+        fmt = self.contract.input.format
+        if fmt in ("jpeg", "png"):
+            ext = ".jpg" if fmt == "jpeg" else ".png"
+            ok, encoded = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            assert ok
+            decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+            image = np.ascontiguousarray(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB))
+        height, width = image.shape[:2]
+        return Frame(image, width, height, fmt, camera_id, frame_id, timestamp_ms, sequence_start)
+
+    def run(self, frame: Frame) -> dict[str, Any]:
+        inputs = self.pre.preprocess(frame, self.context) if self.pre else frame
+        outputs = self.inference.infer(self.state, inputs)
+        result = self.post.postprocess(outputs, self.context) if self.post else outputs
+        self.validate(result)
+        return result
+
+    def __call__(self, rgb: np.ndarray, **frame_fields: Any) -> dict[str, Any]:
+        return self.run(self.frame(rgb, **frame_fields))
