@@ -163,12 +163,19 @@ def validate_plugin(
     return report
 
 
+def _where(plugin_dir: Path) -> str:
+    """``<model_id>/<version>/``: messages name the plugin, not the machine's paths."""
+    return f"{plugin_dir.parent.name}/{plugin_dir.name}/"
+
+
 def _load_yaml(plugin_dir: Path, report: PluginReport) -> Any:
     path = plugin_dir / CONTRACT_FILE
     if not path.is_file():
         report.errors.append(
             ValidationIssue(
-                "model_yaml_missing", f"{CONTRACT_FILE} not found in {plugin_dir}: create it", CONTRACT_FILE
+                "model_yaml_missing",
+                f"{CONTRACT_FILE} not found in {_where(plugin_dir)}: create it",
+                CONTRACT_FILE,
             )
         )
         return None
@@ -229,7 +236,7 @@ def _check_files(plugin_dir: Path, raw: dict, contract: ModelContract, report: P
             report.errors.append(
                 ValidationIssue(
                     "entry_point_missing",
-                    f"{rel} not found in {plugin_dir}: create it or set entry_points.{name}",
+                    f"{rel} not found in {_where(plugin_dir)}: create it or set entry_points.{name}",
                     f"entry_points.{name}",
                 )
             )
@@ -261,7 +268,7 @@ def _check_files(plugin_dir: Path, raw: dict, contract: ModelContract, report: P
             report.errors.append(
                 ValidationIssue(
                     "requirements_missing",
-                    f"{deps.requirements} not found in {plugin_dir}: "
+                    f"{deps.requirements} not found in {_where(plugin_dir)}: "
                     "create it or remove dependencies.requirements",
                     "dependencies.requirements",
                 )

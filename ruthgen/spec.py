@@ -10,6 +10,9 @@
 * temporal: ``sequence_batching`` with the ``oldest`` strategy, so one camera's frames (one
   correlation id) reach one instance in order while different cameras batch together;
   ``max_batch_size = max(recommended_batch_size, 1)``; control inputs ``START`` and ``CORRID``.
+  ``CORRID`` is ``TYPE_UINT64``: Triton 2.51 rejects every request of a model whose CORRID control
+  is ``TYPE_STRING`` ("unexpected number of string elements 2"); a string sequence id (the camera
+  id) arrives hashed there, and intact through ``request.correlation_id()`` in the stub.
 * instance kind per ``--target``: cpu -> KIND_CPU; gpu -> KIND_GPU if supports_gpu, else KIND_CPU
   if supports_cpu; jetson -> KIND_CPU when supports_jetson (the Python backend on Jetson has no GPU
   tensor support, so the stub runs on the CPU side and the plugin itself uses the GPU).
@@ -48,6 +51,7 @@ class SequenceSpec:
     max_sequence_idle_microseconds: int
     start_name: str = START_NAME
     corrid_name: str = CORRID_NAME
+    corrid_data_type: str = "TYPE_UINT64"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,426 @@
+"""Writes the Triton model repository from the plugins: atomic, incremental, clean, deterministic.
+
+Per valid plugin version, one entry ``<triton_name>/``::
+
+    config.pbtxt             rendered from templates/config.pbtxt.j2
+    env -> <environment>     only when the plugin has requirements (ruthgen.envs.ensure_env)
+    1/model.py               rendered from templates/model.py.j2 (the wrapper)
+    1/<wrapper files>        ruthgen.wrapper.RUNTIME_FILES
+    1/plugin/...             the plugin's own files
+    1/ruth_entry.json        the entry's manifest record
+
+and ``ruth-manifest.json`` at the root (see :mod:`ruthgen.manifest`).
+
+* Atomic: changed entries are staged in a sibling folder of the repository (never inside it:
+  Triton takes every folder there for a model), then swapped in by renames, the manifest last;
+  a failure before or during the swap leaves the previous repository as it was.
+* Incremental: an entry whose source digest (plugin files, rendered texts, record, wrapper files,
+  environment) equals the manifest's is not rewritten. File digests are cached by
+  ``(size, mtime, inode)`` in ``<repository>/.ruthgen-cache.json``.
+* Clean: entries of plugins that disappeared (or became invalid) are removed; the generator only
+  replaces or removes the entries its manifest names, never other files or folders.
+* Deterministic: the same plugins give byte-identical files (sorted keys, no timestamps).
+
+Library API (stable): ``build_repository(models_dir, out_dir, target="cpu", only=None) -> BuildResult``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import stat
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruthgen import render
+from ruthgen.discovery import PluginReport, scan
+from ruthgen.errors import BuildError, EnvironmentBuildError, UsageError, ValidationIssue
+from ruthgen.manifest import (
+    ENTRY_RECORD_FILE,
+    MANIFEST_FILE,
+    dumps,
+    entry_record,
+    invalid_record,
+    load_manifest,
+    new_manifest,
+)
+from ruthgen.naming import semver_key
+from ruthgen.spec import ModelSpec, build_spec
+
+LOGGER = logging.getLogger(__name__)
+
+#: Bump when the layout of an entry changes, so that every entry is rewritten once.
+LAYOUT_VERSION = "1"
+CACHE_FILE = ".ruthgen-cache.json"
+VERSION_DIR = "1"
+PLUGIN_DIR = "plugin"
+ENV_LINK = "env"
+_SKIPPED_NAMES = frozenset({"__pycache__", ".git", ".hg", ".svn", ".DS_Store"})
+
+
+@dataclass
+class _Entry:
+    report: PluginReport
+    spec: ModelSpec
+    files: list[tuple[str, Path]]
+    config_text: str
+    model_py: str | None
+    record: dict[str, Any]
+    env_dir: Path | None
+    action: str = "written"
+
+
+@dataclass
+class BuildResult:
+    """What a build did. ``written``/``unchanged``/``removed`` hold Triton names."""
+
+    repository: Path
+    target: str
+    reports: list[PluginReport]
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` shape of ``ruthgen build``."""
+        models = []
+        for report in self.reports:
+            item = report.to_dict()
+            name = report.triton_name
+            action = "written" if name in self.written else "unchanged" if name in self.unchanged else None
+            item["path"] = str(self.repository / name) if action and name else None
+            item["action"] = action
+            models.append(item)
+        return {
+            "repository": str(self.repository),
+            "target": self.target,
+            "models": models,
+            "removed": list(self.removed),
+            "warnings": list(self.warnings),
+        }
+
+
+def build_repository(
+    models_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    target: str = "cpu",
+    only: set[str] | None = None,
+) -> BuildResult:
+    """Build (or update) the repository ``out_dir`` from the plugins under ``models_dir``.
+
+    ``only``: regenerate just these Triton entries (add, rewrite or remove them) and leave every
+    other entry and manifest record as it is. Invalid plugins never stop the build; they are
+    reported in the result and the manifest. Raises :class:`~ruthgen.errors.BuildError` when the
+    repository cannot be written (it is then left unchanged).
+    """
+    repo = Path(out_dir).absolute()
+    discovery = scan(models_dir, target)
+    repo.mkdir(parents=True, exist_ok=True)
+    with _locked(repo):
+        old = load_manifest(repo) or new_manifest(target, [])
+        if only is not None and old["target"] != target and old["models"]:
+            raise UsageError(f"the repository was built for {old['target']}; rebuild it fully for {target}")
+        result = BuildResult(
+            repository=repo, target=target, reports=discovery.reports, warnings=discovery.warnings
+        )
+        cache = _DigestCache(repo / CACHE_FILE)
+        entries, records, removed = _plan(discovery.reports, repo, old, target, only, cache)
+        to_write = [e for e in entries if e.action == "written"]
+        result.written = sorted(e.report.triton_name for e in to_write)  # type: ignore[misc]
+        result.unchanged = sorted(e.report.triton_name for e in entries if e.action == "unchanged")  # type: ignore[misc]
+        result.removed = removed
+        result.manifest = new_manifest(target, records)
+        manifest_text = dumps(result.manifest)
+        current = (repo / MANIFEST_FILE).read_text("utf-8") if (repo / MANIFEST_FILE).exists() else None
+        if to_write or removed or manifest_text != current:
+            _apply(repo, to_write, removed, manifest_text)
+        cache.save()
+    LOGGER.info(
+        "repository %s: %d written, %d unchanged, %d removed",
+        repo,
+        len(result.written),
+        len(result.unchanged),
+        len(result.removed),
+    )
+    return result
+
+
+def _plan(
+    reports: list[PluginReport],
+    repo: Path,
+    old: dict[str, Any],
+    target: str,
+    only: set[str] | None,
+    cache: _DigestCache,
+) -> tuple[list[_Entry], list[dict[str, Any]], list[str]]:
+    old_records = {(m["model_id"], m["version"]): m for m in old["models"]}
+    owned = {m["path"] for m in old["models"] if m.get("state") == "VALID" and m.get("path")}
+    generator = _generator_digest()
+    entries: list[_Entry] = []
+    records: dict[tuple[str, str], dict[str, Any]] = {}
+    in_scope = (lambda name: True) if only is None else (lambda name: name in only)
+    for report in reports:
+        key = (report.model_id, report.version)
+        if not in_scope(report.triton_name):
+            if key in old_records:
+                records[key] = old_records[key]
+            continue
+        entry = _plan_entry(report, repo, target, owned, generator, cache) if report.valid else None
+        if entry is None:
+            records[key] = invalid_record(report)
+            continue
+        previous = old_records.get(key)
+        if (
+            previous is not None
+            and previous.get("source_digest") == entry.record["source_digest"]
+            and (repo / entry.spec.name / VERSION_DIR / ENTRY_RECORD_FILE).is_file()
+        ):
+            entry.action = "unchanged"
+        entries.append(entry)
+        records[key] = entry.record
+    for key, record in old_records.items():  # records of vanished plugins outside ``only`` stay
+        if key not in records and only is not None and not in_scope(record.get("triton_name")):
+            records[key] = record
+    generated = {r["path"] for r in records.values() if r.get("state") == "VALID" and r.get("path")}
+    removed = sorted(name for name in owned - generated if in_scope(name))
+    ordered = [records[k] for k in sorted(records, key=_record_order)]
+    return entries, ordered, removed
+
+
+def _record_order(key: tuple[str, str]) -> tuple:
+    return (key[0], semver_key(key[1]))
+
+
+def _plan_entry(
+    report: PluginReport, repo: Path, target: str, owned: set[str], generator: str, cache: _DigestCache
+) -> _Entry | None:
+    contract, name = report.contract, report.triton_name
+    assert contract is not None and name is not None
+    if name not in owned and os.path.lexists(repo / name):
+        report.errors.append(
+            ValidationIssue(
+                "repository_conflict",
+                f"{repo / name} exists and was not generated by ruthgen: move it out of the repository",
+                "",
+            )
+        )
+        return None
+    env_dir = None
+    try:
+        env_dir = _ensure_env(report)
+    except EnvironmentBuildError as exc:
+        report.errors.append(
+            ValidationIssue("environment_build_failed", str(exc), "dependencies.requirements")
+        )
+        return None
+    spec = build_spec(contract, name, target, has_env=env_dir is not None)
+    files = _plugin_files(report.plugin_dir)
+    record = entry_record(report, spec, "")
+    del record["source_digest"]
+    config_text = render.render_config(spec, f"{report.model_id}/{report.version}/model.yaml")
+    model_py = None
+    if render.has_template(render.MODEL_PY_TEMPLATE):
+        model_py = render.render_model_py(
+            {"entry": record, "model_id": report.model_id, "version": report.version, "triton_name": name}
+        )
+    digest = hashlib.sha256()
+    for part in (LAYOUT_VERSION, generator, str(env_dir or ""), config_text, model_py or "", dumps(record)):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    for rel, path in files:
+        digest.update(f"{rel}\0{cache.digest(path)}\n".encode())
+    record["source_digest"] = "sha256:" + digest.hexdigest()
+    return _Entry(report, spec, files, config_text, model_py, record, env_dir)
+
+
+def _ensure_env(report: PluginReport) -> Path | None:
+    contract = report.contract
+    if contract is None or contract.dependencies is None or contract.dependencies.requirements is None:
+        return None
+    try:
+        from ruthgen import envs
+    except ImportError:  # per-plugin environments are not available in this tree
+        return None
+    return Path(envs.ensure_env(report.plugin_dir, contract)).absolute()
+
+
+def _plugin_files(root: Path) -> list[tuple[str, Path]]:
+    """Every regular file of the plugin (symlinks followed), sorted, caches and VCS folders left out."""
+    found: list[tuple[str, Path]] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_NAMES)
+        base = Path(dirpath)
+        rel_base = base.relative_to(root).as_posix()
+        for name in filenames:
+            if name in _SKIPPED_NAMES or name.endswith((".pyc", ".pyo")):
+                continue
+            path = base / name
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(path.stat().st_mode):
+                    found.append((name if rel_base == "." else f"{rel_base}/{name}", path))
+    found.sort()
+    return found
+
+
+def _runtime_files() -> list[tuple[str, Path]]:
+    """``ruthgen.wrapper.RUNTIME_FILES`` as (path inside ``1/``, source) pairs."""
+    try:
+        from ruthgen import wrapper
+    except ImportError:
+        return []
+    files = getattr(wrapper, "RUNTIME_FILES", None)
+    if not files or not getattr(wrapper, "__file__", None):
+        return []
+    base = Path(wrapper.__file__).parent
+    pairs = []
+    for item in files:
+        path = Path(item) if Path(item).is_absolute() else base / item
+        pairs.append((path.relative_to(base).as_posix(), path))
+    return sorted(pairs)
+
+
+def _generator_digest() -> str:
+    digest = hashlib.sha256()
+    for rel, path in _runtime_files():
+        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _apply(repo: Path, entries: list[_Entry], removed: list[str], manifest_text: str) -> None:
+    stage = repo.parent / f".{repo.name}.ruthgen-{uuid.uuid4().hex[:12]}"
+    try:
+        stage.mkdir()
+        runtime = _runtime_files()
+        for entry in entries:
+            _write_entry(stage / entry.spec.name, entry, runtime)
+        _swap(repo, stage, [e.spec.name for e in entries], removed, manifest_text)
+    except OSError as exc:
+        raise BuildError(f"cannot write the repository {repo}: {exc}") from exc
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_entry(dest: Path, entry: _Entry, runtime: list[tuple[str, Path]]) -> None:
+    """Write one complete entry into ``dest`` (a staging folder)."""
+    version_dir = dest / VERSION_DIR
+    plugin_dir = version_dir / PLUGIN_DIR
+    plugin_dir.mkdir(parents=True)
+    (dest / "config.pbtxt").write_text(entry.config_text, "utf-8")
+    if entry.model_py is not None:
+        (version_dir / "model.py").write_text(entry.model_py, "utf-8")
+    made = {version_dir, plugin_dir}
+    for rel, src in runtime:
+        _copy(src, version_dir / rel, made)
+    for rel, src in entry.files:
+        _copy(src, plugin_dir / rel, made)
+    (version_dir / ENTRY_RECORD_FILE).write_text(dumps(entry.record), "utf-8")
+    if entry.env_dir is not None:
+        os.symlink(entry.env_dir, dest / ENV_LINK, target_is_directory=True)
+
+
+def _copy(src: Path, dst: Path, made: set[Path]) -> None:
+    parent = dst.parent
+    if parent not in made:
+        parent.mkdir(parents=True, exist_ok=True)
+        made.add(parent)
+    shutil.copyfile(src, dst)
+
+
+def _swap(repo: Path, stage: Path, names: list[str], removed: list[str], manifest_text: str) -> None:
+    """Move staged entries in and vanished ones out, then the manifest; undo everything on failure."""
+    trash = stage / ".replaced"
+    trash.mkdir()
+    done: list[tuple[str, str]] = []
+    try:
+        for name in removed:
+            if os.path.lexists(repo / name):
+                os.rename(repo / name, trash / name)
+                done.append(("out", name))
+        for name in names:
+            if os.path.lexists(repo / name):
+                os.rename(repo / name, trash / name)
+                done.append(("out", name))
+            os.rename(stage / name, repo / name)
+            done.append(("in", name))
+        _write_atomic(repo / MANIFEST_FILE, manifest_text)
+    except BaseException:
+        for kind, name in reversed(done):
+            if kind == "in":
+                os.rename(repo / name, stage / name)
+            else:
+                os.rename(trash / name, repo / name)
+        raise
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text, "utf-8")
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def _locked(repo: Path) -> Iterator[None]:
+    """One build at a time per repository (an exclusive flock on the repository folder)."""
+    fd = os.open(repo, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+class _DigestCache:
+    """sha256 of files, cached by (size, mtime_ns, inode) across builds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.used: dict[str, list] = {}
+        try:
+            data = json.loads(path.read_text("utf-8"))
+            self.known: dict[str, list] = data.get("files", {}) if data.get("version") == 1 else {}
+        except (OSError, ValueError, AttributeError):
+            self.known = {}
+        self.changed = False
+
+    def digest(self, path: Path) -> str:
+        key = str(path)
+        st = path.stat()
+        sig = [st.st_size, st.st_mtime_ns, st.st_ino]
+        hit = self.known.get(key)
+        if hit is not None and hit[:3] == sig:
+            self.used[key] = hit
+            return hit[3]
+        hasher = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                hasher.update(chunk)
+        value = hasher.hexdigest()
+        self.used[key] = [*sig, value]
+        self.changed = True
+        return value
+
+    def save(self) -> None:
+        if not self.changed and self.used.keys() == self.known.keys():
+            return
+        with contextlib.suppress(OSError):
+            _write_atomic(self.path, json.dumps({"version": 1, "files": self.used}, sort_keys=True))
