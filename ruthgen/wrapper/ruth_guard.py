@@ -1,0 +1,189 @@
+"""The isolation guard: a ``sys.addaudithook`` policy that keeps a plugin inside its folder.
+
+Installed by the runtime before the plugin is imported; one hook per process (an audit hook can
+never be removed), whose policy the runtime sets and clears. Rules, once active:
+
+* writes (``open`` for writing, ``os.remove``/``rename``/``mkdir``/``rmdir``/``symlink``/``link``/
+  ``truncate``/``chmod``/``chown``/``utime``) only inside the plugin folder, plus ``/dev/null``;
+  while the plugin is being imported and loaded the system temp dir is allowed too;
+* network (``socket.connect``/``bind``/``sendto``/``sendmsg`` and name lookups) only with
+  ``permissions.network: true``;
+* once loaded (warmup and every request): no new processes (``subprocess``, ``os.system``,
+  ``os.exec*``, ``os.posix_spawn``, ``os.spawn*``, ``os.fork``), no signals to other processes and no
+  ``ctypes`` loading of a library that was not loaded during the plugin's load.
+
+A blocked call raises ``PermissionError`` in the plugin and is recorded, so that the request fails
+even if the plugin swallows the exception. This is a guard, not a sandbox: native code (C
+extensions, ``ctypes`` calls into libc) is not audited, and reads are never restricted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_ALWAYS_WRITABLE = ("/dev/null",)
+_NETWORK_EVENTS = frozenset(
+    {
+        "socket.connect",
+        "socket.bind",
+        "socket.sendto",
+        "socket.sendmsg",
+        "socket.getaddrinfo",
+        "socket.gethostbyname",
+        "socket.gethostbyaddr",
+    }
+)
+_PROCESS_EVENTS = frozenset(
+    {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty"}
+)
+# event -> indexes of the path arguments it writes, and the index of its dir_fd (or None)
+_PATH_EVENTS: dict[str, tuple[tuple[int, ...], int | None]] = {
+    "os.remove": ((0,), 1),
+    "os.rmdir": ((0,), 1),
+    "os.mkdir": ((0,), 2),
+    "os.rename": ((0, 1), 2),
+    "os.symlink": ((1,), 2),
+    "os.link": ((0, 1), 2),
+    "os.truncate": ((0,), None),
+    "os.chmod": ((0,), 2),
+    "os.chown": ((0,), 3),
+    "os.utime": ((0,), 4),
+}
+
+
+class _Quiet(str):
+    """A refusal that is not the plugin's doing (the import system caching bytecode)."""
+
+
+@dataclass
+class Policy:
+    """What one plugin may do; ``serving`` is False while it is imported and loaded."""
+
+    plugin_dir: Path
+    allow_network: bool = False
+    serving: bool = False
+    temp_dir: str = ""
+    roots: tuple[str, ...] = ()
+    loaded_libraries: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        roots = {os.path.abspath(self.plugin_dir), os.path.realpath(self.plugin_dir)}
+        self.roots = tuple(sorted(roots))
+
+    def writable(self, path: str) -> bool:
+        if path in _ALWAYS_WRITABLE:
+            return True
+        real = os.path.realpath(path)
+        roots = self.roots if self.serving or not self.temp_dir else (*self.roots, self.temp_dir)
+        return any(real == root or real.startswith(root + os.sep) for root in roots)
+
+
+class Guard:
+    """The process-wide audit hook and the violations it recorded since the last :meth:`take`."""
+
+    _installed = False
+
+    def __init__(self) -> None:
+        self.policy: Policy | None = None
+        self._violations: list[str] = []
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        if not Guard._installed:
+            sys.addaudithook(self._hook)
+            Guard._installed = True
+
+    def activate(self, policy: Policy) -> None:
+        import tempfile
+
+        policy.temp_dir = os.path.realpath(tempfile.gettempdir())
+        self.take()
+        self.policy = policy
+
+    def start_serving(self) -> None:
+        if self.policy is not None:
+            self.policy.serving = True
+
+    def deactivate(self) -> None:
+        self.policy = None
+        self.take()
+
+    def take(self) -> list[str]:
+        with self._lock:
+            found, self._violations = self._violations, []
+        return found
+
+    def _hook(self, event: str, args: tuple[Any, ...]) -> None:
+        policy = self.policy
+        if policy is None:
+            return
+        reason = _check(policy, event, args)
+        if reason is None:
+            return
+        if not isinstance(reason, _Quiet):
+            with self._lock:
+                self._violations.append(reason)
+        raise PermissionError(f"[ruth guard] {reason}")
+
+
+def _check(policy: Policy, event: str, args: tuple[Any, ...]) -> str | None:
+    if event == "open":
+        return _check_open(policy, args)
+    if event in _PATH_EVENTS:
+        indexes, dir_fd_index = _PATH_EVENTS[event]
+        dir_fd = args[dir_fd_index] if dir_fd_index is not None and len(args) > dir_fd_index else None
+        for path in _paths(args, indexes, dir_fd):
+            if not policy.writable(path):
+                return f"{event} outside the plugin folder is not permitted: {path}"
+        return None
+    if event in _NETWORK_EVENTS:
+        if policy.allow_network:
+            return None
+        target = args[0] if event.startswith("socket.get") else (args[1] if len(args) > 1 else "")
+        return f"network access ({event} {target}) needs permissions.network: true"
+    if not policy.serving:
+        if event == "ctypes.dlopen" and args and args[0]:
+            policy.loaded_libraries.add(str(args[0]))
+        return None
+    return _check_serving(policy, event, args)
+
+
+def _check_serving(policy: Policy, event: str, args: tuple[Any, ...]) -> str | None:
+    if event in _PROCESS_EVENTS:
+        return f"starting processes ({event}) is not permitted"
+    if event in ("os.kill", "os.killpg") and args and args[0] != os.getpid():
+        return f"signalling other processes ({event}) is not permitted"
+    if event == "ctypes.dlopen" and args and args[0] and str(args[0]) not in policy.loaded_libraries:
+        return f"loading a native library after load() is not permitted: {args[0]}"
+    return None
+
+
+def _check_open(policy: Policy, args: tuple[Any, ...]) -> str | None:
+    path, _mode, flags = (*args, None, None, None)[:3]
+    if not isinstance(flags, int) or not flags & _WRITE_FLAGS or isinstance(path, int) or path is None:
+        return None
+    text = os.fsdecode(path)
+    if policy.writable(text):
+        return None
+    if "__pycache__" in text:  # the import system caching bytecode: refuse quietly, it copes
+        return _Quiet(f"bytecode cache write skipped: {text}")
+    return f"writing outside the plugin folder is not permitted: {text}"
+
+
+def _paths(args: tuple[Any, ...], indexes: Iterable[int], dir_fd: Any) -> list[str]:
+    found = []
+    for i in indexes:
+        if i >= len(args) or isinstance(args[i], int) or args[i] is None:
+            continue
+        path = os.fsdecode(args[i])
+        if isinstance(dir_fd, int) and not os.path.isabs(path):
+            path = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path)
+        found.append(path)
+    return found
