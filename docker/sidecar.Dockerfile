@@ -1,0 +1,50 @@
+# The AIRuntime sidecar: the backend-facing gRPC service in front of Triton.
+#
+#   docker build -f docker/sidecar.Dockerfile -t ruth/sidecar:0.1.0 .
+#
+# Every package comes from the project's lock (`-c constraints.txt`); the list below is the
+# sidecar's own runtime dependencies and is checked against constraints.txt and against the
+# sidecar's imports by tests/deploy. The generated protobuf code (sidecar/_proto/) is part of
+# the copied source: it is committed, rebuilt only by `make proto`.
+
+ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+COPY constraints.txt ./
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install -c constraints.txt \
+        fastapi \
+        grpcio \
+        grpcio-health-checking \
+        grpcio-reflection \
+        httpx \
+        numpy \
+        pillow \
+        protobuf \
+        pydantic \
+        pydantic-settings \
+        pyyaml \
+        "tritonclient[grpc]" \
+        typer \
+        uvicorn
+COPY pyproject.toml README.md ./
+COPY ruthgen ./ruthgen
+COPY sidecar ./sidecar
+COPY templates ./templates
+# The project itself without its dependencies: those above are the sidecar's, and the rest
+# (the embedded tritonserver wheel, the generator's tools) have no place in this image.
+RUN /opt/venv/bin/pip install --no-deps . \
+ && /opt/venv/bin/python -c "import sidecar._proto.airuntime_pb2_grpc"
+
+FROM ${PYTHON_IMAGE}
+ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# The same numeric user as the tritonserver service: with a shared PID namespace the sidecar
+# may then signal a hung Python-backend stub, which needs no extra capability.
+RUN groupadd --system --gid 10001 ruth \
+ && useradd --system --uid 10001 --gid ruth --no-create-home --shell /usr/sbin/nologin ruth
+COPY --from=build /opt/venv /opt/venv
+USER 10001:10001
+EXPOSE 50051
+ENTRYPOINT ["ruth-sidecar"]

@@ -1,0 +1,71 @@
+# NVIDIA's tritonserver image plus what the generated repository needs inside it.
+#
+# Stages (pick one with --target):
+#   runtime  the server: NVIDIA's image, the wrapper's base packages for the image's Python
+#            (3.10 in 24.10), and the user the sidecar shares (uid 10001). Serves a repository
+#            mounted at /opt/ruth/model_repository (docker-compose.yml).
+#   ruthgen  runtime + the project's generator. `ruthgen build` run in it builds every plugin's
+#            Python environment with the image's own Python, at the path it is served from
+#            (/opt/ruth/envs): Python environments are not relocatable.
+#   bundle   (default) runtime + a repository generated from ai/models at image build time,
+#            environments included: one self-contained image per release (Kubernetes).
+#
+#   docker build -f docker/triton.Dockerfile --target runtime -t ruth/tritonserver:0.1.0-24.10 .
+#   docker build -f docker/triton.Dockerfile --build-arg RUTH_TARGET=gpu -t ruth/models:0.1.0 .
+#   Jetson (JetPack 6): --build-arg TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3-igpu
+#                       --build-arg RUTH_TARGET=jetson
+
+ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
+
+FROM ${TRITON_IMAGE} AS runtime
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONNOUSERSITE=1
+COPY constraints.txt /opt/ruth/constraints.txt
+# What the generated wrapper imports inside the stub, pinned by the project's lock. numpy stays
+# below 2: Triton 24.10's stub reads numpy 1.x's memory layout.
+RUN python3 -m pip install -c /opt/ruth/constraints.txt \
+        fastjsonschema \
+        numpy \
+        pillow \
+ && python3 -c "import numpy; assert int(numpy.__version__.split('.')[0]) < 2, numpy.__version__"
+RUN groupadd --system --gid 10001 ruth \
+ && useradd --system --uid 10001 --gid ruth --no-create-home --shell /usr/sbin/nologin ruth \
+ && mkdir -p /opt/ruth/model_repository /opt/ruth/envs \
+ && chown ruth:ruth /opt/ruth/model_repository /opt/ruth/envs
+USER 10001:10001
+WORKDIR /opt/ruth
+
+FROM runtime AS ruthgen
+USER root
+# venv for the generator itself, and for the plugins' environments it creates.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml README.md /opt/ruth/src/
+COPY ruthgen /opt/ruth/src/ruthgen
+COPY templates /opt/ruth/src/templates
+RUN python3 -m venv /opt/ruth/ruthgen \
+ && /opt/ruth/ruthgen/bin/pip install -c /opt/ruth/constraints.txt \
+        fastjsonschema \
+        jinja2 \
+        numpy \
+        packaging \
+        pillow \
+        pydantic \
+        pyyaml \
+        typer \
+ && /opt/ruth/ruthgen/bin/pip install --no-deps /opt/ruth/src \
+ && rm -rf /opt/ruth/src
+ENV PATH=/opt/ruth/ruthgen/bin:$PATH \
+    RUTH_ENV_DIR=/opt/ruth/envs
+USER 10001:10001
+ENTRYPOINT ["ruthgen"]
+CMD ["--help"]
+
+FROM ruthgen AS bundle-build
+ARG RUTH_TARGET=gpu
+COPY --chown=10001:10001 ai/models /opt/ruth/ai/models
+RUN ruthgen build --target "${RUTH_TARGET}" --models /opt/ruth/ai/models --out /opt/ruth/model_repository
+
+FROM runtime AS bundle
+COPY --from=bundle-build /opt/ruth/model_repository /opt/ruth/model_repository
+COPY --from=bundle-build /opt/ruth/envs /opt/ruth/envs
