@@ -94,3 +94,33 @@ def invalid_record(report: PluginReport) -> dict[str, Any]:
         "errors": [e.to_dict() for e in report.errors],
         "warnings": [w.to_dict() for w in report.warnings],
     }
+
+
+def check_repository(repo_dir: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """Problems of a generated repository; an empty list means every entry is sound.
+
+    Every ``<entry>/config.pbtxt`` must parse as Triton's ``ModelConfig`` with ``name`` equal to its
+    folder and ``backend: "python"``, and every VALID manifest record must have its entry.
+    """
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    repo = Path(repo_dir)
+    if not repo.is_dir():
+        raise RepositoryError(f"repository {str(repo)!r} does not exist")
+    problems: list[dict[str, str]] = []
+    for config in sorted(repo.glob("*/config.pbtxt")):
+        entry = config.parent.name
+        try:
+            parsed = text_format.Parse(config.read_text("utf-8"), model_config_pb2.ModelConfig())
+        except (OSError, UnicodeDecodeError, text_format.ParseError) as exc:
+            problems.append({"entry": entry, "message": f"config.pbtxt is not a ModelConfig: {exc}"})
+            continue
+        if parsed.name != entry:
+            problems.append({"entry": entry, "message": f"name {parsed.name!r} differs from the folder name"})
+        if parsed.backend != "python":
+            problems.append({"entry": entry, "message": f"backend is {parsed.backend!r}, not 'python'"})
+    for name in sorted(valid_records(load_manifest(repo))):
+        if not (repo / name / "config.pbtxt").is_file():
+            problems.append({"entry": name, "message": "listed in the manifest but has no config.pbtxt"})
+    return problems

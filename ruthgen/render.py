@@ -73,3 +73,8 @@ def render_model_py(context: dict[str, Any]) -> str:
     ``triton_name``.
     """
     return environment().get_template(MODEL_PY_TEMPLATE).render(**context)
+
+
+def render_template(name: str, context: dict[str, Any]) -> str:
+    """Any template under ``templates/`` (e.g. ``scaffold/model.yaml.j2``) with ``context``."""
+    return environment().get_template(name).render(**context)

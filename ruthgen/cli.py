@@ -1,0 +1,212 @@
+"""The ``ruthgen`` console script: thin commands over the library API.
+
+Commands: ``new``, ``validate``, ``build``, ``list``, ``check``. Each parses its options, calls one
+library function, prints a table (or ``--json``) and returns an exit code:
+
+* 0: success (``validate``: every plugin is VALID);
+* 1: something is INVALID (``validate``; ``build --strict``), or ``check`` found a broken entry;
+* 2: usage error (bad option, missing models folder, ...);
+* 3: the repository could not be written (it is left as it was).
+
+To add a command, write one function decorated with ``@app.command()`` and ``@_reports_errors``.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ruthgen.errors import RuthgenError
+
+app = typer.Typer(
+    name="ruthgen",
+    help="Turn model.yaml plugins into a Triton model repository.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Target(str, enum.Enum):
+    cpu = "cpu"
+    gpu = "gpu"
+    jetson = "jetson"
+
+
+class InputType(str, enum.Enum):
+    frame = "frame"
+    batch = "batch"
+    temporal = "temporal"
+
+
+class InputFormat(str, enum.Enum):
+    jpeg = "jpeg"
+    png = "png"
+    raw_rgb = "raw_rgb"
+    raw_bgr = "raw_bgr"
+
+
+ModelsOption = Annotated[Path, typer.Option("--models", "-m", help="The plugins folder.")]
+RepoOption = Annotated[Path, typer.Option("--out", "-o", help="The model repository to write.")]
+TargetOption = Annotated[Target, typer.Option("--target", "-t", help="Where the repository will run.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+DEFAULT_MODELS = Path("ai/models")
+DEFAULT_REPOSITORY = Path("model_repository")
+
+
+def _reports_errors(func: F) -> F:
+    """Turn library errors into a message on stderr and the error's exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RuthgenError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+@app.command()
+@_reports_errors
+def new(
+    model_id: Annotated[str, typer.Argument(help="The new plugin's model_id, e.g. crowd_counter.")],
+    models: ModelsOption = DEFAULT_MODELS,
+    version: Annotated[str, typer.Option(help="Its first version.")] = "1.0.0",
+    input_type: Annotated[
+        InputType, typer.Option("--input-type", help="frame, batch or temporal.")
+    ] = InputType.frame,
+    input_format: Annotated[
+        InputFormat, typer.Option("--format", help="The frame encoding.")
+    ] = InputFormat.jpeg,
+) -> None:
+    """Scaffold <models>/<model_id>/<version>/, a plugin that validates, builds and serves as is."""
+    from ruthgen.discovery import validate_plugin
+    from ruthgen.scaffold import scaffold_plugin
+
+    path = scaffold_plugin(models, model_id, version, input_type.value, input_format.value)
+    report = validate_plugin(path, model_id, version)
+    typer.echo(f"created {path} ({report.state})")
+    _print_issues(report.errors, report.warnings)
+
+
+@app.command()
+@_reports_errors
+def validate(
+    models: ModelsOption = DEFAULT_MODELS, target: TargetOption = Target.cpu, as_json: JsonOption = False
+) -> None:
+    """Check every plugin; exit 1 when any is INVALID."""
+    from ruthgen.discovery import scan
+
+    found = scan(models, target.value)
+    _emit({"models": [r.to_dict() for r in found.reports], "warnings": found.warnings}, as_json)
+    raise typer.Exit(0 if all(r.valid for r in found.reports) else 1)
+
+
+@app.command()
+@_reports_errors
+def build(
+    models: ModelsOption = DEFAULT_MODELS,
+    out: RepoOption = DEFAULT_REPOSITORY,
+    target: TargetOption = Target.cpu,
+    as_json: JsonOption = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any plugin is INVALID.")] = False,
+) -> None:
+    """Build the model repository from every valid plugin; invalid ones are reported, not fatal."""
+    from ruthgen.writer import build_repository
+
+    result = build_repository(models, out, target.value)
+    _emit(result.to_dict(), as_json)
+    if not as_json:
+        typer.echo(
+            f"{out}: {len(result.written)} written, {len(result.unchanged)} unchanged, "
+            f"{len(result.removed)} removed"
+        )
+    raise typer.Exit(1 if strict and not all(r.valid for r in result.reports) else 0)
+
+
+@app.command("list")
+@_reports_errors
+def list_models(
+    models: ModelsOption = DEFAULT_MODELS, target: TargetOption = Target.cpu, as_json: JsonOption = False
+) -> None:
+    """List every plugin version with its state and Triton name."""
+    from ruthgen.discovery import scan
+
+    found = scan(models, target.value)
+    items = []
+    for report in found.reports:
+        item = report.to_dict()
+        contract = report.contract
+        item["display_name"] = contract.display_name if contract else None
+        item["input_type"] = contract.input.type if contract else None
+        item["input_format"] = contract.input.format if contract else None
+        items.append(item)
+    _emit({"models": items, "warnings": found.warnings}, as_json, details=False)
+
+
+@app.command()
+@_reports_errors
+def check(
+    repo: Annotated[Path, typer.Option("--repo", "-r", help="The model repository.")] = DEFAULT_REPOSITORY,
+    as_json: JsonOption = False,
+) -> None:
+    """Parse every config.pbtxt of a repository as Triton's ModelConfig and match it to the manifest."""
+    from ruthgen.manifest import check_repository
+
+    problems = check_repository(repo)
+    if as_json:
+        typer.echo(json.dumps({"repository": str(repo), "problems": problems}, indent=2, sort_keys=True))
+    else:
+        for problem in problems:
+            typer.echo(f"{problem['entry']}: {problem['message']}")
+        typer.echo(f"{repo}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    raise typer.Exit(1 if problems else 0)
+
+
+def _emit(data: dict[str, Any], as_json: bool, details: bool = True) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    rows = [("STATE", "MODEL", "VERSION", "TRITON NAME")]
+    rows += [(m["state"], m["model_id"], m["version"], m["triton_name"] or "-") for m in data["models"]]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
+    for index, row in enumerate(rows):
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if index and details:
+            model = data["models"][index - 1]
+            _print_issues(model["errors"], model["warnings"])
+    for warning in data.get("warnings", []):
+        typer.echo(f"warning: {warning}", err=True)
+    if not data["models"]:
+        typer.echo("no plugins found")
+
+
+def _print_issues(errors: Iterable[Any], warnings: Iterable[Any]) -> None:
+    for mark, issues in (("error", errors), ("warning", warnings)):
+        for issue in issues:
+            item = issue if isinstance(issue, dict) else issue.to_dict()
+            where = f" [{item['path']}]" if item["path"] else ""
+            typer.echo(f"    {mark} {item['check']}{where}: {item['message']}")
+
+
+def main() -> None:
+    """Console-script entry point (``ruthgen = ruthgen.cli:main``)."""
+    app()
