@@ -1,0 +1,95 @@
+"""The generated model.py in front of the runtime, with the stand-in pb_utils (see fake_pb_utils)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import encode, solid
+from fake_pb_utils import InferenceRequest, Logger, TritonError
+from ruth_errors import LoadError
+
+PLUGIN = {
+    "inference.py": """
+        def load(context):
+            context.logger.warning("loaded for %s", context.device)
+            return None
+
+        def infer(state, frame):
+            if frame.image[0, 0, 0] > 200:
+                raise RuntimeError("too bright")
+            parts = (frame.camera_id, frame.frame_id, frame.timestamp_ms, frame.sequence_start)
+            return {"label": "/".join(map(str, parts)), "score": 0.5}
+    """
+}
+
+
+def result_of(response) -> dict:
+    assert not response.has_error(), response.error().message()
+    (tensor,) = response.output_tensors
+    assert tensor.name() == "RESULT"
+    return tensor.as_numpy()
+
+
+@pytest.mark.parametrize(("batch_size", "shape"), [(1, (1,)), (4, (1, 1))])
+def test_model_answers_one_result_per_request_shaped_by_max_batch_size(triton_model, batch_size, shape):
+    model = triton_model(PLUGIN, performance={"recommended_batch_size": batch_size})
+    frame = encode(solid(8, 8, (10, 10, 10)))
+    requests = [
+        InferenceRequest(
+            {"FRAME": frame[None, :] if batch_size > 1 else frame},
+            {"camera_id": "cam1", "frame_id": str(i), "timestamp_ms": 100 + i},
+        )
+        for i in range(2)
+    ]
+    responses = model.execute(requests)
+    assert len(responses) == 2
+    for i, response in enumerate(responses):
+        array = result_of(response)
+        assert array.shape == shape and array.dtype == np.object_
+        assert json.loads(array.reshape(-1)[0].decode()) == {
+            "label": f"cam1/{i}/{100 + i}/False",
+            "score": 0.5,
+        }
+
+
+def test_model_answers_errors_per_request_with_codes_and_status(triton_model):
+    model = triton_model(PLUGIN)
+    bright, dark = encode(solid(8, 8, (255, 255, 255))), encode(solid(8, 8, (0, 0, 0)))
+    responses = model.execute(
+        [InferenceRequest({"FRAME": bright}), InferenceRequest({}), InferenceRequest({"FRAME": dark})]
+    )
+    assert responses[0].error().message().startswith("[RUTH:INFERENCE_ERROR] infer: RuntimeError: too bright")
+    assert responses[0].error().code() == TritonError.INTERNAL
+    assert responses[1].error().message() == "[RUTH:INVALID_INPUT] decode: the request has no FRAME input"
+    assert responses[1].error().code() == TritonError.INVALID_ARG
+    assert json.loads(result_of(responses[2])[0])["label"] == "None/None/None/False"
+
+
+def test_model_passes_sequence_start_and_sequence_id_to_temporal_plugins(triton_model):
+    model = triton_model(PLUGIN, input={"type": "temporal", "format": "raw_rgb"})
+    pixels = solid(8, 8, (1, 1, 1))[None, ...]
+    responses = model.execute(
+        [
+            InferenceRequest({"FRAME": pixels, "START": np.array([[1]], np.int32)}, correlation_id=42),
+            InferenceRequest({"FRAME": pixels, "START": np.array([[0]], np.int32)}, correlation_id="gate-3"),
+            InferenceRequest(
+                {"FRAME": pixels, "START": np.array([[0]], np.int32), "CORRID": np.array([[7]], np.uint64)}
+            ),
+        ]
+    )
+    labels = [json.loads(result_of(r).reshape(-1)[0])["label"] for r in responses]
+    assert labels == ["42/None/None/True", "gate-3/None/None/False", "7/None/None/False"]
+
+
+def test_model_initialize_fails_with_the_load_reason(triton_model):
+    with pytest.raises(LoadError, match=r"^\[RUTH:LOAD_FAILED\] load: ZeroDivisionError"):
+        triton_model({"inference.py": "def load(c):\n    return 1 / 0\ndef infer(s, f):\n    return {}\n"})
+
+
+def test_model_sends_runtime_and_plugin_logs_to_triton(triton_model):
+    Logger.records.clear()
+    triton_model(PLUGIN)
+    assert ("warn", "[demo:1.0.0] loaded for cpu") in Logger.records
+    assert any(level == "info" and "demo:1.0.0 ready in" in text for level, text in Logger.records)

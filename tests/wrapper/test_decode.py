@@ -1,0 +1,54 @@
+"""Decoding FRAME tensors and the synthetic warmup input, with Pillow and (when present) OpenCV."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import encode, solid
+from ruth_decode import Decoder
+from ruth_errors import RuthError
+
+
+def decoder(fmt: str, backend: str, **spec: int) -> Decoder:
+    if backend == "cv2":
+        pytest.importorskip("cv2")
+    dec = Decoder(
+        {"format": fmt, "min_width": spec.get("min_width", 1), "min_height": spec.get("min_height", 1)}
+    )
+    if backend == "pillow":
+        dec._cv2 = None
+    assert dec.backend == backend
+    return dec
+
+
+@pytest.mark.parametrize("backend", ["pillow", "cv2"])
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_decoder_returns_owned_rgb_array_when_bytes_are_encoded(fmt, backend):
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    rgb[:, :15] = (250, 0, 0)
+    rgb[:, 15:] = (0, 0, 250)
+    image = decoder(fmt, backend).decode(encode(rgb, fmt)[None, :])
+    assert image.shape == (20, 30, 3) and image.dtype == np.uint8
+    assert image.flags.c_contiguous and image.flags.owndata and image.flags.writeable
+    assert np.abs(image[10, 2].astype(int) - (250, 0, 0)).max() < 8
+    assert np.abs(image[10, 28].astype(int) - (0, 0, 250)).max() < 8
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "raw_rgb", "raw_bgr"])
+def test_decoder_synthetic_input_decodes_to_the_minimum_size(fmt):
+    dec = Decoder({"format": fmt, "min_width": 17, "min_height": 9})
+    image = dec.decode(dec.synthetic())
+    assert image.shape == (9, 17, 3)
+    assert image[0, -1, 0] > 200 and image[-1, 0, 1] > 200  # the gradient survives, in RGB order
+
+
+def test_decoder_copies_raw_pixels_so_the_plugin_may_keep_them():
+    source = solid(4, 4, (1, 2, 3))
+    image = Decoder({"format": "raw_rgb"}).decode(source)
+    source[:] = 0
+    assert image[0, 0].tolist() == [1, 2, 3]
+
+
+def test_decoder_refuses_png_bytes_for_a_jpeg_model():
+    with pytest.raises(RuthError, match="FRAME is not jpeg data"):
+        Decoder({"format": "jpeg"}).decode(encode(solid(4, 4, (0, 0, 0)), "png"))
