@@ -1,0 +1,3 @@
+from sidecar.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""The sidecar's errors: one root, one subclass per kind, each carrying a transport-neutral code.
+
+:class:`ErrorCode` mirrors ``ruth.airuntime.v1.ErrorCode`` by name. The mapping of codes to gRPC
+status codes lives only in :mod:`sidecar.grpc.status`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(str, enum.Enum):
+    MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
+    VERSION_REQUIRED = "VERSION_REQUIRED"
+    MODEL_NOT_READY = "MODEL_NOT_READY"
+    INVALID_INPUT = "INVALID_INPUT"
+    TIMEOUT = "TIMEOUT"
+    PREPROCESS_ERROR = "PREPROCESS_ERROR"
+    INFERENCE_ERROR = "INFERENCE_ERROR"
+    POSTPROCESS_ERROR = "POSTPROCESS_ERROR"
+    OUTPUT_SCHEMA_VIOLATION = "OUTPUT_SCHEMA_VIOLATION"
+    OVERLOADED = "OVERLOADED"
+    INTERNAL = "INTERNAL"
+
+
+class SidecarError(Exception):
+    """Root of every error the sidecar raises or answers with."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code.value}: {self.message!r})"
+
+
+class ModelNotFound(SidecarError):
+    code = ErrorCode.MODEL_NOT_FOUND
+
+
+class VersionRequired(SidecarError):
+    code = ErrorCode.VERSION_REQUIRED
+
+
+class ModelNotReady(SidecarError):
+    code = ErrorCode.MODEL_NOT_READY
+
+
+class InvalidInput(SidecarError):
+    code = ErrorCode.INVALID_INPUT
+
+
+class RequestTimeout(SidecarError):
+    code = ErrorCode.TIMEOUT
+
+
+class Overloaded(SidecarError):
+    code = ErrorCode.OVERLOADED
+
+
+class PluginError(SidecarError):
+    """The plugin's own failure, reported by the wrapper as ``[RUTH:<CODE>] <phase>: <message>``."""
+
+
+class InternalError(SidecarError):
+    code = ErrorCode.INTERNAL
+
+
+class InferenceServerUnavailable(SidecarError):
+    """Triton cannot be reached (not a per-request answer: health and startup use it)."""
+
+    code = ErrorCode.INTERNAL
+
+
+class ManifestError(SidecarError):
+    """The repository's manifest is missing or unreadable."""
+
+    code = ErrorCode.INTERNAL

@@ -1,0 +1,198 @@
+"""Conversions between ``ruth.airuntime.v1`` messages and the core's types (the only door to _proto).
+
+``result`` is a ``google.protobuf.Struct``. The plugin's JSON is encoded straight into the
+Struct's wire format and parsed by the C protobuf runtime: about twice as fast as
+``Struct.update(json.loads(...))`` for a detection-sized result (benchmarks/bench_sidecar.py
+``--micro`` measures the options).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from sidecar._proto import airuntime_pb2 as pb
+from sidecar.core import FrameRequest, HealthReport, Outcome
+from sidecar.errors import InternalError
+from sidecar.registry import ModelRecord
+
+FORMAT_NAMES: tuple[str, ...] = ("", "jpeg", "png", "raw_rgb", "raw_bgr")
+FORMAT_VALUES: dict[str, int] = {name: value for value, name in enumerate(FORMAT_NAMES) if name}
+_ERROR_CODES: dict[str, int] = dict(pb.ErrorCode.items())
+_STATES: dict[str, int] = dict(pb.ModelState.items())
+_HEALTH: dict[str, int] = dict(pb.HealthStatus.items())
+_PACK_DOUBLE = struct.Struct("<d").pack
+_NUMBER_OF = len(FORMAT_NAMES)
+
+
+def frame_request(message: pb.InferenceRequest) -> FrameRequest:
+    frame = message.frame
+    fmt = frame.format
+    return FrameRequest(
+        message.frame_id,
+        message.camera_id,
+        message.model_id,
+        message.version,
+        frame.data,
+        FORMAT_NAMES[fmt] if 0 <= fmt < _NUMBER_OF else f"format {fmt}",
+        frame.width,
+        frame.height,
+        message.timestamp_ms,
+        message.timeout_ms,
+    )
+
+
+def inference_request(request: FrameRequest) -> pb.InferenceRequest:
+    """The message for a :class:`FrameRequest` (clients use it)."""
+    return pb.InferenceRequest(
+        frame_id=request.frame_id,
+        camera_id=request.camera_id,
+        model_id=request.model_id,
+        version=request.version,
+        frame=pb.Frame(
+            data=request.data,
+            format=FORMAT_VALUES.get(request.format, 0),
+            width=request.width,
+            height=request.height,
+        ),
+        timestamp_ms=request.timestamp_ms,
+        timeout_ms=request.timeout_ms,
+    )
+
+
+def response(outcome: Outcome) -> pb.InferenceResponse:
+    request = outcome.request
+    message = pb.InferenceResponse(
+        frame_id=request.frame_id,
+        camera_id=request.camera_id,
+        model_id=request.model_id,
+        version=request.version,
+        inference_ms=outcome.inference_ms,
+        timestamp_ms=request.timestamp_ms,
+    )
+    error = outcome.error
+    if error is None:
+        try:
+            message.result.MergeFromString(struct_bytes(outcome.result))
+            return message
+        except (ValueError, TypeError, OverflowError):
+            error = InternalError("the model's result is not a JSON object")
+    message.error.code = _ERROR_CODES[error.code.value]
+    message.error.message = error.message
+    return message
+
+
+def struct_bytes(document: bytes | None) -> bytes:
+    """The wire encoding of ``google.protobuf.Struct`` for a JSON object."""
+    value = json.loads(document) if document is not None else None
+    if type(value) is not dict:
+        raise ValueError("not a JSON object")
+    return _encode_struct(value)
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _encode_struct(document: dict[str, Any]) -> bytes:
+    # Struct: repeated map entry (field 1) {key: string = 1, value: Value = 2}
+    parts = []
+    for key, value in document.items():
+        key_bytes = key.encode()
+        value_bytes = _encode_value(value)
+        entry = b"".join(
+            (b"\x0a", _varint(len(key_bytes)), key_bytes, b"\x12", _varint(len(value_bytes)), value_bytes)
+        )
+        parts.append(b"\x0a" + _varint(len(entry)) + entry)
+    return b"".join(parts)
+
+
+def _encode_value(value: Any) -> bytes:
+    # Value: null_value = 1 (varint), number_value = 2 (double), string_value = 3, bool_value = 4,
+    # struct_value = 5, list_value = 6 (ListValue: repeated Value values = 1)
+    if value is None:
+        return b"\x08\x00"
+    if value is True:
+        return b"\x20\x01"
+    if value is False:
+        return b"\x20\x00"
+    kind = type(value)
+    if kind is str:
+        data = value.encode()
+        return b"\x1a" + _varint(len(data)) + data
+    if kind is float or kind is int:
+        return b"\x11" + _PACK_DOUBLE(value)
+    if kind is dict:
+        data = _encode_struct(value)
+        return b"\x2a" + _varint(len(data)) + data
+    if kind is list:
+        items = [_encode_value(item) for item in value]
+        data = b"".join([b"\x0a" + _varint(len(item)) + item for item in items])
+        return b"\x32" + _varint(len(data)) + data
+    raise TypeError(f"cannot encode {kind.__name__} in a Struct")
+
+
+def to_struct(document: dict[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(document)
+    return message
+
+
+def health_response(report: HealthReport) -> pb.HealthCheckResponse:
+    return pb.HealthCheckResponse(
+        status=_HEALTH[report.status.value],
+        models=[
+            pb.ModelHealth(
+                model_id=m.model_id,
+                version=m.version,
+                state=_STATES[m.state.value],
+                health=_HEALTH[m.health.value],
+            )
+            for m in report.models
+        ],
+        inference_server_ready=report.server_ready,
+        models_ready=report.models_ready,
+        models_total=len(report.models),
+    )
+
+
+def model_status(record: ModelRecord) -> pb.ModelStatus:
+    stats = record.stats
+    message = pb.ModelStatus(
+        model_id=record.model_id,
+        version=record.version,
+        state=_STATES[record.state.value],
+        health=_HEALTH[record.health.value],
+        input_type=record.input_type,
+        last_error=record.last_error,
+        performance=pb.ModelPerformance(
+            requests=stats.requests,
+            successes=stats.successes,
+            errors=stats.errors,
+            timeouts=stats.timeouts,
+            error_rate=stats.error_rate,
+            avg_inference_ms=stats.avg_inference_ms,
+            last_inference_ms=stats.last_inference_ms,
+            last_request_unix_ms=stats.last_request_unix_ms,
+            consecutive_timeouts=stats.consecutive_timeouts,
+        ),
+    )
+    if record.format:
+        message.accepted_formats.append(FORMAT_VALUES[record.format])
+    if record.output_schema:
+        message.output_schema.CopyFrom(to_struct(record.output_schema))
+    return message
+
+
+def status_response(records: list[ModelRecord]) -> pb.ModelStatusResponse:
+    return pb.ModelStatusResponse(models=[model_status(r) for r in records])

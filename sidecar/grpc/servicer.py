@@ -1,0 +1,83 @@
+"""The AIRuntime servicer: converts messages and calls the core; no behaviour of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+
+from sidecar._proto import airuntime_pb2 as pb
+from sidecar._proto import airuntime_pb2_grpc as pb_grpc
+from sidecar.core import RuntimeCore
+from sidecar.grpc import converters
+from sidecar.grpc.status import abort, handle_errors
+from sidecar.stream import StreamSession
+
+LOGGER = logging.getLogger("sidecar.grpc")
+
+_END = object()
+
+
+class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
+    def __init__(self, core: RuntimeCore) -> None:
+        self._core = core
+
+    @handle_errors
+    async def Infer(self, request: pb.InferenceRequest, context: grpc.aio.ServicerContext):
+        outcome = await self._core.infer(converters.frame_request(request), context.time_remaining())
+        if outcome.error is not None:
+            await abort(context, outcome.error)
+        return converters.response(outcome)
+
+    async def InferStream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
+        queue: asyncio.Queue = asyncio.Queue()
+        session = StreamSession(self._core, queue.put_nowait)
+        reader = asyncio.get_running_loop().create_task(self._read(context, session, queue))
+        write = context.write
+        to_response = converters.response
+        get = queue.get
+        try:
+            while True:
+                outcome = await get()
+                if outcome is _END:
+                    break
+                await write(to_response(outcome))
+                while not queue.empty():
+                    outcome = queue.get_nowait()
+                    if outcome is _END:
+                        return
+                    await write(to_response(outcome))
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            await session.close()
+
+    @staticmethod
+    async def _read(context: grpc.aio.ServicerContext, session: StreamSession, queue: asyncio.Queue) -> None:
+        read = context.read
+        eof = grpc.aio.EOF
+        submit = session.submit
+        frame_request = converters.frame_request
+        try:
+            while True:
+                message = await read()
+                if message is eof:
+                    break
+                await submit(frame_request(message))
+            await session.drain()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a broken client stream ends the call; what is pending is dropped
+            LOGGER.debug("InferStream reader ended", exc_info=True)
+        queue.put_nowait(_END)
+
+    @handle_errors
+    async def HealthCheck(self, request: pb.HealthCheckRequest, context) -> pb.HealthCheckResponse:
+        return converters.health_response(self._core.health())
+
+    @handle_errors
+    async def GetModelStatus(self, request: pb.ModelStatusRequest, context) -> pb.ModelStatusResponse:
+        return converters.status_response(self._core.model_status(request.model_id, request.version))

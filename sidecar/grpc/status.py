@@ -1,0 +1,66 @@
+"""The one mapping from sidecar error codes to gRPC status codes, and how errors leave a call.
+
+A unary call that fails ends with the mapped status, the error's message as details, and the
+error code in the trailing metadata key ``ruth-error-code`` (``sidecar.client`` turns it back into
+an ``InferenceResponse.error``). On InferStream errors travel inside each response instead.
+Anything else a handler raises becomes INTERNAL with a generic message (and is logged).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from sidecar.errors import ErrorCode, SidecarError
+
+LOGGER = logging.getLogger("sidecar.grpc")
+
+ERROR_CODE_KEY = "ruth-error-code"
+
+GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
+    ErrorCode.MODEL_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.VERSION_REQUIRED: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.MODEL_NOT_READY: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.INVALID_INPUT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorCode.PREPROCESS_ERROR: grpc.StatusCode.INTERNAL,
+    ErrorCode.INFERENCE_ERROR: grpc.StatusCode.INTERNAL,
+    ErrorCode.POSTPROCESS_ERROR: grpc.StatusCode.INTERNAL,
+    ErrorCode.OUTPUT_SCHEMA_VIOLATION: grpc.StatusCode.INTERNAL,
+    ErrorCode.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+
+async def abort(context: grpc.aio.ServicerContext, error: SidecarError) -> None:
+    """End the call with the status of ``error`` (raises, as ``context.abort`` does)."""
+    await context.abort(
+        GRPC_STATUS[error.code], error.message, trailing_metadata=((ERROR_CODE_KEY, error.code.value),)
+    )
+
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def handle_errors(method: F) -> F:
+    """Decorator of unary handlers: SidecarError -> its status; anything else -> INTERNAL."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context):
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except SidecarError as e:
+            await abort(context, e)
+        except Exception:  # the handler's bug must not leak details to the caller
+            LOGGER.exception("%s failed", method.__name__)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, "internal error", trailing_metadata=((ERROR_CODE_KEY, "INTERNAL"),)
+            )
+
+    return wrapper  # type: ignore[return-value]

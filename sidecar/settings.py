@@ -1,0 +1,92 @@
+"""The sidecar's settings: one pydantic-settings model.
+
+Precedence: defaults < ``RUTH_*`` environment variables < command-line flags
+(``ruth-sidecar --grpc-port 6000``). Every field documents its default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+
+MANIFEST_NAME = "ruth-manifest.json"
+
+
+class SidecarSettings(BaseSettings):
+    """Settings of one sidecar process (env prefix ``RUTH_``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RUTH_",
+        extra="ignore",
+        cli_prog_name="ruth-sidecar",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_use_class_docs_for_groups=False,
+    )
+
+    grpc_host: str = Field(
+        "127.0.0.1", description="address the AIRuntime gRPC service binds (0.0.0.0 in a container)"
+    )
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 picks a free one)")
+    triton_url: str = Field("127.0.0.1:8001", description="host:port of Triton's gRPC endpoint")
+    model_repository: Path = Field(
+        Path("model_repository"), description=f"the generated repository holding {MANIFEST_NAME}"
+    )
+    request_timeout_ms: int = Field(
+        7000, gt=0, le=600_000, description="total time a request may take; a smaller client deadline wins"
+    )
+    max_in_flight_per_stream: int = Field(
+        64, ge=1, le=4096, description="InferStream stops reading its client when this many are in flight"
+    )
+    max_in_flight_per_model: int = Field(
+        32, ge=1, le=4096, description="per stream and model; a request beyond it is answered OVERLOADED"
+    )
+    max_in_flight_unary: int = Field(
+        256, ge=1, le=65536, description="unary Infer calls in flight in the process; beyond: OVERLOADED"
+    )
+    max_frame_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="largest accepted frame; larger ones are INVALID_INPUT"
+    )
+    load_models: bool = Field(True, description="at startup, load every VALID model Triton has not loaded")
+    refresh_interval_s: float = Field(
+        5.0, gt=0, description="how often the model states are refreshed from Triton's repository index"
+    )
+    triton_connect_timeout_s: float = Field(60.0, gt=0, description="how long to wait for Triton at startup")
+    tls_cert_file: Path | None = Field(None, description="server certificate (PEM); with the key enables TLS")
+    tls_key_file: Path | None = Field(None, description="server private key (PEM)")
+    tls_client_ca_file: Path | None = Field(
+        None, description="CA bundle (PEM); when set, clients must present a certificate it signed (mTLS)"
+    )
+    log_level: str = Field("INFO", description="logging level of the sidecar")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> SidecarSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be given together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file")
+        return self
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.model_repository / MANIFEST_NAME
+
+    @property
+    def grpc_address(self) -> str:
+        host = f"[{self.grpc_host}]" if ":" in self.grpc_host else self.grpc_host
+        return f"{host}:{self.grpc_port}"
+
+    @property
+    def max_message_bytes(self) -> int:
+        """gRPC message limit: a frame plus room for the other fields."""
+        return self.max_frame_bytes + 64 * 1024
+
+
+def load_settings(argv: Sequence[str] | None = None, **overrides: object) -> SidecarSettings:
+    """Settings from the environment, then ``argv`` flags (none when ``argv`` is None), then overrides."""
+    if argv is None:
+        return SidecarSettings(**overrides)
+    return CliApp.run(SidecarSettings, cli_args=list(argv), **overrides)

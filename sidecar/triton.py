@@ -1,0 +1,273 @@
+"""The Triton adapter: the only module that talks to Triton (its gRPC stubs from tritonclient).
+
+Requests are built by hand as ``ModelInferRequest`` with ``raw_input_contents`` (the cheapest
+path measured here). Camera traffic goes through :class:`TritonStream`, one Triton
+``ModelStreamInfer`` stream per client stream, matched by request id. Every Triton or gRPC failure
+leaves this module as a :class:`~sidecar.errors.SidecarError` (``raise ... from e``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable
+
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from sidecar.errors import (
+    ErrorCode,
+    InferenceServerUnavailable,
+    InternalError,
+    ModelNotReady,
+    PluginError,
+    RequestTimeout,
+    SidecarError,
+)
+from sidecar.registry import IndexEntry, ModelRecord
+
+LOGGER = logging.getLogger(__name__)
+
+INPUT_NAME = "FRAME"
+_RUTH_ERROR = re.compile(r"\[RUTH:([A-Z_]+)\]\s*(.*)", re.S)
+_PLUGIN_CODES = frozenset(
+    {
+        "INVALID_INPUT",
+        "PREPROCESS_ERROR",
+        "INFERENCE_ERROR",
+        "POSTPROCESS_ERROR",
+        "OUTPUT_SCHEMA_VIOLATION",
+        "TIMEOUT",
+    }
+)
+_STUB_DEAD = re.compile(r"Stub process '([^']*)' is not healthy")
+_NOT_LOADED = ("unknown model", "is not found", "has no available versions", "is not at ready state")
+_SEQUENCE_NOT_STARTED = "must specify the START flag"
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 2**31 - 1),
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+]
+
+
+class ModelProcessDied(ModelNotReady):
+    """The model's stub process died: the model must be reloaded before it answers again."""
+
+
+class SequenceNotStarted(SidecarError):
+    """Triton refused a sequence request without START (the sequence was released or never began)."""
+
+    code = ErrorCode.INTERNAL
+
+
+class ModelLoadError(SidecarError):
+    """Triton could not load a model; ``message`` is Triton's reason."""
+
+    code = ErrorCode.MODEL_NOT_READY
+
+
+def error_from_triton(message: str, status: grpc.StatusCode | None = None) -> SidecarError:
+    """The sidecar error for a failed Triton inference (message of the error and gRPC status)."""
+    match = _RUTH_ERROR.search(message)
+    if match and match.group(1) in _PLUGIN_CODES:
+        code = ErrorCode(match.group(1))
+        if code is ErrorCode.TIMEOUT:
+            return RequestTimeout(match.group(2).strip())
+        return PluginError(match.group(2).strip(), code)
+    if status is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return RequestTimeout("the model did not answer before the deadline")
+    if status is grpc.StatusCode.UNAVAILABLE:
+        return ModelNotReady(f"inference server unavailable: {message}")
+    stub = _STUB_DEAD.search(message)
+    if stub:
+        return ModelProcessDied(f"the model's process ({stub.group(1)}) died; it must be reloaded")
+    if _SEQUENCE_NOT_STARTED in message:
+        return SequenceNotStarted(message)
+    if any(part in message for part in _NOT_LOADED):
+        return ModelNotReady(f"the model is not loaded in the inference server ({message})")
+    return InternalError(f"inference server error: {message}")
+
+
+def build_request(
+    record: ModelRecord,
+    request_id: str,
+    data: bytes,
+    width: int,
+    height: int,
+    frame_id: str,
+    camera_id: str,
+    timestamp_ms: int,
+    sequence_start: bool = False,
+) -> pb.ModelInferRequest:
+    """The Triton request for one frame of ``record`` (FRAME as raw bytes, ids as parameters)."""
+    request = pb.ModelInferRequest(model_name=record.triton_name, id=request_id)
+    tensor = request.inputs.add()
+    tensor.name = INPUT_NAME
+    tensor.datatype = "UINT8"
+    if record.raw:
+        shape = (1, height, width, 3) if record.batched else (height, width, 3)
+    else:
+        shape = (1, len(data)) if record.batched else (len(data),)
+    tensor.shape.extend(shape)
+    request.raw_input_contents.append(data)
+    params = request.parameters
+    if frame_id:
+        params["frame_id"].string_param = frame_id
+    if camera_id:
+        params["camera_id"].string_param = camera_id
+    if timestamp_ms:
+        params["timestamp_ms"].string_param = str(timestamp_ms)
+    if record.sequence:
+        params["sequence_id"].string_param = camera_id
+        params["sequence_start"].bool_param = sequence_start
+    return request
+
+
+def result_of(response: pb.ModelInferResponse) -> bytes:
+    """The JSON bytes of RESULT (one BYTES element: 4-byte little-endian length, then the data)."""
+    contents = response.raw_output_contents
+    if not contents:
+        raise InternalError("the model answered without a RESULT tensor")
+    raw = contents[0]
+    length = int.from_bytes(raw[:4], "little")
+    if length + 4 > len(raw):
+        raise InternalError("the model's RESULT tensor is truncated")
+    return raw[4 : 4 + length]
+
+
+class TritonStream:
+    """One Triton ``ModelStreamInfer`` stream; replies go to ``on_reply(id, result, error)``.
+
+    ``on_close(error)`` is called once when the stream ends for any reason other than
+    :meth:`close`; requests still pending then will get no reply from Triton.
+    """
+
+    def __init__(
+        self,
+        stub: pb_grpc.GRPCInferenceServiceStub,
+        on_reply: Callable[[str, bytes | None, SidecarError | None], None],
+        on_close: Callable[[SidecarError], None],
+    ) -> None:
+        self._call = stub.ModelStreamInfer()
+        self._on_reply = on_reply
+        self._on_close = on_close
+        self._write_lock = asyncio.Lock()
+        self._closing = False
+        self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+
+    async def send(self, request: pb.ModelInferRequest) -> None:
+        """Write one request; raises :class:`ModelNotReady` when the stream is gone."""
+        try:
+            async with self._write_lock:
+                await self._call.write(request)
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as e:
+            raise ModelNotReady(f"inference server stream closed: {e}") from e
+
+    async def _read_loop(self) -> None:
+        on_reply = self._on_reply
+        read = self._call.read
+        eof = grpc.aio.EOF
+        try:
+            while True:
+                message = await read()
+                if message is eof:
+                    break
+                response = message.infer_response
+                if message.error_message:
+                    on_reply(response.id, None, error_from_triton(message.error_message))
+                    continue
+                try:
+                    on_reply(response.id, result_of(response), None)
+                except SidecarError as e:
+                    on_reply(response.id, None, e)
+            error: SidecarError = ModelNotReady("inference server closed the stream")
+        except grpc.aio.AioRpcError as e:
+            error = error_from_triton(e.details() or str(e.code()), e.code())
+        except asyncio.CancelledError:
+            return
+        if not self._closing:
+            self._on_close(error)
+
+    async def close(self) -> None:
+        """End the stream; pending requests get no reply."""
+        self._closing = True
+        self._call.cancel()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+class TritonAdapter:
+    """A connection to one Triton server (gRPC)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: pb_grpc.GRPCInferenceServiceStub | None = None
+
+    async def connect(self) -> None:
+        self._channel = grpc.aio.insecure_channel(self.url, options=_CHANNEL_OPTIONS)
+        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    @property
+    def stub(self) -> pb_grpc.GRPCInferenceServiceStub:
+        if self._stub is None:
+            raise InferenceServerUnavailable("not connected to the inference server")
+        return self._stub
+
+    async def server_ready(self, timeout_s: float = 2.0) -> bool:
+        """True when Triton answers and is ready; never raises."""
+        try:
+            reply = await self.stub.ServerReady(pb.ServerReadyRequest(), timeout=timeout_s)
+        except (grpc.aio.AioRpcError, SidecarError):
+            return False
+        return reply.ready
+
+    async def repository_index(self, timeout_s: float = 5.0) -> list[IndexEntry]:
+        try:
+            reply = await self.stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise InferenceServerUnavailable(f"repository index failed: {e.details()}") from e
+        return [IndexEntry(m.name, m.version, m.state, m.reason) for m in reply.models]
+
+    async def load_model(self, name: str, timeout_s: float = 300.0) -> None:
+        """Load (or reload) ``name``; raises :class:`ModelLoadError` with Triton's reason."""
+        try:
+            request = pb.RepositoryModelLoadRequest(model_name=name)
+            await self.stub.RepositoryModelLoad(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as e:
+            if e.code() is grpc.StatusCode.UNAVAILABLE:
+                raise InferenceServerUnavailable(f"cannot load {name}: {e.details()}") from e
+            raise ModelLoadError(e.details() or str(e.code())) from e
+
+    async def unload_model(self, name: str, timeout_s: float = 60.0) -> None:
+        try:
+            await self.stub.RepositoryModelUnload(
+                pb.RepositoryModelUnloadRequest(model_name=name), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError as e:
+            raise InternalError(f"cannot unload {name}: {e.details()}") from e
+
+    async def infer(self, request: pb.ModelInferRequest, timeout_s: float) -> bytes:
+        """One unary inference; returns the RESULT JSON bytes."""
+        try:
+            response = await self.stub.ModelInfer(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise error_from_triton(e.details() or "", e.code()) from e
+        return result_of(response)
+
+    def open_stream(
+        self,
+        on_reply: Callable[[str, bytes | None, SidecarError | None], None],
+        on_close: Callable[[SidecarError], None],
+    ) -> TritonStream:
+        return TritonStream(self.stub, on_reply, on_close)
