@@ -277,7 +277,7 @@ def _message(path: str, err: Mapping[str, Any]) -> str:
     text = str(err["msg"]).removeprefix("Value error, ")
     if isinstance(got, (str, int, float, bool)) and repr(got) not in text:
         text = f"{text} (got {got!r})"
-    return f"{path}: {text}" if path else text
+    return f"{path}: {text}" if path and not text.startswith(path.rsplit(".", 1)[-1]) else text
 
 
 def contract_digest(contract: ModelContract) -> str:

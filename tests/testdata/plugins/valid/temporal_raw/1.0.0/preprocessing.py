@@ -1,0 +1,2 @@
+def preprocess(frame, context):
+    return frame.image
