@@ -7,9 +7,10 @@ test session. Every result is checked against the plugin's compiled output schem
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import logging
 import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, ModuleType
@@ -42,9 +43,9 @@ class Frame:
     width: int
     height: int
     format: str
-    camera_id: str = ""
-    frame_id: str = ""
-    timestamp_ms: str = ""
+    camera_id: str | None = None
+    frame_id: str | None = None
+    timestamp_ms: int | None = None
     sequence_start: bool = False
 
 
@@ -59,13 +60,22 @@ class Context:
     device: str = "cpu"
 
 
-def _import(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def _package(plugin_dir: Path, name: str) -> str:
+    """A synthetic package whose path is the plugin folder: relative imports work, names never clash."""
+    package = types.ModuleType(name)
+    package.__path__ = [str(plugin_dir)]
+    package.__package__ = name
+    sys.modules[name] = package
+    return name
+
+
+def _freeze(value: Any) -> Any:
+    """Read-only config as the runtime passes it: mappings become MappingProxyType, lists tuples."""
+    if isinstance(value, dict):
+        return MappingProxyType({str(k): _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
 
 
 class LoadedPlugin:
@@ -83,23 +93,24 @@ class LoadedPlugin:
             version=version,
             model_dir=self.dir,
             weights_dir=self.dir / "weights",
-            config=MappingProxyType(config),
+            config=_freeze(config),
             logger=logging.getLogger(f"{model_id}:{version}"),
         )
-        prefix = f"_plugin_{model_id}_{version.replace('.', '_')}"
+        self.package = _package(self.dir, f"test_plugin_{model_id}_{version.replace('.', '_')}")
         entry = self.contract.entry_points
-        self.inference = _import(self.dir / entry.inference, f"{prefix}_inference")
-        self.pre = self._optional(entry.preprocess, f"{prefix}_preprocessing")
-        self.post = self._optional(entry.postprocess, f"{prefix}_postprocessing")
+        self.inference = self._import(entry.inference)
+        self.pre = self._import(entry.preprocess)
+        self.post = self._import(entry.postprocess)
         self.state = self.inference.load(self.context)
 
-    def _optional(self, rel: str | None, name: str) -> ModuleType | None:
+    def _import(self, rel: str | None) -> ModuleType | None:
         if rel is None or not (self.dir / rel).is_file():
             return None
-        return _import(self.dir / rel, name)
+        dotted = ".".join(Path(rel).with_suffix("").parts)
+        return importlib.import_module(f"{self.package}.{dotted}")
 
-    def frame(self, rgb: np.ndarray, camera_id: str = "", sequence_start: bool = False,
-              frame_id: str = "", timestamp_ms: str = "") -> Frame:
+    def frame(self, rgb: np.ndarray, camera_id: str | None = None, sequence_start: bool = False,
+              frame_id: str | None = None, timestamp_ms: int | None = None) -> Frame:
         """A Frame as the wrapper builds it; JPEG/PNG plugins get the image through an encode/decode."""
         image = np.ascontiguousarray(rgb[:, :, :3], dtype=np.uint8)
         fmt = self.contract.input.format
