@@ -15,20 +15,17 @@ WORKDIR /src
 COPY constraints.txt ./
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install -c constraints.txt \
-        fastapi \
         grpcio \
         grpcio-health-checking \
         grpcio-reflection \
         httpx \
-        numpy \
-        pillow \
+        jinja2 \
         protobuf \
         pydantic \
         pydantic-settings \
         pyyaml \
         "tritonclient[grpc]" \
-        typer \
-        uvicorn
+        watchdog
 COPY pyproject.toml README.md ./
 COPY ruthgen ./ruthgen
 COPY sidecar ./sidecar
@@ -47,4 +44,4 @@ RUN groupadd --system --gid 10001 ruth \
 COPY --from=build /opt/venv /opt/venv
 USER 10001:10001
 EXPOSE 50051
-ENTRYPOINT ["ruth-sidecar"]
+ENTRYPOINT ["python", "-m", "sidecar"]

@@ -26,6 +26,7 @@ RUN python3 -m pip install -c /opt/ruth/constraints.txt \
         fastjsonschema \
         numpy \
         pillow \
+        pyyaml \
  && python3 -c "import numpy; assert int(numpy.__version__.split('.')[0]) < 2, numpy.__version__"
 RUN groupadd --system --gid 10001 ruth \
  && useradd --system --uid 10001 --gid ruth --no-create-home --shell /usr/sbin/nologin ruth \
@@ -45,13 +46,10 @@ COPY ruthgen /opt/ruth/src/ruthgen
 COPY templates /opt/ruth/src/templates
 RUN python3 -m venv /opt/ruth/ruthgen \
  && /opt/ruth/ruthgen/bin/pip install -c /opt/ruth/constraints.txt \
-        fastjsonschema \
         jinja2 \
-        numpy \
-        packaging \
-        pillow \
         pydantic \
         pyyaml \
+        "tritonclient[grpc]" \
         typer \
  && /opt/ruth/ruthgen/bin/pip install --no-deps /opt/ruth/src \
  && rm -rf /opt/ruth/src

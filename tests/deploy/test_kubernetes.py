@@ -1,0 +1,186 @@
+"""deploy/k8s: manifests valid for Kubernetes, and the same flags, ports and paths as compose and
+the sidecar's settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from deploy_loaders import (
+    DOCKER,
+    ENVS,
+    EXIT_TIMEOUT_S,
+    K8S,
+    REPOSITORY,
+    RUNTIME_UID,
+    TRITON_GRPC,
+    container,
+    expected_triton_command,
+    find,
+    kustomize,
+    load_yaml,
+)
+
+from sidecar.settings import SidecarSettings
+
+#: The oldest Kubernetes minor the manifests are for (native gRPC probes are GA from 1.27).
+KUBERNETES_VERSION = "1.29"
+OVERLAYS = ["cpu", "gpu"]
+
+
+@pytest.fixture(scope="module", params=["base", *OVERLAYS])
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
+    name = request.param
+    directory = K8S / "base" if name == "base" else K8S / "overlays" / name
+    return name, kustomize(directory)
+
+
+def _pod(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return find(resources, "Deployment", "ruth-runtime")["spec"]["template"]["spec"]
+
+
+def test_kubernetes_resources_validate_against_the_strict_schemas_when_rendered(rendered):
+    _, resources = rendered
+    assert {r["kind"] for r in resources} == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    for resource in resources:
+        try:
+            kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            path = ".".join(str(p) for p in error.path)
+            pytest.fail(f"{resource['kind']}/{resource['metadata']['name']}: {path}: {error.message}")
+
+
+def test_kubernetes_validation_rejects_a_misspelt_field_when_strict():
+    resource = find(kustomize(K8S / "base"), "Deployment", "ruth-runtime")
+    resource["spec"]["template"]["spec"]["shareProcessNamespaces"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+
+
+def test_kubernetes_tritonserver_command_equals_the_embedded_flags_when_rendered(rendered):
+    _, resources = rendered
+    triton = container(_pod(resources), "tritonserver")
+    assert triton["command"] == expected_triton_command()
+    assert "args" not in triton
+
+
+def test_kubernetes_command_equals_compose_when_both_are_read(rendered):
+    _, resources = rendered
+    compose = load_yaml(DOCKER / "docker-compose.yml")
+    command = container(_pod(resources), "tritonserver")["command"]
+    assert command == compose["services"]["tritonserver"]["command"]
+
+
+def test_kubernetes_pod_shares_processes_between_triton_and_sidecar_when_scheduled(rendered):
+    _, resources = rendered
+    pod = _pod(resources)
+    assert pod["shareProcessNamespace"] is True
+    assert [c["name"] for c in pod["containers"]] == ["tritonserver", "sidecar"]
+    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["runAsGroup"] == RUNTIME_UID
+    for item in pod["containers"]:
+        assert "runAsUser" not in item.get("securityContext", {}), "one uid for both containers"
+    assert pod["terminationGracePeriodSeconds"] > EXIT_TIMEOUT_S
+
+
+def test_kubernetes_probes_use_grpc_health_on_each_container_port_when_checked(rendered):
+    _, resources = rendered
+    pod = _pod(resources)
+    ports = {"tritonserver": TRITON_GRPC, "sidecar": SidecarSettings.model_fields["grpc_port"].default}
+    for name, port in ports.items():
+        item = container(pod, name)
+        assert item["readinessProbe"]["grpc"]["port"] == port, name
+        assert port in {p["containerPort"] for p in item["ports"]}
+    triton = container(pod, "tritonserver")
+    assert triton["startupProbe"]["grpc"]["port"] == triton["livenessProbe"]["grpc"]["port"] == TRITON_GRPC
+    sidecar = container(pod, "sidecar")
+    named = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
+    assert named[sidecar["livenessProbe"]["tcpSocket"]["port"]] == ports["sidecar"]
+
+
+def test_kubernetes_pod_has_memory_backed_shared_memory_when_scheduled(rendered):
+    _, resources = rendered
+    pod = _pod(resources)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container(pod, "tritonserver")["volumeMounts"]}
+    assert volumes[mounts["/dev/shm"]["name"]]["emptyDir"]["medium"] == "Memory"
+
+
+def test_kubernetes_repository_is_copied_from_the_bundle_and_mounted_read_only_when_started(rendered):
+    name, resources = rendered
+    pod = _pod(resources)
+    init = container(pod, "model-repository", key="initContainers")
+    expected_tag = "gpu" if name == "gpu" else "cpu"
+    assert init["image"].endswith(f"-{expected_tag}")
+    init_mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    script = init["command"][-1]
+    assert f"{REPOSITORY}/. {init_mounts['model-repository']}/" in script
+    assert f"{ENVS}/. {init_mounts['plugin-envs']}/" in script
+    for item, paths in (
+        (container(pod, "tritonserver"), {REPOSITORY: "model-repository", ENVS: "plugin-envs"}),
+        (container(pod, "sidecar"), {REPOSITORY: "model-repository"}),
+    ):
+        mounts = {m["mountPath"]: m for m in item["volumeMounts"]}
+        for path, volume in paths.items():
+            assert mounts[path]["name"] == volume and mounts[path]["readOnly"] is True
+
+
+def test_kubernetes_sidecar_settings_agree_with_triton_and_the_settings_model_when_set(rendered):
+    _, resources = rendered
+    sidecar = container(_pod(resources), "sidecar")
+    environment = {e["name"]: e["value"] for e in sidecar["env"]}
+    fields = SidecarSettings.model_fields
+    for key in environment:
+        assert key.startswith("RUTH_") and key[5:].lower() in fields, f"{key} is no sidecar setting"
+    settings = SidecarSettings.model_validate({k[5:].lower(): v for k, v in environment.items()})
+    assert settings.triton_url == f"127.0.0.1:{TRITON_GRPC}"
+    assert settings.grpc_host == "0.0.0.0"
+    assert settings.grpc_port == fields["grpc_port"].default
+    assert str(settings.model_repository) == REPOSITORY
+
+
+def test_kubernetes_service_exposes_only_the_sidecar_grpc_port_when_applied(rendered):
+    _, resources = rendered
+    service = find(resources, "Service", "ruth-runtime")
+    deployment = find(resources, "Deployment", "ruth-runtime")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    (port,) = service["spec"]["ports"]
+    sidecar_ports = {p["name"]: p["containerPort"] for p in container(_pod(resources), "sidecar")["ports"]}
+    default = SidecarSettings.model_fields["grpc_port"].default
+    assert port["port"] == sidecar_ports[port["targetPort"]] == default
+    assert port["appProtocol"] == "grpc"
+
+
+def test_kubernetes_gpu_overlay_gives_one_gpu_per_runtime_when_rendered(rendered):
+    name, resources = rendered
+    pod = _pod(resources)
+    triton = container(pod, "tritonserver")
+    sidecar = container(pod, "sidecar")
+    assert "nvidia.com/gpu" not in sidecar["resources"].get("limits", {})
+    if name == "gpu":
+        assert triton["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    else:
+        assert "nvidia.com/gpu" not in triton["resources"].get("limits", {})
+
+
+def test_kubernetes_hpa_scales_the_runtime_deployment_when_applied(rendered):
+    _, resources = rendered
+    hpa = find(resources, "HorizontalPodAutoscaler", "ruth-runtime")
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ruth-runtime"}
+    assert hpa["spec"]["scaleTargetRef"] == target
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+
+def test_kubernetes_images_are_pinned_when_named(rendered):
+    _, resources = rendered
+    pod = _pod(resources)
+    for item in [*pod["containers"], *pod["initContainers"]]:
+        repository, _, tag = item["image"].rpartition(":")
+        assert repository and tag and tag != "latest", item["image"]
+
+
+def test_kustomize_renderer_refuses_fields_it_does_not_know_when_rendering(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text("resources: []\nimages:\n  - name: x\n    newTag: '1'\n")
+    with pytest.raises(ValueError, match="images"):
+        kustomize(tmp_path)
