@@ -23,6 +23,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from ruthgen.embedded import commands as embedded_commands
 from ruthgen.errors import RuthgenError
 
 app = typer.Typer(
@@ -179,6 +180,11 @@ def check(
             typer.echo(f"{problem['entry']}: {problem['message']}")
         typer.echo(f"{repo}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
     raise typer.Exit(1 if problems else 0)
+
+
+# ``triton`` (serve a repository) and ``up`` (build, then serve): ruthgen.embedded.commands.
+app.command("triton")(embedded_commands.triton)
+app.command("up")(embedded_commands.up)
 
 
 def _emit(data: dict[str, Any], as_json: bool, details: bool = True) -> None:

@@ -1,11 +1,12 @@
-"""The ``ruthgen triton`` command (and ``python -m ruthgen.embedded``): thin over `EmbeddedTriton`."""
+"""``ruthgen triton`` (also ``python -m ruthgen.embedded``) and ``ruthgen up``: thin over the library."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -13,9 +14,11 @@ from ruthgen.embedded.errors import EmbeddedTritonError
 from ruthgen.embedded.flags import ALL_MODELS
 from ruthgen.embedded.launcher import EmbeddedTriton
 from ruthgen.embedded.signals import interrupt_on_signals
+from ruthgen.embedded.up import Stack, UpOptions, format_table, running_stack
 from ruthgen.errors import RuthgenError
 
 DEFAULT_LOG = Path(".ruth/tritonserver.log")
+T = TypeVar("T")
 
 RepositoryOpt = Annotated[Path, typer.Option("--repository", "-r", help="The model repository to serve.")]
 HostOpt = Annotated[str, typer.Option(help="Address to bind (loopback by default).")]
@@ -42,17 +45,51 @@ def triton(
         repository, host=host, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
         load_models=load if load else ALL_MODELS, log_path=log_file, startup_timeout_s=startup_timeout,
     )
-    run_until_interrupted(server, lambda: typer.echo(describe(server)))
+
+    def ready(started: EmbeddedTriton) -> EmbeddedTriton:
+        typer.echo(describe(started))
+        return started
+
+    serve_until_interrupted(server, ready)
 
 
-def run_until_interrupted(server: EmbeddedTriton, on_ready: Callable[[], None] | None = None) -> None:
-    """Start ``server``, call ``on_ready()``, serve until SIGINT/SIGTERM, stop; exit codes for errors."""
+def up(
+    models: Annotated[Path, typer.Option("--models", "-m", help="The plugins folder.")] = Path("ai/models"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="The model repository to write.")] = Path(
+        "model_repository"
+    ),
+    target: Annotated[str, typer.Option("--target", "-t", help="cpu, gpu or jetson.")] = "cpu",
+    host: HostOpt = "127.0.0.1",
+    grpc_port: PortOpt = None,
+    http_port: PortOpt = None,
+    metrics_port: PortOpt = None,
+    log_file: LogOpt = DEFAULT_LOG,
+    startup_timeout: TimeoutOpt = 300.0,
+) -> None:
+    """Build the repository from the plugins and serve every valid model until Ctrl-C (or SIGTERM)."""
+    options = UpOptions(
+        models_dir=models, repository=out, target=target, host=host, grpc_port=grpc_port,
+        http_port=http_port, metrics_port=metrics_port, log_path=log_file, startup_timeout_s=startup_timeout,
+    )
+
+    def ready(stack: Stack) -> EmbeddedTriton:
+        typer.echo(format_table(stack.models()))
+        typer.echo(describe(stack.triton))
+        return stack.triton
+
+    serve_until_interrupted(running_stack(options), ready)
+
+
+def serve_until_interrupted(
+    context: contextlib.AbstractContextManager[T], on_ready: Callable[[T], EmbeddedTriton]
+) -> None:
+    """Enter ``context``, call ``on_ready`` (it returns the server to watch), serve until SIGINT or
+    SIGTERM, then leave ``context``; library errors become their message and exit code."""
     try:
         with interrupt_on_signals():
             try:
-                with server:
-                    if on_ready is not None:
-                        on_ready()
+                with context as started:
+                    server = on_ready(started)
                     code = server.wait()
                     raise EmbeddedTritonError(
                         f"tritonserver exited on its own with code {code}:\n{server.log_tail()}"

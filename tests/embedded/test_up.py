@@ -1,0 +1,105 @@
+"""``ruthgen up``: the model table (unit), and build + serve + Ctrl-C end to end."""
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ruthgen.embedded import cleanup
+from ruthgen.embedded.up import ModelRow, UpOptions, format_table, model_rows, running_stack
+from ruthgen.scaffold import scaffold_plugin
+
+
+def _record(model_id: str, version: str, state: str = "VALID", **extra) -> dict:
+    name = f"{model_id}__{version}"
+    record = {"model_id": model_id, "version": version, "triton_name": name, "state": state, "path": name}
+    return {**record, **extra}
+
+
+MANIFEST = {
+    "models": [
+        _record("a", "1.0.0"),
+        _record("b", "2.0.0"),
+        _record("c", "1.0.0"),
+        _record("d", "1.0.0", "INVALID", errors=[{"check": "missing_file", "message": "no inference.py"}]),
+    ]
+}
+INDEX = [
+    {"name": "a__1.0.0", "version": "1", "state": "READY", "reason": ""},
+    {"name": "b__2.0.0", "version": "1", "state": "UNAVAILABLE", "reason": "Internal: boom\ntraceback"},
+]
+
+
+def test_model_rows_joins_manifest_with_triton_states():
+    assert model_rows(MANIFEST, INDEX) == [
+        ModelRow("a", "1.0.0", "a__1.0.0", "READY", ""),
+        ModelRow("b", "2.0.0", "b__2.0.0", "UNAVAILABLE", "Internal: boom\ntraceback"),
+        ModelRow("c", "1.0.0", "c__1.0.0", "NOT LOADED", ""),
+        ModelRow("d", "1.0.0", "d__1.0.0", "INVALID", "missing_file: no inference.py"),
+    ]
+
+
+def test_format_table_aligns_columns_and_keeps_first_reason_line():
+    lines = format_table(model_rows(MANIFEST, INDEX)).splitlines()
+    assert lines[0].split() == ["STATE", "MODEL", "VERSION", "TRITON", "NAME", "REASON"]
+    assert len({line.index(" a__") if " a__" in line else None for line in lines[1:2]}) == 1
+    assert lines[2].endswith("Internal: boom")
+    assert lines[4].startswith("INVALID ")
+
+
+def test_format_table_says_so_when_no_plugins():
+    assert format_table([]).endswith("no plugins found")
+
+
+def _plugins(root: Path) -> Path:
+    models = root / "models"
+    scaffold_plugin(models, "alpha", "1.0.0")
+    scaffold_plugin(models, "alpha", "1.1.0")
+    broken = models / "broken" / "1.0.0"
+    broken.mkdir(parents=True)
+    (broken / "model.yaml").write_text("model_id: broken\n")
+    return models
+
+
+@pytest.mark.integration
+def test_running_stack_serves_every_valid_model_and_stops(tmp_path):
+    options = UpOptions(
+        models_dir=_plugins(tmp_path), repository=tmp_path / "repo", log_path=tmp_path / "log.txt"
+    )
+    with running_stack(options) as stack:
+        rows = {(row.model_id, row.version): row.state for row in stack.models()}
+        prefix = stack.triton.shm_prefix
+        assert stack.triton.is_ready()
+    assert rows == {("alpha", "1.0.0"): "READY", ("alpha", "1.1.0"): "READY", ("broken", "1.0.0"): "INVALID"}
+    assert not stack.triton.running
+    assert cleanup.stub_pids(prefix) == [] and cleanup.shm_regions(prefix) == []
+
+
+@pytest.mark.integration
+def test_up_command_prints_table_and_stops_on_ctrl_c(tmp_path):
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ruthgen"), "up", "-m", str(_plugins(tmp_path)),
+         "-o", str(tmp_path / "repo"), "--log-file", str(tmp_path / "log.txt")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )
+    output = []
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and (line := process.stdout.readline()):
+            output.append(line)
+            if line.startswith("Ctrl-C stops it."):
+                break
+        text = "".join(output)
+        assert re.search(r"^READY\s+alpha\s+1\.0\.0\s+alpha__1\.0\.0", text, re.M), text
+        assert re.search(r"^READY\s+alpha\s+1\.1\.0\s+alpha__1\.1\.0", text, re.M), text
+        assert re.search(r"^INVALID\s+broken\s+1\.0\.0", text, re.M), text
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, rest
+    assert rest.strip().endswith("stopped")
