@@ -5,8 +5,8 @@
 #            (3.10 in 24.10), and the user the sidecar shares (uid 10001). Serves a repository
 #            mounted at /opt/ruth/model_repository (docker-compose.yml).
 #   ruthgen  runtime + the project's generator. `ruthgen build` run in it builds every plugin's
-#            Python environment with the image's own Python, at the path it is served from
-#            (/opt/ruth/envs): Python environments are not relocatable.
+#            Python environment (ruthgen.envs) with the image's own Python 3.10 — the one the
+#            stub embeds — under /opt/ruth/envs, where the server reads it.
 #   bundle   (default) runtime + a repository generated from ai/models at image build time,
 #            environments included: one self-contained image per release (Kubernetes).
 #
@@ -37,24 +37,25 @@ WORKDIR /opt/ruth
 
 FROM runtime AS ruthgen
 USER root
-# venv for the generator itself, and for the plugins' environments it creates.
+# `python -m venv` for the plugins' environments.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3-venv \
  && rm -rf /var/lib/apt/lists/*
+# The generator goes into the image's own Python, not a venv of its own: an environment is a venv
+# of the interpreter that builds it, and the runtime stage has only /usr/bin/python3.
 COPY pyproject.toml README.md /opt/ruth/src/
 COPY ruthgen /opt/ruth/src/ruthgen
 COPY templates /opt/ruth/src/templates
-RUN python3 -m venv /opt/ruth/ruthgen \
- && /opt/ruth/ruthgen/bin/pip install -c /opt/ruth/constraints.txt \
+RUN python3 -m pip install -c /opt/ruth/constraints.txt \
         jinja2 \
         pydantic \
         pyyaml \
         "tritonclient[grpc]" \
         typer \
- && /opt/ruth/ruthgen/bin/pip install --no-deps /opt/ruth/src \
+ && python3 -m pip install --no-deps /opt/ruth/src \
  && rm -rf /opt/ruth/src
-ENV PATH=/opt/ruth/ruthgen/bin:$PATH \
-    RUTH_ENV_DIR=/opt/ruth/envs
+# ruthgen.envs builds every environment under $RUTH_ENV_CACHE, the path Triton reads it from.
+ENV RUTH_ENV_CACHE=/opt/ruth/envs
 USER 10001:10001
 ENTRYPOINT ["ruthgen"]
 CMD ["--help"]
@@ -62,7 +63,8 @@ CMD ["--help"]
 FROM ruthgen AS bundle-build
 ARG RUTH_TARGET=gpu
 COPY --chown=10001:10001 ai/models /opt/ruth/ai/models
-RUN ruthgen build --target "${RUTH_TARGET}" --models /opt/ruth/ai/models --out /opt/ruth/model_repository
+RUN ruthgen build --target "${RUTH_TARGET}" --models /opt/ruth/ai/models --out /opt/ruth/model_repository \
+ && rm -rf /opt/ruth/envs/_wheels
 
 FROM runtime AS bundle
 COPY --from=bundle-build /opt/ruth/model_repository /opt/ruth/model_repository

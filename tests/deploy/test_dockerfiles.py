@@ -31,6 +31,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from ruthgen.envs import BASE_PACKAGES, CACHE_ENV
 from sidecar.settings import SidecarSettings
 
 SIDECAR = parse_dockerfile(DOCKER / "sidecar.Dockerfile")
@@ -149,6 +150,12 @@ def test_triton_runtime_installs_what_the_wrapper_imports_when_built():
     assert any(distributions_of(m) & closure(runtime, TRITON_PYTHON) for m in decoders)
 
 
+def test_triton_runtime_installs_the_base_packages_of_every_plugin_environment_when_built():
+    # A plugin without requirements runs on the image's Python: it gets what an environment gets.
+    installed = {canonicalize_name(r.name) for r in _installed(TRITON, "runtime")}
+    assert installed == {canonicalize_name(name) for name in BASE_PACKAGES}
+
+
 def test_triton_runtime_keeps_numpy_below_2_when_built():
     assert Version(constraints()["numpy"]).major < 2
     assert any("numpy.__version__" in run for run in TRITON.stage("runtime").runs())
@@ -180,7 +187,16 @@ def test_triton_bundle_holds_the_repository_and_environments_at_the_served_paths
     copies = TRITON.stage("bundle").values("COPY")
     assert copies == [f"--from=bundle-build {REPOSITORY} {REPOSITORY}", f"--from=bundle-build {ENVS} {ENVS}"]
     env = " ".join(TRITON.stage("ruthgen").values("ENV"))
-    assert f"RUTH_ENV_DIR={ENVS}" in env
+    assert f"{CACHE_ENV}={ENVS}" in env
+
+
+def test_triton_ruthgen_builds_environments_with_the_interpreter_the_runtime_has_when_run():
+    # ruthgen.envs makes each environment a venv of sys.executable: a generator living in a venv of
+    # its own would leave every environment pointing at an interpreter the runtime stage lacks.
+    runs = TRITON.stage("ruthgen").runs()
+    assert not any("-m venv" in run for run in runs)
+    installs = [args for run in runs for args in pip_installs(run)]
+    assert installs and all(run.lstrip().startswith("python3 -m pip") for run in runs if "pip install" in run)
 
 
 @pytest.mark.parametrize("dockerfile", ["sidecar.Dockerfile", "triton.Dockerfile"])
