@@ -70,7 +70,7 @@ _SKIPPED_NAMES = frozenset({"__pycache__", ".git", ".hg", ".svn", ".DS_Store"})
 class _Entry:
     report: PluginReport
     spec: ModelSpec
-    files: list[tuple[str, Path]]
+    files: list[tuple[str, str, os.stat_result]]
     config_text: str
     model_py: str | None
     record: dict[str, Any]
@@ -140,10 +140,8 @@ def build_repository(
         result.unchanged = sorted(e.report.triton_name for e in entries if e.action == "unchanged")  # type: ignore[misc]
         result.removed = removed
         result.manifest = new_manifest(target, records)
-        manifest_text = dumps(result.manifest)
-        current = (repo / MANIFEST_FILE).read_text("utf-8") if (repo / MANIFEST_FILE).exists() else None
-        if to_write or removed or manifest_text != current:
-            _apply(repo, to_write, removed, manifest_text)
+        if to_write or removed or result.manifest != old or not (repo / MANIFEST_FILE).is_file():
+            _apply(repo, to_write, removed, dumps(result.manifest))
         cache.save()
     LOGGER.info(
         "repository %s: %d written, %d unchanged, %d removed",
@@ -234,13 +232,19 @@ def _plan_entry(
             {"entry": record, "model_id": report.model_id, "version": report.version, "triton_name": name}
         )
     digest = hashlib.sha256()
-    for part in (LAYOUT_VERSION, generator, str(env_dir or ""), config_text, model_py or "", dumps(record)):
+    parts = (LAYOUT_VERSION, generator, str(env_dir or ""), config_text, model_py or "", _compact(record))
+    for part in parts:
         digest.update(part.encode())
         digest.update(b"\0")
-    for rel, path in files:
-        digest.update(f"{rel}\0{cache.digest(path)}\n".encode())
+    for rel, path, info in files:
+        digest.update(f"{rel}\0{cache.digest(path, info)}\n".encode())
     record["source_digest"] = "sha256:" + digest.hexdigest()
     return _Entry(report, spec, files, config_text, model_py, record, env_dir)
+
+
+def _compact(data: Any) -> str:
+    """Canonical one-line JSON (sorted keys; the C encoder, unlike ``indent=2``)."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _ensure_env(report: PluginReport) -> Path | None:
@@ -254,27 +258,33 @@ def _ensure_env(report: PluginReport) -> Path | None:
     return Path(envs.ensure_env(report.plugin_dir, contract)).absolute()
 
 
-def _plugin_files(root: Path) -> list[tuple[str, Path]]:
-    """Every regular file of the plugin (symlinks followed), sorted, caches and VCS folders left out."""
-    found: list[tuple[str, Path]] = []
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a symlink loop
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_NAMES)
-        base = Path(dirpath)
-        rel_base = base.relative_to(root).as_posix()
-        for name in filenames:
-            if name in _SKIPPED_NAMES or name.endswith((".pyc", ".pyo")):
-                continue
-            path = base / name
-            with contextlib.suppress(OSError):
-                if stat.S_ISREG(path.stat().st_mode):
-                    found.append((name if rel_base == "." else f"{rel_base}/{name}", path))
-    found.sort()
+def _plugin_files(root: Path) -> list[tuple[str, str, os.stat_result]]:
+    """Every regular file of the plugin as (relative path, path, stat), sorted; symlinks followed,
+    caches and VCS folders left out."""
+    found: list[tuple[str, str, os.stat_result]] = []
+    seen: set[tuple[int, int]] = set()
+
+    def walk(folder: str, prefix: str) -> None:
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:  # a symlink loop
+            return
+        seen.add((st.st_dev, st.st_ino))
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = entry.name
+                if name in _SKIPPED_NAMES or name.endswith((".pyc", ".pyo")):
+                    continue
+                try:
+                    info = entry.stat()
+                except OSError:  # a dangling symlink
+                    continue
+                if stat.S_ISDIR(info.st_mode):
+                    walk(entry.path, f"{prefix}{name}/")
+                elif stat.S_ISREG(info.st_mode):
+                    found.append((f"{prefix}{name}", entry.path, info))
+
+    walk(str(root), "")
+    found.sort(key=lambda item: item[0])
     return found
 
 
@@ -307,8 +317,9 @@ def _apply(repo: Path, entries: list[_Entry], removed: list[str], manifest_text:
     try:
         stage.mkdir()
         runtime = _runtime_files()
+        shared = _Shared(stage / ".shared")
         for entry in entries:
-            _write_entry(stage / entry.spec.name, entry, runtime)
+            _write_entry(stage / entry.spec.name, entry, runtime, shared)
         _swap(repo, stage, [e.spec.name for e in entries], removed, manifest_text)
     except OSError as exc:
         raise BuildError(f"cannot write the repository {repo}: {exc}") from exc
@@ -316,7 +327,7 @@ def _apply(repo: Path, entries: list[_Entry], removed: list[str], manifest_text:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _write_entry(dest: Path, entry: _Entry, runtime: list[tuple[str, Path]]) -> None:
+def _write_entry(dest: Path, entry: _Entry, runtime: list[tuple[str, Path]], shared: _Shared) -> None:
     """Write one complete entry into ``dest`` (a staging folder)."""
     version_dir = dest / VERSION_DIR
     plugin_dir = version_dir / PLUGIN_DIR
@@ -324,22 +335,47 @@ def _write_entry(dest: Path, entry: _Entry, runtime: list[tuple[str, Path]]) -> 
     (dest / "config.pbtxt").write_text(entry.config_text, "utf-8")
     if entry.model_py is not None:
         (version_dir / "model.py").write_text(entry.model_py, "utf-8")
-    made = {version_dir, plugin_dir}
+    made = {str(version_dir), str(plugin_dir)}
     for rel, src in runtime:
-        _copy(src, version_dir / rel, made)
-    for rel, src in entry.files:
-        _copy(src, plugin_dir / rel, made)
-    (version_dir / ENTRY_RECORD_FILE).write_text(dumps(entry.record), "utf-8")
+        shared.place(src, _target(version_dir, rel, made))
+    for rel, src, _ in entry.files:
+        shutil.copyfile(src, _target(plugin_dir, rel, made))
+    (version_dir / ENTRY_RECORD_FILE).write_text(_compact(entry.record) + "\n", "utf-8")
     if entry.env_dir is not None:
         os.symlink(entry.env_dir, dest / ENV_LINK, target_is_directory=True)
 
 
-def _copy(src: Path, dst: Path, made: set[Path]) -> None:
-    parent = dst.parent
+def _target(base: Path, rel: str, made: set[str]) -> str:
+    """``base/rel`` as a string, its parent folder created once."""
+    path = os.path.join(base, rel)
+    parent = os.path.dirname(path)
     if parent not in made:
-        parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(parent, exist_ok=True)
         made.add(parent)
-    shutil.copyfile(src, dst)
+    return path
+
+
+class _Shared:
+    """Files that every entry of a build holds (the wrapper): copied once, then hard-linked.
+
+    The copy lives in the staging folder, so entries never share an inode with the sources.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.copies: dict[str, str] = {}
+
+    def place(self, src: Path, dst: str) -> None:
+        copy = self.copies.get(str(src))
+        if copy is None:
+            self.folder.mkdir(exist_ok=True)
+            copy = os.path.join(self.folder, f"{len(self.copies)}-{src.name}")
+            shutil.copyfile(src, copy)
+            self.copies[str(src)] = copy
+        try:
+            os.link(copy, dst)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(copy, dst)
 
 
 def _swap(repo: Path, stage: Path, names: list[str], removed: list[str], manifest_text: str) -> None:
@@ -402,16 +438,15 @@ class _DigestCache:
             self.known = {}
         self.changed = False
 
-    def digest(self, path: Path) -> str:
-        key = str(path)
-        st = path.stat()
-        sig = [st.st_size, st.st_mtime_ns, st.st_ino]
+    def digest(self, path: str, info: os.stat_result) -> str:
+        key = path
+        sig = [info.st_size, info.st_mtime_ns, info.st_ino]
         hit = self.known.get(key)
         if hit is not None and hit[:3] == sig:
             self.used[key] = hit
             return hit[3]
         hasher = hashlib.sha256()
-        with path.open("rb") as handle:
+        with open(path, "rb") as handle:
             while chunk := handle.read(1 << 20):
                 hasher.update(chunk)
         value = hasher.hexdigest()
