@@ -1,0 +1,150 @@
+"""The capability declaration of architecture §7.2, built from the runtime's state (a pure function).
+
+Inputs: the model records (lifecycle), their request-health snapshots, the hardware and the clock.
+The same JSON is POSTed to the backend (:mod:`sidecar.registration`) and served at
+``GET /capabilities``.
+
+* ``models``: every known version but UNLOADED ones, with ``state`` and ``health`` (READY: its
+  request health; ERROR: UNHEALTHY; any other state: UNHEALTHY, as it cannot serve).
+* ``capacity`` (Appendix B): ``max_fps_total`` sums the ``fps_capacity`` of READY models;
+  ``max_concurrent_streams = min(10, floor(max_fps_total / 10))``; ``recommended_batch_size`` is the
+  largest batch a READY model takes; utilisation is the observed rate over the capacity.
+* ``health_summary``: the §6.5 aggregation over loaded models, and the newest error with its model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sidecar.hardware import HardwareInfo
+from sidecar.health import Health, HealthSnapshot, aggregate
+from sidecar.states import ModelRecord, ModelState
+
+MAX_STREAMS = 10
+FPS_PER_STREAM = 10
+_COMPUTE_PHASES = ("compute_input", "compute_infer", "compute_output")
+
+
+def model_health(record: ModelRecord, snapshot: HealthSnapshot | None) -> Health:
+    """The health reported for one model version."""
+    if record.state is ModelState.READY:
+        return snapshot.health if snapshot is not None else Health.HEALTHY
+    return Health.UNHEALTHY
+
+
+def is_loaded(record: ModelRecord) -> bool:
+    """True for versions that count in the runtime's health: serving, broken, or being recovered."""
+    return record.state in (ModelState.READY, ModelState.ERROR) or (
+        record.state is ModelState.LOADING and record.recovery_attempts > 0
+    )
+
+
+def fps_capacity(record: ModelRecord) -> float | None:
+    """Measured capacity when known, else what the contract's latency hint allows."""
+    if record.fps_capacity is not None:
+        return record.fps_capacity
+    if record.inference_time_hint_ms:
+        return round(1000.0 / record.inference_time_hint_ms * max(1, record.instance_count), 1)
+    return None
+
+
+def fps_from_statistics(stats: Mapping[str, Any], instance_count: int, min_count: int = 20) -> float | None:
+    """Frames per second the model's instances can compute, from Triton's statistics of one model.
+
+    ``stats`` is one ``model_stats`` item of Triton's statistics JSON: ``inference_count`` frames in
+    ``execution_count`` executions whose compute time (input + infer + output, ns) is summed in
+    ``inference_stats``. None until ``min_count`` frames were seen.
+    """
+    frames = int(stats.get("inference_count") or 0)
+    timings = stats.get("inference_stats") or {}
+    busy_ns = sum(int((timings.get(k) or {}).get("ns") or 0) for k in _COMPUTE_PHASES)
+    if frames < min_count or busy_ns <= 0:
+        return None
+    return round(max(1, instance_count) * frames / (busy_ns / 1e9), 1)
+
+
+def build_declaration(
+    *,
+    runtime_id: str,
+    runtime_version: str,
+    records: Iterable[ModelRecord],
+    health: Mapping[tuple[str, str], HealthSnapshot],
+    hardware: HardwareInfo,
+    now: float | None = None,
+) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    records = [r for r in records if r.state is not ModelState.UNLOADED]
+    models, loaded_health = [], []
+    total_fps, observed_fps, batch = 0.0, 0.0, 1
+    for record in records:
+        snapshot = health.get(record.key)
+        status = model_health(record, snapshot)
+        if is_loaded(record):
+            loaded_health.append(status)
+        fps = fps_capacity(record)
+        if record.state is ModelState.READY:
+            total_fps += fps or 0.0
+            observed_fps += snapshot.observed_fps if snapshot else 0.0
+            batch = max(batch, record.max_batch_size or 1)
+        models.append(_model_entry(record, status, snapshot, fps))
+    summary = aggregate(loaded_health).to_dict()
+    summary["last_error"] = _last_error(records)
+    return {
+        "runtime_id": runtime_id,
+        "version": runtime_version,
+        "timestamp": _iso(now),
+        "hardware": hardware.to_dict(),
+        "capacity": {
+            "max_fps_total": round(total_fps, 1),
+            "max_concurrent_streams": min(MAX_STREAMS, math.floor(total_fps / FPS_PER_STREAM)),
+            "recommended_batch_size": batch,
+            "current_utilization_percent": (
+                round(min(100.0, 100.0 * observed_fps / total_fps), 1) if total_fps else 0.0
+            ),
+        },
+        "models": models,
+        "health_summary": summary,
+    }
+
+
+def _model_entry(
+    record: ModelRecord, status: Health, snapshot: HealthSnapshot | None, fps: float | None
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "model_id": record.model_id,
+        "version": record.version,
+        "state": record.state.value,
+        "health": status.value,
+        "input_type": record.input_type,
+        "output_schema_version": record.output_schema_version,
+        "performance": {
+            "avg_inference_time_ms": _ms(snapshot.avg_ms if snapshot else None),
+            "p99_inference_time_ms": _ms(snapshot.p99_ms if snapshot else None),
+            "fps_capacity": fps,
+        },
+    }
+    if record.state is not ModelState.READY and record.last_error:
+        entry["reason"] = record.reason
+    if record.rejected_change is not None:
+        entry["rejected_change"] = record.rejected_change.to_dict()
+    return entry
+
+
+def _last_error(records: list[ModelRecord]) -> str | None:
+    dated = [r for r in records if r.last_error and r.last_error_at is not None]
+    if not dated:
+        return None
+    newest = max(dated, key=lambda r: r.last_error_at or 0.0)
+    at = time.strftime("%H:%M:%S", time.gmtime(newest.last_error_at))
+    return f"{newest.model_id}:{newest.version}: {newest.last_error} at {at}"
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _iso(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"

@@ -1,0 +1,88 @@
+"""The HTTP routes: each converts the request, asks the core, and converts the answer.
+
+* ``GET /livez``: 200 while the process serves (Triton's state does not matter: restarting the
+  sidecar would not fix it); ``GET /readyz``: 200 when ready, else 503, with the reasons;
+* ``GET /capabilities``: the §7.2 declaration (the JSON sent to the backend);
+* ``GET /models[?model_id=&version=]``: state, reason, history, health, performance per version;
+* ``GET /metrics``: Prometheus text;
+* ``POST /admin/rescan[?model_id=]``: needs ``Authorization: Bearer <admin token>``; refused
+  (403) when no token is configured. This port is not the backend-facing gRPC one.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, Protocol
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse
+
+from sidecar.errors import ModelNotFound
+from sidecar.http.errors import error_body
+
+
+class OperationsCore(Protocol):
+    def live(self) -> bool: ...
+    def readiness(self) -> tuple[bool, dict[str, Any]]: ...
+    def capabilities(self) -> dict[str, Any]: ...
+    def models(self, model_id: str | None = None, version: str | None = None) -> list[dict[str, Any]]: ...
+    async def rescan(self, model_id: str | None = None) -> list[dict[str, Any]]: ...
+    def metrics_text(self) -> tuple[bytes, str]: ...
+
+
+def build_router(core: OperationsCore, admin_token: str | None) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/livez")
+    async def livez() -> JSONResponse:
+        live = core.live()
+        return JSONResponse({"live": live}, status_code=200 if live else 503)
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ready, body = core.readiness()
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @router.get("/capabilities")
+    async def capabilities() -> dict[str, Any]:
+        return core.capabilities()
+
+    @router.get("/models")
+    async def models(model_id: str | None = None, version: str | None = None) -> dict[str, Any]:
+        found = core.models(model_id, version)
+        if not found and (model_id or version):
+            raise ModelNotFound(f"no model matches model_id={model_id!r} version={version!r}")
+        return {"models": found}
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        body, content_type = core.metrics_text()
+        return Response(body, media_type=content_type)
+
+    @router.post("/admin/rescan")
+    async def rescan(
+        model_id: str | None = Query(None, description="only this model's versions"),
+        authorization: str | None = Header(None),
+    ) -> JSONResponse:
+        refusal = _check_admin(admin_token, authorization)
+        if refusal is not None:
+            return refusal
+        return JSONResponse({"models": await core.rescan(model_id or None)})
+
+    return router
+
+
+def _check_admin(token: str | None, authorization: str | None) -> JSONResponse | None:
+    if not token:
+        return JSONResponse(
+            error_body("FORBIDDEN", "the admin API is disabled: set RUTH_ADMIN_TOKEN to enable it"),
+            status_code=403,
+        )
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        return JSONResponse(
+            error_body("UNAUTHENTICATED", "a valid 'Authorization: Bearer <admin token>' header is required"),
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return None

@@ -1,0 +1,114 @@
+"""Recovery of broken model instances (architecture §6.3), for what Triton 2.51 does not do itself.
+
+* A stub process that died leaves its model READY in Triton, and every request then fails with
+  ``Stub process '<instance>' is not healthy.``: :func:`is_dead_stub_error` recognises it.
+* A hung ``execute()`` blocks its instance forever, and ``unload`` waits for it: the stub must be
+  killed. :class:`StubKiller` finds the ``triton_python_backend_stub`` processes of one Triton model
+  (their command line ends with the instance name ``<model>_<group>_<index>``) among the
+  descendants of our tritonserver only, and kills them.
+* :class:`RecoveryPolicy` holds every figure: timeouts before UNHEALTHY, cooldown, retries, load and
+  unload timeouts, drain time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+LOGGER = logging.getLogger(__name__)
+
+STUB_NAME = "triton_python_backend_stub"
+_DEAD_STUB = re.compile(r"Stub process .* is not healthy", re.S)
+
+
+@dataclass(frozen=True)
+class RecoveryPolicy:
+    load_timeout_s: float = 60.0
+    unload_timeout_s: float = 10.0
+    drain_timeout_s: float = 30.0
+    cooldown_s: float = 30.0
+    max_retries: int = 3
+    max_consecutive_timeouts: int = 3
+
+
+def is_dead_stub_error(message: str | None) -> bool:
+    """True for the error Triton answers once a model's stub process has died."""
+    return bool(message) and bool(_DEAD_STUB.search(message or ""))
+
+
+class StubKiller:
+    """Kills the Python-backend stubs of one Triton model, only under our tritonserver.
+
+    ``server_pid`` returns the tritonserver's pid (None when Triton runs elsewhere and its
+    processes cannot be seen: then nothing is killed). ``proc`` is ``/proc`` (a fake in tests).
+    """
+
+    def __init__(self, server_pid: Callable[[], int | None], proc: Path = Path("/proc")) -> None:
+        self._server_pid = server_pid
+        self._proc = proc
+
+    def find(self, triton_name: str) -> list[int]:
+        server = self._server_pid()
+        if server is None:
+            return []
+        instance = re.compile(rf"^{re.escape(triton_name)}_\d+_\d+$")
+        found = []
+        for entry in self._proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = [a for a in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0") if a]
+            except OSError:
+                continue
+            if not argv or STUB_NAME not in argv[0] or not instance.match(argv[-1]):
+                continue
+            if self._descends_from(int(entry.name), server):
+                found.append(int(entry.name))
+        return sorted(found)
+
+    def kill(self, triton_name: str, wait_s: float = 2.0) -> list[int]:
+        """SIGKILL the stubs of ``triton_name``; return their pids once gone (or ``wait_s`` passed)."""
+        pids = self.find(triton_name)
+        for pid in pids:
+            LOGGER.warning("killing stub process %d of model %s", pid, triton_name)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + wait_s
+        while pids and time.monotonic() < deadline and any(self._alive(p) for p in pids):
+            time.sleep(0.02)
+        return pids
+
+    def _alive(self, pid: int) -> bool:
+        try:
+            stat = (self._proc / str(pid) / "stat").read_text()
+        except OSError:
+            return False
+        return stat[stat.rindex(")") + 2 :].split()[0] not in ("Z", "X")
+
+    def _descends_from(self, pid: int, ancestor: int) -> bool:
+        for _ in range(64):
+            if pid == ancestor:
+                return True
+            parent = self._parent(pid)
+            if parent is None or parent <= 1:
+                return False
+            pid = parent
+        return False
+
+    def _parent(self, pid: int) -> int | None:
+        try:
+            stat = (self._proc / str(pid) / "stat").read_text()
+        except OSError:
+            return None
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+        try:
+            return int(stat[stat.rindex(")") + 2 :].split()[1])
+        except (ValueError, IndexError):
+            return None

@@ -1,0 +1,199 @@
+"""The lifecycle of one model version: states, allowed transitions, history (architecture §3.1, App. A).
+
+Every ``(model_id, version)`` the runtime knows has one :class:`ModelRecord` in the
+:class:`ModelRegistry`. Its state changes only through :meth:`ModelRecord.transition`, which refuses
+a transition that :data:`TRANSITIONS` does not allow (:class:`IllegalTransition`) and keeps a bounded
+history of ``(from, to, at, reason)``.
+
+Appendix A's graph, plus what rescans and recovery need (each marked below and in docs/lifecycle.md):
+
+* ``INVALID -> DISCOVERED``: the folder changed, a rescan validates it again (INVALID is terminal
+  for one set of files, not for the folder);
+* ``INVALID -> UNLOADED``: an invalid folder was deleted;
+* ``ERROR -> LOADING`` and ``LOADING -> ERROR``: the automatic recovery reload of §6.3 (a failed
+  recovery attempt stays in ERROR for the next retry).
+
+A reload of a READY model (new files, or a zero-drop recovery) keeps the record READY: the new copy
+loads beside the serving one, and only the routing switches (see :mod:`sidecar.manager`).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ModelState(str, enum.Enum):
+    DISCOVERED = "DISCOVERED"
+    VALIDATING = "VALIDATING"
+    INVALID = "INVALID"
+    LOADING = "LOADING"
+    READY = "READY"
+    FAILED = "FAILED"
+    ERROR = "ERROR"
+    UNLOADING = "UNLOADING"
+    UNLOADED = "UNLOADED"
+
+
+S = ModelState
+TRANSITIONS: dict[ModelState, frozenset[ModelState]] = {
+    S.DISCOVERED: frozenset({S.VALIDATING}),
+    S.VALIDATING: frozenset({S.LOADING, S.INVALID}),
+    S.INVALID: frozenset({S.DISCOVERED, S.UNLOADED}),  # both added: rescan of a changed/deleted folder
+    S.LOADING: frozenset({S.READY, S.FAILED, S.ERROR}),  # ERROR added: a failed recovery reload
+    S.READY: frozenset({S.ERROR, S.UNLOADING}),
+    S.FAILED: frozenset({S.UNLOADING}),
+    S.ERROR: frozenset({S.UNLOADING, S.LOADING}),  # LOADING added: the recovery reload
+    S.UNLOADING: frozenset({S.UNLOADED}),
+    S.UNLOADED: frozenset({S.DISCOVERED}),
+}
+DEFAULT_HISTORY = 32
+
+
+class IllegalTransition(RuntimeError):
+    """A state change that the lifecycle does not allow."""
+
+
+@dataclass(frozen=True)
+class Transition:
+    source: ModelState | None
+    target: ModelState
+    at: float  # unix time, seconds
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "from": self.source.value if self.source else None,
+            "to": self.target.value,
+            "at": iso_time(self.at),
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class RejectedChange:
+    """A new copy of a serving model that was refused; the running copy keeps serving."""
+
+    reason: str
+    at: float
+    source_digest: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "at": iso_time(self.at), "source_digest": self.source_digest}
+
+
+@dataclass
+class ModelRecord:
+    """Everything the runtime keeps about one model version, besides its request health."""
+
+    model_id: str
+    version: str
+    state: ModelState = S.DISCOVERED
+    reason: str = "discovered"
+    since: float = field(default_factory=time.time)
+    history: deque[Transition] = field(default_factory=lambda: deque(maxlen=DEFAULT_HISTORY))
+    #: what the contract declares (None until validated)
+    input_type: str | None = None
+    output_schema_version: str | None = None
+    inference_time_hint_ms: float | None = None
+    max_batch_size: int = 0
+    instance_count: int = 1
+    #: the Triton name requests go to (None when nothing is loaded)
+    active_name: str | None = None
+    source_digest: str | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    rejected_change: RejectedChange | None = None
+    recovery_attempts: int = 0
+    fps_capacity: float | None = None
+    _listener: Callable[[ModelRecord, Transition], None] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.history:
+            self.history.append(Transition(None, self.state, self.since, self.reason))
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.model_id, self.version)
+
+    def can_transition(self, target: ModelState) -> bool:
+        return target in TRANSITIONS[self.state]
+
+    def transition(self, target: ModelState, reason: str) -> Transition:
+        """Move to ``target``; raise :class:`IllegalTransition` when the lifecycle forbids it."""
+        if not self.can_transition(target):
+            raise IllegalTransition(
+                f"{self.model_id}:{self.version}: {self.state.value} -> {target.value} is not allowed "
+                f"(allowed: {', '.join(sorted(s.value for s in TRANSITIONS[self.state])) or 'none'})"
+            )
+        step = Transition(self.state, target, time.time(), reason)
+        self.state, self.reason, self.since = target, reason, step.at
+        self.history.append(step)
+        if target in (S.INVALID, S.FAILED, S.ERROR):
+            self.note_error(reason, step.at)
+        if self._listener is not None:
+            self._listener(self, step)
+        return step
+
+    def note_error(self, message: str, at: float | None = None) -> None:
+        self.last_error, self.last_error_at = message, at if at is not None else time.time()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "version": self.version,
+            "state": self.state.value,
+            "reason": self.reason,
+            "since": iso_time(self.since),
+            "input_type": self.input_type,
+            "output_schema_version": self.output_schema_version,
+            "triton_name": self.active_name,
+            "last_error": self.last_error,
+            "rejected_change": self.rejected_change.to_dict() if self.rejected_change else None,
+            "recovery_attempts": self.recovery_attempts,
+            "history": [t.to_dict() for t in self.history],
+        }
+
+
+class ModelRegistry:
+    """The catalogue of model versions and their lifecycle; tells listeners about every transition."""
+
+    def __init__(self, history: int = DEFAULT_HISTORY) -> None:
+        self._records: dict[tuple[str, str], ModelRecord] = {}
+        self._history = history
+        self._listeners: list[Callable[[ModelRecord, Transition], None]] = []
+
+    def add_listener(self, listener: Callable[[ModelRecord, Transition], None]) -> None:
+        self._listeners.append(listener)
+
+    def get(self, model_id: str, version: str) -> ModelRecord | None:
+        return self._records.get((model_id, version))
+
+    def add(self, model_id: str, version: str, reason: str = "discovered") -> ModelRecord:
+        """A new record in DISCOVERED; raise ``ValueError`` if the version is already known."""
+        if (model_id, version) in self._records:
+            raise ValueError(f"{model_id}:{version} is already registered")
+        record = ModelRecord(
+            model_id, version, reason=reason, history=deque(maxlen=self._history), _listener=self._notify
+        )
+        self._records[record.key] = record
+        self._notify(record, record.history[-1])
+        return record
+
+    def __iter__(self) -> Iterator[ModelRecord]:
+        return iter(sorted(self._records.values(), key=lambda r: r.key))
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def _notify(self, record: ModelRecord, step: Transition) -> None:
+        for listener in self._listeners:
+            listener(record, step)
+
+
+def iso_time(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"

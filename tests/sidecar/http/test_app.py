@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import logging
+
+from sidecar.http.app import HealthEndpointFilter
+
+
+async def test_livez_answers_200_when_the_process_serves(client):
+    response = await client.get("/livez")
+    assert response.status_code == 200 and response.json() == {"live": True}
+
+
+async def test_readyz_answers_503_before_the_initial_loads(client):
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["initial_loads_done"] is False and response.json()["healthy_models"] == 0
+
+
+async def test_readyz_answers_200_when_a_model_is_healthy(client, ops):
+    await ops.start()
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "healthy" and response.json()["total_models"] == 1
+
+
+async def test_readyz_answers_503_when_no_model_is_healthy(client, ops):
+    await ops.start()
+    for _ in range(3):
+        ops.observe("fall_detection", "1.0.0", ok=False, latency_ms=7000.0, code="TIMEOUT")
+    response = await client.get("/readyz")
+    assert response.status_code == 503 and response.json()["status"] == "unhealthy"
+
+
+async def test_capabilities_returns_the_declaration(client, ops):
+    await ops.start()
+    body = (await client.get("/capabilities")).json()
+    assert body["hardware"]["type"] == "cpu"
+    states = {m["model_id"]: m["state"] for m in body["models"]}
+    assert states == {"broken": "INVALID", "fall_detection": "READY"}
+    assert body["capacity"]["max_fps_total"] == 50.0  # from the 20 ms hint until measured
+    assert body["health_summary"]["status"] == "healthy"
+
+
+async def test_models_lists_state_history_and_health(client, ops):
+    await ops.start()
+    ops.observe("fall_detection", "1.0.0", ok=True, latency_ms=12.0)
+    body = (await client.get("/models", params={"model_id": "fall_detection"})).json()
+    (model,) = body["models"]
+    assert model["state"] == "READY" and model["health"] == "HEALTHY"
+    assert [h["to"] for h in model["history"]] == ["DISCOVERED", "VALIDATING", "LOADING", "READY"]
+    assert model["performance"]["requests"] == 1 and model["performance"]["avg_inference_ms"] == 12.0
+
+
+async def test_models_answers_404_when_nothing_matches(client, ops):
+    await ops.start()
+    response = await client.get("/models", params={"model_id": "nope"})
+    assert response.status_code == 404 and response.json()["error"]["code"] == "MODEL_NOT_FOUND"
+
+
+async def test_metrics_exposes_requests_latency_state_and_health(client, ops):
+    await ops.start()
+    ops.observe("fall_detection", "1.0.0", ok=True, latency_ms=12.0)
+    ops.observe("fall_detection", "1.0.0", ok=False, latency_ms=3.0, code="INFERENCE_ERROR")
+    response = await client.get("/metrics")
+    text = response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    assert 'ruth_requests_total{code="OK",model_id="fall_detection",version="1.0.0"} 1.0' in text
+    assert 'ruth_requests_total{code="INFERENCE_ERROR",model_id="fall_detection",version="1.0.0"} 1.0' in text
+    bucket = 'ruth_request_duration_seconds_bucket{le="0.025",model_id="fall_detection",version="1.0.0"}'
+    assert f"{bucket} 2.0" in text
+    assert 'ruth_model_state{model_id="fall_detection",state="READY",version="1.0.0"} 1.0' in text
+    assert 'ruth_model_state{model_id="broken",state="INVALID",version="0.1.0"} 1.0' in text
+    assert 'ruth_model_health{health="DEGRADED",model_id="fall_detection",version="1.0.0"} 1.0' in text
+    assert 'ruth_runtime_health{health="DEGRADED"} 1.0' in text
+
+
+async def test_admin_rescan_is_refused_when_no_token_is_configured(client_without_token):
+    response = await client_without_token.post("/admin/rescan", headers={"Authorization": "Bearer x"})
+    assert response.status_code == 403 and "RUTH_ADMIN_TOKEN" in response.json()["error"]["message"]
+
+
+async def test_admin_rescan_answers_401_when_the_token_is_wrong(client):
+    assert (await client.post("/admin/rescan")).status_code == 401
+    response = await client.post("/admin/rescan", headers={"Authorization": "Bearer wrong"})
+    assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_admin_rescan_loads_new_plugins_when_authorized(client, ops, entries, token):
+    await ops.start()
+    entries.add("crowd", "2.0.0")
+    response = await client.post("/admin/rescan", params={"model_id": "crowd"},
+                                 headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    assert [(m["model_id"], m["state"]) for m in response.json()["models"]] == [("crowd", "READY")]
+
+
+def test_access_log_filter_drops_probe_endpoints_only():
+    def record(path):
+        return logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+                                 ("127.0.0.1:1", "GET", path, "1.1", 200), None)
+
+    quiet = HealthEndpointFilter()
+    assert not quiet.filter(record("/livez")) and not quiet.filter(record("/readyz"))
+    assert not quiet.filter(record("/metrics?x=1")) and quiet.filter(record("/models"))

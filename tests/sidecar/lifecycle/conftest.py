@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import pytest
+from lifecycle_fakes import FakeControl, FakeEntries, FakeKiller
+
+from sidecar.health import HealthPolicy
+from sidecar.manager import LifecycleManager
+from sidecar.recovery import RecoveryPolicy
+
+
+@pytest.fixture
+def control() -> FakeControl:
+    return FakeControl()
+
+
+@pytest.fixture
+def entries() -> FakeEntries:
+    return FakeEntries()
+
+
+@pytest.fixture
+def killer() -> FakeKiller:
+    return FakeKiller()
+
+
+@pytest.fixture
+def policy() -> RecoveryPolicy:
+    return RecoveryPolicy(load_timeout_s=0.5, unload_timeout_s=0.2, drain_timeout_s=1.0, cooldown_s=0.05,
+                          max_retries=3, max_consecutive_timeouts=3)
+
+
+@pytest.fixture
+def manager(control, entries, killer, policy):
+    manager = LifecycleManager(control, entries, policy=policy, stub_killer=killer,
+                               health_policy=HealthPolicy(min_requests=5))
+    yield manager

@@ -1,0 +1,252 @@
+from __future__ import annotations
+
+import asyncio
+
+from sidecar.health import Health
+from sidecar.states import ModelState
+from sidecar.watcher import Change
+
+S = ModelState
+A, B = "m__1.0.0", "m__1.0.0__b"
+
+
+async def _until(predicate, timeout=3.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def _states(record):
+    return [t.target for t in record.history]
+
+
+async def test_rescan_loads_a_new_plugin_to_ready(manager, control, entries):
+    entries.add("m", "1.0.0", input_type="batch")
+    await manager.rescan()
+    record = manager.registry.get("m", "1.0.0")
+    assert _states(record) == [S.DISCOVERED, S.VALIDATING, S.LOADING, S.READY]
+    assert record.active_name == A and manager.route("m", "1.0.0") == A
+    assert record.input_type == "batch" and control.loaded == {A}
+
+
+async def test_rescan_marks_an_invalid_plugin_invalid_without_loading(manager, control, entries):
+    entries.add("m", "1.0.0", valid=False, reason="model_yaml_missing: create it")
+    await manager.rescan()
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state is S.INVALID and "model_yaml_missing" in record.reason
+    assert control.calls == [] and manager.route("m", "1.0.0") is None
+
+
+async def test_load_failure_keeps_tritons_reason_and_is_not_retried(manager, control, entries):
+    entries.add("m", "1.0.0")
+    control.fail[A] = "load failed for model 'm__1.0.0': Internal: ModuleNotFoundError: No module named 'cv9'"
+    await manager.rescan()
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state is S.FAILED and "No module named 'cv9'" in record.reason
+    await manager.on_files_changed([Change("other", None)])
+    await manager.rescan()  # a rescan without changes and without force does not retry
+    assert control.count("load") == 1
+
+
+async def test_forced_rescan_retries_a_failed_load(manager, control, entries):
+    entries.add("m", "1.0.0")
+    control.fail[A] = "boom"
+    await manager.rescan()
+    del control.fail[A]
+    await manager.rescan(force=True)
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state is S.READY
+    assert _states(record)[-6:] == [S.UNLOADING, S.UNLOADED, S.DISCOVERED, S.VALIDATING, S.LOADING, S.READY]
+
+
+async def test_load_timeout_fails_and_abandons_the_load(manager, control, entries, killer):
+    entries.add("m", "1.0.0")
+    control.hang_load.add(A)
+    await manager.rescan()
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state is S.FAILED and "did not finish within 0.5 s; abandoned" in record.reason
+    await _until(lambda: control.count("unload", A) == 1)
+    assert killer.killed == [A]
+
+
+async def test_new_version_loads_without_touching_the_running_one(manager, control, entries):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    entries.add("m", "1.1.0")
+    await manager.on_files_changed([Change("m", "1.1.0")])
+    assert manager.route("m", "1.1.0") == "m__1.1.0" and manager.route("m", "1.0.0") == A
+    assert control.calls == [("load", A), ("load", "m__1.1.0")]
+
+
+async def test_changed_plugin_reloads_into_the_other_slot_then_unloads_the_old(manager, control, entries):
+    plugin = entries.add("m", "1.0.0")
+    await manager.rescan()
+    manager.begin(A)  # a request in flight on the old copy
+    plugin.digest = "d2"
+    task = asyncio.ensure_future(manager.on_files_changed([Change("m", "1.0.0")]))
+    await _until(lambda: manager.route("m", "1.0.0") == B)
+    await asyncio.sleep(0.05)
+    assert control.count("unload", A) == 0, "the old copy is unloaded only after its requests finished"
+    manager.end(A)
+    await task
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state is S.READY and _states(record)[-1] is S.READY and record.source_digest == "d2"
+    assert control.calls[-2:] == [("load", B), ("unload", A)]
+    plugin.digest = "d3"
+    await manager.on_files_changed([Change("m", "1.0.0")])
+    assert manager.route("m", "1.0.0") == A and control.calls[-2:] == [("load", A), ("unload", B)]
+    assert B in entries.discarded
+
+
+async def test_invalid_change_is_rejected_and_the_running_copy_keeps_serving(manager, control, entries):
+    plugin = entries.add("m", "1.0.0")
+    await manager.rescan()
+    plugin.digest, plugin.valid, plugin.reason = "d2", False, "output_schema_invalid: bad type"
+    await manager.on_files_changed([Change("m", "1.0.0")])
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state is S.READY and manager.route("m", "1.0.0") == A
+    assert "output_schema_invalid" in record.rejected_change.reason
+    assert control.calls == [("load", A)]
+    assert record.to_dict()["rejected_change"]["source_digest"] == "d2"
+
+
+async def test_failed_load_of_a_change_rolls_back_to_the_running_copy(manager, control, entries):
+    plugin = entries.add("m", "1.0.0")
+    await manager.rescan()
+    plugin.digest = "d2"
+    control.fail[B] = "Internal: warmup.infer: ZeroDivisionError"
+    await manager.on_files_changed([Change("m", "1.0.0")])
+    record = manager.registry.get("m", "1.0.0")
+    assert manager.route("m", "1.0.0") == A and record.state is S.READY
+    assert "warmup.infer" in record.rejected_change.reason and control.count("unload", A) == 0
+
+
+async def test_deleted_plugin_is_unloaded_after_in_flight_requests(manager, control, entries):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    manager.begin(A)
+    del entries.plugins_[("m", "1.0.0")]
+    task = asyncio.ensure_future(manager.on_files_changed([Change("m", None)]))
+    record = manager.registry.get("m", "1.0.0")
+    await _until(lambda: record.state is S.UNLOADING)
+    assert manager.route("m", "1.0.0") is None and control.count("unload") == 0
+    manager.end(A)
+    await task
+    assert record.state is S.UNLOADED and control.calls[-1] == ("unload", A)
+    assert entries.forgotten == [("m", "1.0.0")]
+    entries.add("m", "1.0.0")
+    await manager.on_files_changed([Change("m", "1.0.0")])
+    assert record.state is S.READY
+
+
+async def test_dead_stub_moves_to_error_then_recovers_by_reload(manager, control, entries):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    manager.observe("m", "1.0.0", ok=False, latency_ms=1.0, code="INTERNAL",
+                    message="Stub process 'm__1.0.0_0_0' is not healthy.")
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state is S.ERROR and manager.route("m", "1.0.0") is None
+    await _until(lambda: record.state is S.READY)
+    assert _states(record)[-3:] == [S.ERROR, S.LOADING, S.READY]
+    assert manager.route("m", "1.0.0") == B
+    await _until(lambda: control.count("unload", A) == 1)
+
+
+async def test_consecutive_timeouts_kill_the_hung_stubs_and_reload(manager, control, entries, killer):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    for _ in range(2):
+        manager.observe("m", "1.0.0", ok=False, latency_ms=1000.0, code="TIMEOUT")
+    assert manager.registry.get("m", "1.0.0").state is S.READY
+    manager.observe("m", "1.0.0", ok=False, latency_ms=1000.0, code="TIMEOUT")
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state is S.ERROR and "3 consecutive timeouts" in record.reason
+    assert manager.trackers[record.key].health is Health.UNHEALTHY
+    await _until(lambda: record.state is S.READY)
+    assert killer.killed == [A] and manager.route("m", "1.0.0") == B
+    assert manager.trackers[record.key].health is Health.HEALTHY
+
+
+async def test_model_that_keeps_failing_ends_in_error_after_max_retries(manager, control, entries):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    record = manager.registry.get("m", "1.0.0")
+    for _ in range(4):
+        await _until(lambda: record.state in (S.READY, S.ERROR))
+        if record.state is S.READY:
+            manager.observe("m", "1.0.0", ok=False, latency_ms=1.0, code="INTERNAL",
+                            message="Stub process 'x' is not healthy.", name=record.active_name)
+        await _until(lambda: record.state is S.ERROR)
+        await asyncio.sleep(0.15)
+    assert record.state is S.ERROR and record.recovery_attempts == 3
+    assert "gave up after 3 reloads" in record.last_error
+    loads = control.count("load")
+    await asyncio.sleep(0.2)
+    assert control.count("load") == loads, "no more automatic reloads"
+    await manager.rescan(force=True)
+    assert record.state is S.READY
+
+
+async def test_recovery_reload_failure_stays_error_and_retries(manager, control, entries):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    control.fail_prefix["m__"] = "Internal: initialize() raised"
+    manager.observe("m", "1.0.0", ok=False, latency_ms=1.0, process_died=True)
+    record = manager.registry.get("m", "1.0.0")
+    await _until(lambda: record.recovery_attempts == 3 and record.state is S.ERROR
+                 and "gave up" in (record.last_error or ""))
+    assert [t.target for t in record.history][-6:] == [S.LOADING, S.ERROR] * 3
+
+
+async def test_success_after_recovery_resets_the_retry_budget(manager, control, entries):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    manager.observe("m", "1.0.0", ok=False, latency_ms=1.0, process_died=True)
+    record = manager.registry.get("m", "1.0.0")
+    await _until(lambda: record.state is S.READY)
+    assert record.recovery_attempts == 1
+    manager.observe("m", "1.0.0", ok=True, latency_ms=1.0)
+    assert record.recovery_attempts == 0
+
+
+async def test_answers_from_a_retired_copy_are_ignored(manager, control, entries):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    manager.observe("m", "1.0.0", ok=False, latency_ms=1.0, process_died=True, name=B)
+    assert manager.registry.get("m", "1.0.0").state is S.READY
+
+
+async def test_runtime_health_follows_the_models(manager, control, entries):
+    assert manager.runtime_health().status is Health.UNHEALTHY
+    entries.add("a", "1.0.0")
+    entries.add("b", "1.0.0")
+    await manager.rescan()
+    assert manager.runtime_health().status is Health.HEALTHY
+    for _ in range(3):
+        manager.observe("a", "1.0.0", ok=False, latency_ms=5.0, code="TIMEOUT")
+    health = manager.runtime_health()
+    assert (health.status, health.healthy, health.unhealthy) == (Health.DEGRADED, 1, 1)
+
+
+async def test_capacity_is_refreshed_from_live_statistics(manager, control, entries):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    control.stats[A] = {"inference_count": 100, "inference_stats": {"compute_infer": {"ns": 500_000_000}}}
+    changes = []
+    manager.on_change(lambda: changes.append(1))
+    await manager.refresh_capacity()
+    assert manager.registry.get("m", "1.0.0").fps_capacity == 200.0 and changes
+
+
+async def test_calibration_sets_the_fps_capacity(control, entries, policy):
+    from sidecar.manager import LifecycleManager
+
+    async def calibrate(record):
+        return 123.456
+
+    manager = LifecycleManager(control, entries, policy=policy, calibrate=calibrate)
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    await _until(lambda: manager.registry.get("m", "1.0.0").fps_capacity == 123.5)
+    await manager.stop()
