@@ -27,6 +27,8 @@ from sidecar.settings import SidecarSettings
 
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.cpu.yml", "docker-compose.jetson.yml"]
 TARGETS = {"gpu": "gpu", "cpu": "cpu", "jetson": "jetson"}
+#: The L4T release file of every Jetson (JetPack), by which the sidecar recognises one.
+TEGRA_RELEASE = "/etc/nv_tegra_release"
 
 
 def _duration_s(text: str) -> float:
@@ -104,6 +106,15 @@ def test_compose_tritonserver_has_gpu_reservation_only_when_gpu(compose_gpu, com
     assert "deploy" not in compose_cpu["services"]["tritonserver"]
     assert "deploy" not in compose_jetson["services"]["tritonserver"]
     assert compose_jetson["services"]["tritonserver"]["runtime"] == "nvidia"
+
+
+def test_compose_sidecar_sees_the_hardware_it_reports_when_started(compose_gpu, compose_cpu, compose_jetson):
+    devices = compose_gpu["services"]["sidecar"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["utility"]}]
+    assert "deploy" not in compose_cpu["services"]["sidecar"]
+    release = TEGRA_RELEASE
+    mounts = _mounts(compose_jetson["services"]["sidecar"])
+    assert mounts[release] == {"type": "bind", "source": release, "target": release, "read_only": True}
 
 
 def test_compose_tritonserver_has_shared_memory_for_the_python_backend_when_started(compose):
