@@ -147,7 +147,7 @@ class RuntimeCore:
                 f"model {model_id!r} has no version {version!r} (available: {', '.join(sorted(versions))})"
             )
         if record.state is not ModelState.READY:
-            reason = f": {record.last_error}" if record.last_error else ""
+            reason = f": {record.last_error.strip().splitlines()[0]}" if record.last_error.strip() else ""
             raise ModelNotReady(f"{model_id} {version} is {record.state.value}{reason}")
         return record
 

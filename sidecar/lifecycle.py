@@ -161,10 +161,9 @@ class Lifecycle:
 
     async def load(self, record: ModelRecord) -> None:
         """Load (or, after an ERROR, reload) one model; records FAILED with Triton's reason."""
-        key = (record.model_id, record.version)
-        self._last_reload[key] = time.monotonic()
         reload = record.state is ModelState.ERROR
         if reload:
+            self._last_reload[(record.model_id, record.version)] = time.monotonic()
             with contextlib.suppress(SidecarError):
                 await self.adapter.unload_model(record.triton_name)
         record.set_state(ModelState.LOADING)

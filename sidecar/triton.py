@@ -54,8 +54,8 @@ _CHANNEL_OPTIONS = [
 ]
 
 
-class ModelProcessDied(ModelNotReady):
-    """The model's stub process died: the model must be reloaded before it answers again."""
+class ModelProcessDied(InternalError):
+    """The model's process died under a request: the model must be reloaded before it answers again."""
 
 
 class SequenceNotStarted(SidecarError):
@@ -84,7 +84,7 @@ def error_from_triton(message: str, status: grpc.StatusCode | None = None) -> Si
         return ModelNotReady(f"inference server unavailable: {message}")
     stub = _STUB_DEAD.search(message)
     if stub:
-        return ModelProcessDied(f"the model's process ({stub.group(1)}) died; it must be reloaded")
+        return ModelProcessDied(f"the model's process ({stub.group(1)}) died; the model is being reloaded")
     if _SEQUENCE_NOT_STARTED in message:
         return SequenceNotStarted(message)
     if any(part in message for part in _NOT_LOADED):

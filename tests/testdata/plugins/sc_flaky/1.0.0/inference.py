@@ -3,7 +3,8 @@ def load(context):
 
 
 def infer(state, frame_id):
-    n = int(frame_id.rsplit("-", 1)[-1])
+    tail = frame_id.rsplit("-", 1)[-1]
+    n = int(tail) if tail.isdigit() else 0
     if n % 3 == 2:
         raise RuntimeError(f"frame {frame_id} fails on purpose")
     return {"frame_id": frame_id, "n": n}

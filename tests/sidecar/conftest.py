@@ -1,0 +1,211 @@
+"""Unit-test fixtures of the sidecar: a manifest on disk and a fake Triton adapter.
+
+The fake stands in for ``sidecar.triton.TritonAdapter`` only to test the code in front of
+Triton; tests/integration/test_sidecar.py proves the same paths against the real server.
+It receives the real ``ModelInferRequest`` messages the sidecar builds and answers them by model
+name: ``behaviours[triton_name]`` is a function ``(request) -> bytes | str | None`` returning the
+RESULT JSON, a Triton error message (str), or None for a model that never answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sidecar.core import RuntimeCore
+from sidecar.registry import IndexEntry
+from sidecar.settings import SidecarSettings, load_settings
+from sidecar.triton import ModelLoadError, error_from_triton
+
+Behaviour = Callable[[Any], "bytes | str | None"]
+
+
+def image_bytes(width: int = 64, height: int = 48, fmt: str = "JPEG") -> bytes:
+    pixels = (np.arange(width * height * 3) % 251).astype("uint8").reshape(height, width, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def manifest_entry(model_id: str, version: str = "1.0.0", **input_spec: Any) -> dict[str, Any]:
+    spec = {"type": "frame", "format": "jpeg", "min_width": 8, "min_height": 8, **input_spec}
+    sequence = spec["type"] == "temporal"
+    return {
+        "model_id": model_id,
+        "version": version,
+        "triton_name": f"{model_id}__{version}",
+        "state": "VALID",
+        "errors": [],
+        "warnings": [],
+        "contract_digest": "sha256:c",
+        "source_digest": "sha256:s",
+        "path": f"{model_id}__{version}",
+        "contract": {"model_id": model_id, "version": version, "input": spec},
+        "output_json_schema": {"type": "object"},
+        "triton": {
+            "max_batch_size": 1 if sequence else 0,
+            "input": "FRAME",
+            "input_dims": [-1] if spec["format"] in ("jpeg", "png") else [-1, -1, 3],
+            "output": "RESULT",
+            "sequence": sequence,
+            "instance_kind": "KIND_CPU",
+            "instance_count": 1,
+        },
+    }
+
+
+def write_manifest(repository: Path, entries: list[dict[str, Any]]) -> Path:
+    repository.mkdir(parents=True, exist_ok=True)
+    path = repository / "ruth-manifest.json"
+    path.write_text(json.dumps({"manifest_version": 1, "target": "cpu", "models": entries}))
+    return path
+
+
+def echo(request) -> bytes:
+    params = {k: v.string_param for k, v in request.parameters.items() if v.HasField("string_param")}
+    return json.dumps({"model": request.model_name, "frame_id": params.get("frame_id", "")}).encode()
+
+
+class FakeStream:
+    def __init__(self, adapter: FakeTriton, on_reply, on_close) -> None:
+        self.adapter = adapter
+        self.on_reply = on_reply
+        self.on_close = on_close
+        self.closed = False
+        self.sent: list[Any] = []
+
+    async def send(self, request) -> None:
+        self.sent.append(request)
+        self.adapter.requests.append(request)
+        await asyncio.sleep(0)
+        answer = self.adapter.answer(request)
+        if answer is None:
+            return
+        delay = self.adapter.delays.get(request.model_name, 0.0)
+
+        def deliver() -> None:
+            if self.closed:
+                return
+            if isinstance(answer, str):
+                self.on_reply(request.id, None, error_from_triton(answer))
+            else:
+                self.on_reply(request.id, answer, None)
+
+        asyncio.get_running_loop().call_later(delay, deliver)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeTriton:
+    """The adapter's interface, answering from ``behaviours`` (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.url = "fake:0"
+        self.ready = True
+        self.index: dict[str, tuple[str, str]] = {}
+        self.behaviours: dict[str, Behaviour] = {}
+        self.delays: dict[str, float] = {}
+        self.load_failures: dict[str, str] = {}
+        self.loads: list[str] = []
+        self.unloads: list[str] = []
+        self.requests: list[Any] = []
+        self.streams: list[FakeStream] = []
+
+    def answer(self, request) -> bytes | str | None:
+        behaviour = self.behaviours.get(request.model_name, echo)
+        return behaviour(request)
+
+    async def connect(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def server_ready(self, timeout_s: float = 2.0) -> bool:
+        return self.ready
+
+    async def repository_index(self, timeout_s: float = 5.0) -> list[IndexEntry]:
+        return [IndexEntry(name, "1", state, reason) for name, (state, reason) in self.index.items()]
+
+    async def load_model(self, name: str, timeout_s: float = 300.0) -> None:
+        self.loads.append(name)
+        if name in self.load_failures:
+            reason = self.load_failures[name]
+            self.index[name] = ("UNAVAILABLE", reason)
+            raise ModelLoadError(f"load failed for model '{name}': {reason}")
+        self.index[name] = ("READY", "")
+
+    async def unload_model(self, name: str, timeout_s: float = 60.0) -> None:
+        self.unloads.append(name)
+        self.index[name] = ("UNAVAILABLE", "unloaded")
+
+    async def infer(self, request, timeout_s: float) -> bytes:
+        self.requests.append(request)
+        answer = self.answer(request)
+        delay = self.delays.get(request.model_name, 0.0)
+        if answer is None or delay > timeout_s:
+            await asyncio.sleep(timeout_s)
+            raise error_from_triton("Deadline Exceeded", __import__("grpc").StatusCode.DEADLINE_EXCEEDED)
+        await asyncio.sleep(delay)
+        if isinstance(answer, str):
+            raise error_from_triton(answer)
+        return answer
+
+    def open_stream(self, on_reply, on_close) -> FakeStream:
+        stream = FakeStream(self, on_reply, on_close)
+        self.streams.append(stream)
+        return stream
+
+
+@pytest.fixture
+def fake_triton() -> FakeTriton:
+    return FakeTriton()
+
+
+@pytest.fixture
+def repository(tmp_path: Path) -> Path:
+    write_manifest(
+        tmp_path,
+        [
+            manifest_entry("alpha", max_width=1920, max_height=1080),
+            manifest_entry("alpha", "2.0.0"),
+            manifest_entry("beta", format="png"),
+            manifest_entry("rawcam", format="raw_rgb"),
+            manifest_entry("tracker", type="temporal"),
+            {
+                "model_id": "broken",
+                "version": "1.0.0",
+                "state": "INVALID",
+                "triton_name": "broken__1.0.0",
+                "errors": [
+                    {"check": "unknown_input_format", "message": "bad format", "path": "input.format"}
+                ],
+                "warnings": [],
+            },
+        ],
+    )
+    return tmp_path
+
+
+@pytest.fixture
+def settings(repository: Path) -> SidecarSettings:
+    return load_settings(
+        grpc_port=0, model_repository=repository, triton_connect_timeout_s=0.5, refresh_interval_s=0.05
+    )
+
+
+@pytest.fixture
+async def core(settings: SidecarSettings, fake_triton: FakeTriton):
+    runtime = RuntimeCore(settings, fake_triton)  # type: ignore[arg-type]
+    await runtime.start()
+    yield runtime
+    await runtime.stop()

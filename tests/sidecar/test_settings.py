@@ -1,0 +1,42 @@
+"""SidecarSettings: defaults < RUTH_* environment < command-line flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from sidecar.settings import SidecarSettings, load_settings
+
+
+def test_settings_have_documented_defaults(monkeypatch):
+    for name in ("RUTH_GRPC_PORT", "RUTH_TRITON_URL", "RUTH_REQUEST_TIMEOUT_MS"):
+        monkeypatch.delenv(name, raising=False)
+    settings = SidecarSettings()
+    assert settings.grpc_port == 50051
+    assert settings.request_timeout_ms == 7000
+    assert settings.triton_url == "127.0.0.1:8001"
+    assert settings.manifest_path == Path("model_repository/ruth-manifest.json")
+    assert all(field.description for field in SidecarSettings.model_fields.values())
+
+
+def test_settings_take_environment_then_flags(monkeypatch):
+    monkeypatch.setenv("RUTH_GRPC_PORT", "6000")
+    monkeypatch.setenv("RUTH_TRITON_URL", "triton:8001")
+    settings = load_settings(["--triton-url", "other:9001", "--no-load-models", "--max-frame-bytes", "4096"])
+    assert settings.grpc_port == 6000
+    assert settings.triton_url == "other:9001"
+    assert settings.load_models is False
+    assert settings.max_frame_bytes == 4096
+
+
+def test_settings_refuse_half_a_tls_configuration(tmp_path):
+    with pytest.raises(ValidationError, match="together"):
+        SidecarSettings(tls_cert_file=tmp_path / "c.pem")
+    with pytest.raises(ValidationError, match="mTLS"):
+        SidecarSettings(tls_client_ca_file=tmp_path / "ca.pem")
+
+
+def test_settings_format_ipv6_address():
+    assert SidecarSettings(grpc_host="::1", grpc_port=1).grpc_address == "[::1]:1"

@@ -1,0 +1,177 @@
+"""StreamSession in front of a fake Triton: one outcome per request, deadlines, backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from sidecar.core import FrameRequest, Outcome, RuntimeCore
+from sidecar.errors import ErrorCode, ModelNotReady
+from sidecar.stream import StreamSession
+from tests.sidecar.conftest import image_bytes
+
+JPEG = image_bytes(32, 32)
+
+
+def frame(model_id: str, frame_id: str, camera_id: str = "cam1", **kw) -> FrameRequest:
+    return FrameRequest(frame_id, camera_id, model_id, kw.pop("version", "1.0.0"), JPEG, "jpeg", **kw)
+
+
+async def collect(session: StreamSession, outcomes: list[Outcome], requests: list[FrameRequest]) -> None:
+    for request in requests:
+        await session.submit(request)
+    await session.drain()
+
+
+async def test_stream_answers_each_request_once_when_models_and_cameras_are_mixed(settings, fake_triton):
+    # a burst of 120 requests: the per-model share is the whole window, so none is OVERLOADED
+    core = RuntimeCore(settings.model_copy(update={"max_in_flight_per_model": 64}), fake_triton)
+    await core.start()
+    fake_triton.delays["alpha__2.0.0"] = 0.01
+    fake_triton.behaviours["alpha__2.0.0"] = lambda r: (
+        "[RUTH:INFERENCE_ERROR] infer: boom"
+        if int(r.parameters["frame_id"].string_param.split("-")[1]) % 3 == 2
+        else json.dumps({"ok": True}).encode()
+    )
+    outcomes: list[Outcome] = []
+    session = StreamSession(core, outcomes.append)
+    requests = [
+        frame(model, f"{camera}-{n}", camera, version=version)
+        for n in range(20)
+        for camera in ("c1", "c2", "c3")
+        for model, version in (("alpha", "1.0.0"), ("alpha", "2.0.0"))
+    ]
+    await collect(session, outcomes, requests)
+    assert len(outcomes) == len(requests) == 120
+    seen = sorted((o.request.model_id, o.request.version, o.request.frame_id) for o in outcomes)
+    assert seen == sorted((r.model_id, r.version, r.frame_id) for r in requests)
+    failed = [o for o in outcomes if o.error is not None]
+    assert all(o.error.code is ErrorCode.INFERENCE_ERROR and o.request.version == "2.0.0" for o in failed)
+    assert len(failed) == 3 * len([n for n in range(20) if n % 3 == 2])
+    assert len(fake_triton.streams) == 1  # one Triton stream per client stream
+    await core.stop()
+
+
+async def test_stream_times_out_hung_model_without_stalling_the_others(core, fake_triton):
+    fake_triton.behaviours["alpha__2.0.0"] = lambda r: None  # never answers
+    outcomes: list[Outcome] = []
+    session = StreamSession(core, outcomes.append)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await session.submit(frame("alpha", "hung", version="2.0.0", timeout_ms=300))
+    for n in range(10):
+        await session.submit(frame("alpha", f"ok-{n}"))
+    await asyncio.sleep(0.05)
+    assert [o.request.frame_id for o in outcomes] == [f"ok-{n}" for n in range(10)]
+    await session.drain()
+    hung = outcomes[-1]
+    assert hung.request.frame_id == "hung" and hung.error.code is ErrorCode.TIMEOUT
+    assert 0.3 <= loop.time() - started < 0.35
+
+
+async def test_stream_answers_overloaded_when_one_model_holds_its_share(settings, fake_triton):
+    runtime = RuntimeCore(
+        settings.model_copy(update={"max_in_flight_per_model": 2, "request_timeout_ms": 300}), fake_triton
+    )
+    await runtime.start()
+    try:
+        fake_triton.behaviours["alpha__2.0.0"] = lambda r: None
+        outcomes: list[Outcome] = []
+        session = StreamSession(runtime, outcomes.append)
+        for n in range(3):
+            await session.submit(frame("alpha", f"h{n}", version="2.0.0"))
+        await session.submit(frame("alpha", "other"))
+        await asyncio.sleep(0.02)
+        assert [(o.request.frame_id, o.error.code if o.error else None) for o in outcomes] == [
+            ("h2", ErrorCode.OVERLOADED),
+            ("other", None),
+        ]
+        await session.drain()
+        assert sorted(o.request.frame_id for o in outcomes) == ["h0", "h1", "h2", "other"]
+    finally:
+        await runtime.stop()
+
+
+async def test_stream_stops_taking_requests_when_window_is_full(settings, fake_triton):
+    runtime = RuntimeCore(settings.model_copy(update={"max_in_flight_per_stream": 4}), fake_triton)
+    await runtime.start()
+    try:
+        fake_triton.delays["alpha__1.0.0"] = 0.1
+        outcomes: list[Outcome] = []
+        session = StreamSession(runtime, outcomes.append)
+        for n in range(4):
+            await session.submit(frame("alpha", str(n)))
+        assert session.in_flight == 4
+        fifth = asyncio.ensure_future(session.submit(frame("alpha", "4")))
+        await asyncio.sleep(0.05)
+        assert not fifth.done()  # backpressure: the transport stops reading its client
+        await asyncio.wait_for(fifth, 1.0)
+        assert len(outcomes) >= 1
+        await session.drain()
+        assert len(outcomes) == 5
+    finally:
+        await runtime.stop()
+
+
+async def test_stream_answers_check_errors_without_touching_triton(core, fake_triton):
+    outcomes: list[Outcome] = []
+    session = StreamSession(core, outcomes.append)
+    await session.submit(frame("nope", "a"))
+    await session.submit(FrameRequest("b", "c", "alpha", "", JPEG, "jpeg"))
+    await session.submit(FrameRequest("c", "c", "alpha", "1.0.0", b"not an image", "jpeg"))
+    await session.drain()
+    assert [o.error.code for o in outcomes] == [
+        ErrorCode.MODEL_NOT_FOUND,
+        ErrorCode.VERSION_REQUIRED,
+        ErrorCode.INVALID_INPUT,
+    ]
+    assert fake_triton.streams == []
+
+
+async def test_stream_answers_pending_requests_when_triton_stream_breaks(core, fake_triton):
+    fake_triton.behaviours["alpha__1.0.0"] = lambda r: None
+    outcomes: list[Outcome] = []
+    session = StreamSession(core, outcomes.append)
+    for n in range(3):
+        await session.submit(frame("alpha", str(n)))
+    (stream,) = fake_triton.streams
+    stream.on_close(ModelNotReady("inference server closed the stream"))
+    assert sorted(o.request.frame_id for o in outcomes) == ["0", "1", "2"]
+    assert {o.error.code for o in outcomes} == {ErrorCode.MODEL_NOT_READY}
+    del fake_triton.behaviours["alpha__1.0.0"]
+    await session.submit(frame("alpha", "after"))
+    await session.drain()
+    assert outcomes[-1].request.frame_id == "after" and outcomes[-1].error is None
+    assert len(fake_triton.streams) == 2  # reopened
+
+
+async def test_stream_resends_with_start_when_triton_released_the_sequence(core, fake_triton):
+    calls: list[bool] = []
+
+    def sequence(request):
+        start = request.parameters["sequence_start"].bool_param
+        calls.append(start)
+        if len(calls) == 2:
+            return "inference request for sequence cam1 to model 'x' must specify the START flag"
+        return b'{"ok": true}'
+
+    fake_triton.behaviours["tracker__1.0.0"] = sequence
+    outcomes: list[Outcome] = []
+    session = StreamSession(core, outcomes.append)
+    await session.submit(frame("tracker", "1"))
+    await asyncio.sleep(0.01)
+    await session.submit(frame("tracker", "2"))
+    await session.drain()
+    assert calls == [True, False, True]
+    assert [o.error for o in outcomes] == [None, None]
+
+
+async def test_stream_drops_pending_without_answers_when_client_goes_away(core, fake_triton):
+    fake_triton.behaviours["alpha__1.0.0"] = lambda r: None
+    outcomes: list[Outcome] = []
+    session = StreamSession(core, outcomes.append)
+    await session.submit(frame("alpha", "1"))
+    await session.close()
+    await asyncio.sleep(0.05)
+    assert outcomes == [] and session.in_flight == 0
+    assert fake_triton.streams[0].closed

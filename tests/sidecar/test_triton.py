@@ -1,0 +1,107 @@
+"""The Triton adapter's pure parts: error translation, request building, RESULT parsing."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from tritonclient.grpc import service_pb2 as pb
+
+from sidecar.errors import ErrorCode, ModelNotReady, PluginError, RequestTimeout
+from sidecar.registry import ModelRecord
+from sidecar.triton import (
+    ModelProcessDied,
+    SequenceNotStarted,
+    build_request,
+    error_from_triton,
+    result_of,
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "status", "kind", "code", "text"),
+    [
+        ("[RUTH:INFERENCE_ERROR] infer: boom", None, PluginError, ErrorCode.INFERENCE_ERROR, "infer: boom"),
+        (
+            "[RUTH:OUTPUT_SCHEMA_VIOLATION] validate: x",
+            None,
+            PluginError,
+            ErrorCode.OUTPUT_SCHEMA_VIOLATION,
+            None,
+        ),
+        (
+            "[RUTH:TIMEOUT] infer: exceeded 400 ms",
+            None,
+            RequestTimeout,
+            ErrorCode.TIMEOUT,
+            "infer: exceeded 400 ms",
+        ),
+        ("Deadline Exceeded", grpc.StatusCode.DEADLINE_EXCEEDED, RequestTimeout, ErrorCode.TIMEOUT, None),
+        (
+            "Stub process 'm__1.0.0_0_0' is not healthy.",
+            None,
+            ModelProcessDied,
+            ErrorCode.INTERNAL,
+            "m__1.0.0_0_0",
+        ),
+        (
+            "request for sequence cam1 to model 'm' must specify the START flag on the first request",
+            None,
+            SequenceNotStarted,
+            ErrorCode.INTERNAL,
+            None,
+        ),
+        ("Request for unknown model: 'm' is not found", None, ModelNotReady, ErrorCode.MODEL_NOT_READY, None),
+        ("failed to connect", grpc.StatusCode.UNAVAILABLE, ModelNotReady, ErrorCode.MODEL_NOT_READY, None),
+        ("something else", None, Exception, ErrorCode.INTERNAL, "something else"),
+    ],
+)
+def test_error_from_triton_maps_messages_to_codes(message, status, kind, code, text):
+    error = error_from_triton(message, status)
+    assert isinstance(error, kind)
+    assert error.code is code
+    if text:
+        assert text in error.message
+
+
+def record(**kw) -> ModelRecord:
+    return ModelRecord("m", "1.0.0", "m__1.0.0", valid=True, **kw)
+
+
+@pytest.mark.parametrize(
+    ("kw", "shape"),
+    [
+        ({"format": "jpeg", "batched": False}, [5]),
+        ({"format": "jpeg", "batched": True}, [1, 5]),
+        ({"format": "raw_rgb", "batched": False}, [3, 2, 3]),
+        ({"format": "raw_bgr", "batched": True}, [1, 3, 2, 3]),
+    ],
+)
+def test_build_request_shapes_frame_for_the_entry(kw, shape):
+    request = build_request(record(**kw), "7", b"12345", 2, 3, "f", "c", 99)
+    assert request.model_name == "m__1.0.0" and request.id == "7"
+    assert request.inputs[0].name == "FRAME" and request.inputs[0].datatype == "UINT8"
+    assert list(request.inputs[0].shape) == shape
+    assert request.raw_input_contents[0] == b"12345"
+    assert {k: v.string_param for k, v in request.parameters.items()} == {
+        "frame_id": "f",
+        "camera_id": "c",
+        "timestamp_ms": "99",
+    }
+
+
+def test_build_request_sends_camera_as_sequence_id_when_temporal():
+    request = build_request(
+        record(format="jpeg", batched=True, sequence=True), "1", b"x", 0, 0, "", "cam9", 0, True
+    )
+    assert request.parameters["sequence_id"].string_param == "cam9"
+    assert request.parameters["sequence_start"].bool_param is True
+    assert "frame_id" not in request.parameters
+
+
+def test_result_of_reads_one_bytes_element():
+    response = pb.ModelInferResponse(raw_output_contents=[(7).to_bytes(4, "little") + b'{"a":1}'])
+    assert result_of(response) == b'{"a":1}'
+    with pytest.raises(Exception, match="truncated"):
+        result_of(pb.ModelInferResponse(raw_output_contents=[(9).to_bytes(4, "little") + b"{}"]))
+    with pytest.raises(Exception, match="without a RESULT"):
+        result_of(pb.ModelInferResponse())

@@ -1,0 +1,2 @@
+def preprocess(frame, context):
+    return frame.frame_id or ""
