@@ -296,8 +296,6 @@ def _check_hardware(contract: ModelContract, target: str, report: PluginReport) 
 def _requirement_issues(plugin_dir: Path, contract: ModelContract) -> list[ValidationIssue]:
     if contract.dependencies is None or contract.dependencies.requirements is None:
         return []
-    try:
-        from ruthgen import envs
-    except ImportError:  # the per-plugin environment support is not installed in this tree
-        return []
+    from ruthgen import envs  # imported here: envs imports the contract, discovery is imported first
+
     return list(envs.check_requirements(plugin_dir, contract))

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruthgen import render
+from ruthgen import envs, render, wrapper
 from ruthgen.discovery import PluginReport, scan
 from ruthgen.errors import BuildError, EnvironmentBuildError, UsageError, ValidationIssue
 from ruthgen.manifest import (
@@ -72,7 +72,7 @@ class _Entry:
     spec: ModelSpec
     files: list[tuple[str, str, os.stat_result]]
     config_text: str
-    model_py: str | None
+    model_py: str
     record: dict[str, Any]
     env_dir: Path | None
     action: str = "written"
@@ -226,13 +226,11 @@ def _plan_entry(
     record = entry_record(report, spec, "")
     del record["source_digest"]
     config_text = render.render_config(spec, f"{report.model_id}/{report.version}/model.yaml")
-    model_py = None
-    if render.has_template(render.MODEL_PY_TEMPLATE):
-        model_py = render.render_model_py(
-            {"entry": record, "model_id": report.model_id, "version": report.version, "triton_name": name}
-        )
+    model_py = render.render_model_py(
+        {"entry": record, "model_id": report.model_id, "version": report.version, "triton_name": name}
+    )
     digest = hashlib.sha256()
-    parts = (LAYOUT_VERSION, generator, str(env_dir or ""), config_text, model_py or "", _compact(record))
+    parts = (LAYOUT_VERSION, generator, str(env_dir or ""), config_text, model_py, _compact(record))
     for part in parts:
         digest.update(part.encode())
         digest.update(b"\0")
@@ -250,10 +248,6 @@ def _compact(data: Any) -> str:
 def _ensure_env(report: PluginReport) -> Path | None:
     contract = report.contract
     if contract is None or contract.dependencies is None or contract.dependencies.requirements is None:
-        return None
-    try:
-        from ruthgen import envs
-    except ImportError:  # per-plugin environments are not available in this tree
         return None
     return Path(envs.ensure_env(report.plugin_dir, contract)).absolute()
 
@@ -290,17 +284,10 @@ def _plugin_files(root: Path) -> list[tuple[str, str, os.stat_result]]:
 
 def _runtime_files() -> list[tuple[str, Path]]:
     """``ruthgen.wrapper.RUNTIME_FILES`` as (path inside ``1/``, source) pairs."""
-    try:
-        from ruthgen import wrapper
-    except ImportError:
-        return []
-    files = getattr(wrapper, "RUNTIME_FILES", None)
-    if not files or not getattr(wrapper, "__file__", None):
-        return []
-    base = Path(wrapper.__file__).parent
+    base = wrapper.RUNTIME_DIR.resolve()
     pairs = []
-    for item in files:
-        path = Path(item) if Path(item).is_absolute() else base / item
+    for item in wrapper.RUNTIME_FILES:
+        path = Path(item).resolve()
         pairs.append((path.relative_to(base).as_posix(), path))
     return sorted(pairs)
 
@@ -333,8 +320,7 @@ def _write_entry(dest: Path, entry: _Entry, runtime: list[tuple[str, Path]], sha
     plugin_dir = version_dir / PLUGIN_DIR
     plugin_dir.mkdir(parents=True)
     (dest / "config.pbtxt").write_text(entry.config_text, "utf-8")
-    if entry.model_py is not None:
-        (version_dir / "model.py").write_text(entry.model_py, "utf-8")
+    (version_dir / "model.py").write_text(entry.model_py, "utf-8")
     made = {str(version_dir), str(plugin_dir)}
     for rel, src in runtime:
         shared.place(src, _target(version_dir, rel, made))

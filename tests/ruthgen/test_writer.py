@@ -2,14 +2,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import types
 from pathlib import Path
 
 import pytest
 from ruthgen_testlib import tree_bytes
 
-from ruthgen import writer
+from ruthgen import envs, wrapper, writer
 from ruthgen.errors import BuildError, UsageError
 from ruthgen.manifest import MANIFEST_FILE, check_repository, load_manifest
 from ruthgen.writer import build_repository
@@ -60,17 +58,17 @@ def test_build_writes_a_self_contained_entry_and_manifest_when_plugins_are_valid
     assert _siblings(repo) == []
 
 
-def test_build_copies_the_wrapper_and_renders_model_py_when_they_exist(
-    make_plugin, models_dir: Path, repo: Path
-) -> None:
-    from ruthgen import render
-
+def test_build_copies_the_wrapper_and_renders_model_py(make_plugin, models_dir: Path, repo: Path) -> None:
     make_plugin("demo")
+    make_plugin("other")
     build_repository(models_dir, repo)
     version_dir = repo / "demo__1.0.0" / "1"
-    for rel, source in writer._runtime_files():
-        assert (version_dir / rel).read_bytes() == source.read_bytes()
-    assert (version_dir / "model.py").exists() is render.has_template(render.MODEL_PY_TEMPLATE)
+    assert len(wrapper.RUNTIME_FILES) > 0
+    for source in wrapper.RUNTIME_FILES:
+        assert (version_dir / source.name).read_bytes() == source.read_bytes()
+        assert (version_dir / source.name).stat().st_ino != source.stat().st_ino
+    assert "demo__1.0.0" in (version_dir / "model.py").read_text()
+    compile((version_dir / "model.py").read_text(), "model.py", "exec")
 
 
 def test_build_is_byte_identical_when_run_twice_on_the_same_plugins(valid_tree: Path, tmp_path: Path) -> None:
@@ -243,10 +241,8 @@ def test_build_links_the_plugin_environment_when_the_plugin_has_requirements(
         calls.append((plugin_dir, contract.dependencies.requirements))
         return env_dir
 
-    fake = types.ModuleType("ruthgen.envs")
-    fake.ensure_env = ensure_env
-    fake.check_requirements = lambda plugin_dir, contract: []
-    monkeypatch.setitem(sys.modules, "ruthgen.envs", fake)
+    monkeypatch.setattr(envs, "ensure_env", ensure_env)
+    monkeypatch.setattr(envs, "check_requirements", lambda plugin_dir, contract: [])
     make_plugin("demo", files={"requirements.txt": "six==1.17.0\n"})
     make_plugin("plain")
     build_repository(models_dir, repo)
