@@ -15,16 +15,20 @@ WORKDIR /src
 COPY constraints.txt ./
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install -c constraints.txt \
+        fastapi \
         grpcio \
         grpcio-health-checking \
         grpcio-reflection \
         httpx \
         jinja2 \
+        nvidia-ml-py \
+        prometheus-client \
         protobuf \
         pydantic \
         pydantic-settings \
         pyyaml \
         "tritonclient[grpc]" \
+        uvicorn \
         watchdog
 COPY pyproject.toml README.md ./
 COPY ruthgen ./ruthgen

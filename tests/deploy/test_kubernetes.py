@@ -13,6 +13,7 @@ from deploy_loaders import (
     EXIT_TIMEOUT_S,
     K8S,
     REPOSITORY,
+    ROOT,
     RUNTIME_UID,
     TRITON_GRPC,
     container,
@@ -170,6 +171,23 @@ def test_kubernetes_hpa_scales_the_runtime_deployment_when_applied(rendered):
     target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ruth-runtime"}
     assert hpa["spec"]["scaleTargetRef"] == target
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+
+def test_kubernetes_hpa_metric_is_the_rate_of_a_counter_the_sidecar_exports_when_scraped(rendered):
+    from sidecar.metrics import RuntimeMetrics
+
+    _, resources = rendered
+    (metric,) = find(resources, "HorizontalPodAutoscaler", "ruth-runtime")["spec"]["metrics"]
+    name = metric["pods"]["metric"]["name"]
+    assert name.endswith("_per_second")
+    metrics = RuntimeMetrics()
+    metrics.observe("m", "1.0.0", None, 0.01)
+    text = metrics.render()[0].decode()
+    counter = name.removesuffix("_per_second") + "_total"
+    assert f"# TYPE {counter} counter" in text or f"# TYPE {counter.removesuffix('_total')} counter" in text
+    assert f"\n{counter}{{" in text
+    adapter_rule = (ROOT / "docs" / "deployment.md").read_text()
+    assert f'as: "{name}"' in adapter_rule and f"^{counter}$" in adapter_rule
 
 
 def test_kubernetes_images_are_pinned_when_named(rendered):
