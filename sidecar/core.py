@@ -115,7 +115,13 @@ class RuntimeCore:
         self.settings = settings
         self.adapter = adapter
         self.registry = Registry()
-        self.lifecycle = Lifecycle(settings, adapter, self.registry)
+        if settings.models_dir is not None:  # the sidecar owns the plugins: hot reload, recovery
+            from sidecar.managed import ManagedLifecycle
+
+            self.lifecycle = ManagedLifecycle(settings, adapter, self.registry)
+        else:
+            self.lifecycle = Lifecycle(settings, adapter, self.registry)
+        self._observe = getattr(self.lifecycle, "observe", None)
         self.timeout_s = settings.request_timeout_ms / 1000.0
         self._max_frame_bytes = settings.max_frame_bytes
         self._unary_in_flight = 0
@@ -218,6 +224,12 @@ class RuntimeCore:
 
     def settle(self, record: ModelRecord, error: SidecarError | None, elapsed_ms: float) -> None:
         """Count one answered request in the model's statistics and react to what it says."""
+        if self._observe is not None:  # the managed lifecycle keeps states and health itself
+            if error is None or error.code in _MODEL_FAULTS:
+                timed_out = error is not None and error.code is ErrorCode.TIMEOUT
+                record.stats.record(error is None, timed_out, elapsed_ms)
+            self._observe(record, error, elapsed_ms)
+            return
         if error is None:
             record.stats.record(True, False, elapsed_ms)
             return
@@ -278,6 +290,8 @@ class RuntimeCore:
         models = list(self.registry)
         server_ready = self.lifecycle.server_ready
         status = worst([m.health for m in models if m.valid]) if server_ready else Health.UNHEALTHY
+        if server_ready and hasattr(self.lifecycle, "runtime_health"):
+            status = self.lifecycle.runtime_health()  # the §6.5 table
         return HealthReport(status, server_ready, models)
 
     def model_status(self, model_id: str = "", version: str = "") -> list[ModelRecord]:

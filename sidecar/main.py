@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from sidecar.core import RuntimeCore
 from sidecar.grpc.server import GrpcServer
+from sidecar.http.server import HttpServer
 from sidecar.settings import SidecarSettings, load_settings
 from sidecar.triton import TritonAdapter
 
@@ -28,19 +29,40 @@ class Sidecar:
         self.settings = settings
         self.core = RuntimeCore(settings, TritonAdapter(settings.triton_url))
         self.server = GrpcServer(settings, self.core)
+        operations = getattr(self.core.lifecycle, "operations", None)
+        serve_http = operations is not None and settings.http_port is not None
+        self.http = HttpServer(settings, operations) if serve_http else None
         self.port: int | None = None
+        self.http_port: int | None = None
 
     async def start(self) -> int:
-        await self.core.start()
+        if self.http is not None:  # probes answer (not ready) while the initial loads run
+            self.http_port = await self.http.start()
         try:
+            await self.core.start()
             self.port = await self.server.start()
         except BaseException:
             await self.core.stop()
+            if self.http is not None:
+                await self.http.stop()
             raise
         return self.port
 
+    async def rescan(self) -> None:
+        """SIGHUP: rescan the plugin folder (only when the sidecar manages it)."""
+        rescan = getattr(self.core.lifecycle, "rescan", None)
+        if rescan is None:
+            LOGGER.info("SIGHUP ignored: no models_dir is managed by this sidecar")
+            return
+        try:
+            await rescan()
+        except Exception:
+            LOGGER.exception("rescan failed")
+
     async def stop(self, grace: float = 5.0) -> None:
         await self.server.stop(grace)
+        if self.http is not None:
+            await self.http.stop()
         await self.core.stop()
 
     async def __aenter__(self) -> Sidecar:
@@ -52,7 +74,7 @@ class Sidecar:
 
 
 async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) -> None:
-    """Run until SIGINT/SIGTERM (or until ``stop`` is set)."""
+    """Run until SIGINT/SIGTERM (or until ``stop`` is set); SIGHUP rescans the plugin folder."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
@@ -60,8 +82,18 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) ->
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
             installed.append(signum)
+    pending: set[asyncio.Task[None]] = set()
     try:
-        async with Sidecar(settings):
+        async with Sidecar(settings) as sidecar:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+
+                def on_hup() -> None:
+                    task = loop.create_task(sidecar.rescan())
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+
+                loop.add_signal_handler(signal.SIGHUP, on_hup)
+                installed.append(signal.SIGHUP)
             await stop.wait()
             LOGGER.info("stopping")
     finally:

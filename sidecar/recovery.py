@@ -43,6 +43,26 @@ def is_dead_stub_error(message: str | None) -> bool:
     return bool(message) and bool(_DEAD_STUB.search(message or ""))
 
 
+def find_server_pid(grpc_port: int | None, proc: Path = Path("/proc")) -> int | None:
+    """The pid of the visible tritonserver serving gRPC on ``grpc_port`` (None when not found)."""
+    if grpc_port is None:
+        return None
+    wanted = str(grpc_port)
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if not argv or os.path.basename(argv[0]) != "tritonserver":
+            continue
+        for i, arg in enumerate(argv):
+            if arg == f"--grpc-port={wanted}" or (arg == "--grpc-port" and argv[i + 1 : i + 2] == [wanted]):
+                return int(entry.name)
+    return None
+
+
 class StubKiller:
     """Kills the Python-backend stubs of one Triton model, only under our tritonserver.
 

@@ -61,6 +61,32 @@ class SidecarSettings(BaseSettings):
         None, description="CA bundle (PEM); when set, clients must present a certificate it signed (mTLS)"
     )
     log_level: str = Field("INFO", description="logging level of the sidecar")
+    # --- lifecycle, recovery, health, registration (docs/lifecycle.md) ---
+    models_dir: Path | None = Field(
+        None, description="plugin folder; when set the sidecar regenerates, hot-reloads and recovers models"
+    )
+    target: str = Field("cpu", description="build target of the entries it regenerates (cpu, gpu, jetson)")
+    watch_models: bool = Field(True, description="watch models_dir (else: SIGHUP or admin rescan)")
+    watch_debounce_s: float = Field(0.5, gt=0, description="quiet time before file changes are handled")
+    load_timeout_s: float = Field(60.0, gt=0, description="a load taking longer is FAILED and abandoned")
+    unload_timeout_s: float = Field(10.0, gt=0, description="an unload taking longer gets its stubs killed")
+    drain_timeout_s: float = Field(30.0, gt=0, description="how long an unload waits for in-flight requests")
+    recovery_cooldown_s: float = Field(30.0, ge=0, description="wait before each automatic reload (ERROR)")
+    recovery_max_retries: int = Field(3, ge=0, description="automatic reloads before a model stays ERROR")
+    timeouts_before_unhealthy: int = Field(3, ge=1, description="consecutive timeouts that mark a model hung")
+    health_window_requests: int = Field(200, ge=1, description="requests in the health window of a model")
+    health_window_s: float = Field(60.0, gt=0, description="age limit of the requests in the health window")
+    health_latency_factor: float = Field(3.0, gt=1, description="latency above this x the hint degrades")
+    triton_pid: int | None = Field(None, description="tritonserver pid (default: found by its gRPC port)")
+    http_host: str = Field("127.0.0.1", description="address of the HTTP port (probes, metrics, admin)")
+    http_port: int | None = Field(
+        8080, ge=0, le=65535, description="HTTP port (0 picks a free one; none disables HTTP)"
+    )
+    admin_token: str | None = Field(None, description="bearer token of POST /admin/rescan (unset: refused)")
+    backend_url: str | None = Field(None, description="backend base URL for registration (unset: off)")
+    backend_token: str | None = Field(None, description="bearer token sent with each registration")
+    registration_interval_s: float = Field(30.0, gt=0, description="registration heartbeat period")
+    runtime_id: str = Field("ruth-ai-runtime", description="runtime_id in the capability declaration")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> SidecarSettings:
