@@ -1,10 +1,13 @@
 """The camera path: one client stream multiplexing many cameras and models.
 
-Each client stream gets one Triton ``ModelStreamInfer`` stream, opened on its first request;
-requests are matched to replies by request id. Every request gets exactly one :class:`Outcome`
-through ``emit``: Triton's reply, a check error, OVERLOADED, or TIMEOUT from a per-request timer,
-so a hung model never holds back answers of the others. When ``max_in_flight_per_stream``
-requests are in flight :meth:`StreamSession.submit` waits (the transport stops reading its client:
+Each client stream gets one Triton ``ModelStreamInfer`` stream per model it uses, opened on the
+model's first request; requests are matched to replies by request id. One stream per model, not
+one for all: Triton answers a stream's requests in the order they were sent, so a hung model on a
+shared stream would hold back the answers of every model behind it.
+
+Every request gets exactly one :class:`Outcome` through ``emit``: Triton's reply, a check error,
+OVERLOADED, or TIMEOUT from a per-request timer. When ``max_in_flight_per_stream`` requests are
+in flight :meth:`StreamSession.submit` waits (the transport stops reading its client:
 backpressure); a request for a model that already holds ``max_in_flight_per_model`` of them is
 answered OVERLOADED at once, so one stuck model cannot take the whole stream's window.
 """
@@ -12,6 +15,7 @@ answered OVERLOADED at once, so one stuck model cannot take the whole stream's w
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 
@@ -49,7 +53,7 @@ class StreamSession:
         self._max_per_model = core.settings.max_in_flight_per_model
         self._pending: dict[str, _Pending] = {}
         self._per_model: dict[str, int] = {}
-        self._stream: TritonStream | None = None
+        self._streams: dict[str, TritonStream] = {}
         self._space: asyncio.Future | None = None
         self._idle: asyncio.Future | None = None
         self._closed = False
@@ -90,9 +94,11 @@ class StreamSession:
         pending.timer = loop.call_at(started + core.deadline_s(request), self._expire, request_id)
         self._pending[request_id] = pending
         self._per_model[name] = count + 1
-        stream = self._stream
+        stream = self._streams.get(name)
         if stream is None:
-            stream = self._stream = core.adapter.open_stream(self._on_reply, self._on_stream_closed)
+            stream = self._streams[name] = core.adapter.open_stream(
+                self._on_reply, functools.partial(self._on_stream_closed, name)
+            )
         try:
             await stream.send(triton_request)
         except SidecarError as e:
@@ -138,7 +144,7 @@ class StreamSession:
             pending.record, request_id, request.data, pending.width, pending.height, request.frame_id,
             request.camera_id, request.timestamp_ms, True,
         )
-        stream = self._stream
+        stream = self._streams.get(pending.record.triton_name)
         try:
             if stream is None:
                 raise ModelNotReady("inference server stream closed")
@@ -146,14 +152,15 @@ class StreamSession:
         except SidecarError as e:
             self._on_reply(request_id, None, e)
 
-    def _on_stream_closed(self, error: SidecarError) -> None:
-        """Triton's stream ended: answer everything still pending; the next request reopens it."""
-        self._stream = None
+    def _on_stream_closed(self, name: str, error: SidecarError) -> None:
+        """A model's Triton stream ended: answer what is pending on it; the next request reopens it."""
+        self._streams.pop(name, None)
         if not self._closed:
-            LOGGER.warning("inference server stream ended: %s", error.message)
-        for request_id in list(self._pending):
-            pending = self._pending.pop(request_id)
-            self._finish(pending, None, error)
+            LOGGER.warning("inference server stream of %s ended: %s", name, error.message)
+        for request_id, pending in list(self._pending.items()):
+            if pending.record.triton_name == name:
+                del self._pending[request_id]
+                self._finish(pending, None, error)
 
     async def drain(self) -> None:
         """Wait until every request taken so far has been answered (the client stopped sending)."""
@@ -169,6 +176,6 @@ class StreamSession:
             if pending.timer is not None:
                 pending.timer.cancel()
         self._pending.clear()
-        stream, self._stream = self._stream, None
-        if stream is not None:
+        streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:
             await stream.close()

@@ -75,31 +75,40 @@ def echo(request) -> bytes:
 
 
 class FakeStream:
+    """Answers in the order requests were sent, as Triton's ModelStreamInfer does: a request that
+    never completes holds back every later answer on the same stream."""
+
     def __init__(self, adapter: FakeTriton, on_reply, on_close) -> None:
         self.adapter = adapter
         self.on_reply = on_reply
         self.on_close = on_close
         self.closed = False
         self.sent: list[Any] = []
+        self._queue: list[list[Any]] = []  # [request, answer, complete]
 
     async def send(self, request) -> None:
         self.sent.append(request)
         self.adapter.requests.append(request)
         await asyncio.sleep(0)
-        answer = self.adapter.answer(request)
-        if answer is None:
+        item = [request, self.adapter.answer(request), False]
+        self._queue.append(item)
+        if item[1] is None:
             return
         delay = self.adapter.delays.get(request.model_name, 0.0)
 
-        def deliver() -> None:
-            if self.closed:
-                return
+        def complete() -> None:
+            item[2] = True
+            self._deliver()
+
+        asyncio.get_running_loop().call_later(delay, complete)
+
+    def _deliver(self) -> None:
+        while self._queue and self._queue[0][2] and not self.closed:
+            request, answer, _ = self._queue.pop(0)
             if isinstance(answer, str):
                 self.on_reply(request.id, None, error_from_triton(answer))
             else:
                 self.on_reply(request.id, answer, None)
-
-        asyncio.get_running_loop().call_later(delay, deliver)
 
     async def close(self) -> None:
         self.closed = True

@@ -48,7 +48,7 @@ async def test_stream_answers_each_request_once_when_models_and_cameras_are_mixe
     failed = [o for o in outcomes if o.error is not None]
     assert all(o.error.code is ErrorCode.INFERENCE_ERROR and o.request.version == "2.0.0" for o in failed)
     assert len(failed) == 3 * len([n for n in range(20) if n % 3 == 2])
-    assert len(fake_triton.streams) == 1  # one Triton stream per client stream
+    assert len(fake_triton.streams) == 2  # one Triton stream per model of the client stream
     await core.stop()
 
 

@@ -1,0 +1,267 @@
+"""The sidecar against the real embedded tritonserver, on a repository the generator built from
+the ``tests/testdata/plugins/sc_*`` fixtures (see each fixture's model.yaml for what it does)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shutil
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from PIL import Image
+
+from ruthgen.writer import build_repository
+from sidecar.client import AIRuntimeClient, make_request, pb, result_dict
+from sidecar.main import Sidecar
+from sidecar.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+PLUGINS = Path(__file__).resolve().parent.parent / "testdata" / "plugins"
+V = "1.0.0"
+
+
+def jpeg(width: int = 320, height: int = 240, seed: int = 0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+FRAME = jpeg()
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory) -> Path:
+    models = tmp_path_factory.mktemp("models")
+    for plugin in sorted(PLUGINS.glob("sc_*")):
+        shutil.copytree(plugin, models / plugin.name)
+    repo = tmp_path_factory.mktemp("repo") / "model_repository"
+    build_repository(models, repo)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def triton(module_triton_factory, repository):
+    # nothing loaded: the sidecar loads every VALID model at startup
+    return module_triton_factory(repository, load_models=[])
+
+
+def sidecar_settings(triton, repository, **overrides):
+    return load_settings(
+        grpc_port=0,
+        triton_url=triton.grpc_url,
+        model_repository=repository,
+        refresh_interval_s=0.5,
+        **overrides,
+    )
+
+
+@pytest.fixture
+async def sidecar(triton, repository):
+    async with Sidecar(sidecar_settings(triton, repository, request_timeout_ms=1500)) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(sidecar):
+    async with AIRuntimeClient(f"127.0.0.1:{sidecar.port}") as runtime_client:
+        yield runtime_client
+
+
+async def test_sidecar_returns_result_through_infer(client):
+    response = await client.infer("sc_echo", V, FRAME, frame_id="f-1", camera_id="cam-1", timestamp_ms=7)
+    assert not response.HasField("error"), response.error
+    assert result_dict(response) == {"label": "ok", "width": 320, "height": 240, "frame_id": "f-1"}
+    assert (response.frame_id, response.camera_id, response.model_id, response.version) == (
+        "f-1",
+        "cam-1",
+        "sc_echo",
+        V,
+    )
+    assert response.inference_ms > 0
+
+
+async def test_sidecar_loads_models_at_startup_and_records_failures_with_tritons_reason(client, triton):
+    index = {m["name"]: m for m in triton.repository_index()}
+    assert index["sc_echo__1.0.0"]["state"] == "READY"
+    status = {m.model_id: m for m in (await client.status()).models}
+    assert status["sc_echo"].state == pb.READY
+    assert status["sc_broken_load"].state == pb.FAILED
+    assert "weights file is corrupt" in status["sc_broken_load"].last_error
+    assert status["sc_invalid"].state == pb.INVALID
+    assert status["sc_temporal"].input_type == "temporal"
+
+
+@pytest.mark.parametrize(
+    ("model_id", "version", "data", "fmt", "frame_id", "code", "needle"),
+    [
+        ("sc_nope", V, FRAME, "jpeg", "x", pb.MODEL_NOT_FOUND, "no model 'sc_nope'"),
+        ("sc_echo", "2.0.0", FRAME, "jpeg", "x", pb.MODEL_NOT_FOUND, "no version '2.0.0'"),
+        ("sc_echo", "", FRAME, "jpeg", "x", pb.VERSION_REQUIRED, "version is required"),
+        ("sc_broken_load", V, FRAME, "jpeg", "x", pb.MODEL_NOT_READY, "FAILED"),
+        ("sc_invalid", V, FRAME, "jpeg", "x", pb.MODEL_NOT_READY, "INVALID"),
+        ("sc_echo", V, FRAME, "png", "x", pb.INVALID_INPUT, "takes jpeg frames, not png"),
+        ("sc_echo", V, jpeg(4, 4), "jpeg", "x", pb.INVALID_INPUT, "frame is 4x4"),
+        ("sc_echo", V, b"GIF89a", "jpeg", "x", pb.INVALID_INPUT, "not a JPEG"),
+        ("sc_echo", V, FRAME[:400], "jpeg", "x", pb.INVALID_INPUT, "decode"),  # plugin-side decode error
+        ("sc_echo", V, FRAME, "jpeg", "sleep", pb.TIMEOUT, "exceeded 400 ms"),
+        ("sc_echo", V, FRAME, "jpeg", "fail-pre", pb.PREPROCESS_ERROR, "preprocess refused this frame"),
+        ("sc_echo", V, FRAME, "jpeg", "fail-infer", pb.INFERENCE_ERROR, "inference failed on purpose"),
+        ("sc_echo", V, FRAME, "jpeg", "fail-post", pb.POSTPROCESS_ERROR, "postprocess failed on purpose"),
+        ("sc_echo", V, FRAME, "jpeg", "bad-schema", pb.OUTPUT_SCHEMA_VIOLATION, "validate"),
+    ],
+)
+async def test_sidecar_answers_error_code_when_provoked(
+    client, model_id, version, data, fmt, frame_id, code, needle
+):
+    for call in ("unary", "stream"):
+        request = make_request(model_id, version, data, fmt, frame_id=frame_id)
+        if call == "unary":
+            response = await client.infer_request(request)
+        else:
+            responses = [r async for r in client.stream(_once(request))]
+            assert len(responses) == 1
+            response = responses[0]
+        assert response.error.code == code, (call, response)
+        assert needle in response.error.message, (call, response.error.message)
+        assert response.frame_id == frame_id
+
+
+async def _once(request):
+    yield request
+
+
+async def test_sidecar_answers_overloaded_when_a_caller_exceeds_the_model_window(triton, repository):
+    settings = sidecar_settings(triton, repository, request_timeout_ms=800, max_in_flight_per_model=1)
+    async with Sidecar(settings) as running, AIRuntimeClient(f"127.0.0.1:{running.port}") as client:
+        requests = [make_request("sc_hang", V, FRAME, frame_id=f"h{n}") for n in range(2)]
+        requests.append(make_request("sc_echo", V, FRAME, frame_id="e"))
+
+        async def write():
+            for request in requests:
+                yield request
+
+        responses = {r.frame_id: r async for r in client.stream(write())}
+    assert responses["h1"].error.code == pb.OVERLOADED
+    assert responses["h0"].error.code == pb.TIMEOUT
+    assert responses["e"].HasField("result")
+
+
+async def test_sidecar_answers_internal_then_recovers_when_model_process_dies(client):
+    response = await client.infer("sc_crash", V, FRAME, frame_id="crash")
+    assert response.error.code == pb.INTERNAL
+    assert "process" in response.error.message and "died" in response.error.message
+    response = await client.infer("sc_crash", V, FRAME, frame_id="after")
+    assert response.error.code == pb.MODEL_NOT_READY
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        response = await client.infer("sc_crash", V, FRAME, frame_id="later")
+        if not response.HasField("error"):
+            break
+        await asyncio.sleep(0.25)
+    assert result_dict(response) == {"alive": True}
+    (status,) = (await client.status("sc_crash", V)).models
+    assert status.state == pb.READY and "died" in status.last_error
+
+
+async def test_hung_plugin_times_out_within_deadline_while_another_model_answers(client):
+    deadline_s = 1.5
+    loop = asyncio.get_running_loop()
+
+    async def hung(call: str) -> tuple[pb.InferenceResponse, float]:
+        started = loop.time()
+        request = make_request("sc_hang", V, FRAME, frame_id=f"hang-{call}")
+        if call == "unary":
+            response = await client.infer_request(request)
+        else:
+            (response,) = [r async for r in client.stream(_once(request))]
+        return response, loop.time() - started
+
+    async def others() -> list[float]:
+        latencies = []
+        end = loop.time() + deadline_s
+        while loop.time() < end:
+            started = loop.time()
+            response = await client.infer("sc_echo", V, FRAME, frame_id="alive")
+            assert response.HasField("result"), response.error
+            latencies.append(loop.time() - started)
+        return latencies
+
+    (unary, unary_s), (streamed, streamed_s), latencies = await asyncio.gather(
+        hung("unary"), hung("stream"), others()
+    )
+    for response, elapsed in ((unary, unary_s), (streamed, streamed_s)):
+        assert response.error.code == pb.TIMEOUT
+        assert deadline_s * 0.95 <= elapsed <= deadline_s * 1.10, elapsed
+    assert len(latencies) >= 20
+    assert max(latencies) < 0.5
+
+
+async def test_infer_stream_800_frames_over_8_cameras_and_2_models(client):
+    cameras = [f"cam{c}" for c in range(8)]
+    models = ("sc_echo", "sc_flaky")
+    expected = {(m, f"{cam}-{n}") for n in range(50) for cam in cameras for m in models}
+    window = asyncio.Semaphore(16)  # the client keeps 16 in flight
+
+    async def write():
+        for n in range(50):
+            for cam in cameras:
+                for model in models:
+                    await window.acquire()
+                    yield make_request(model, V, FRAME, frame_id=f"{cam}-{n}", camera_id=cam)
+
+    responses = []
+    async for response in client.stream(write()):
+        responses.append(response)
+        window.release()
+    assert len(responses) == 800
+    got = [(r.model_id, r.frame_id) for r in responses]
+    assert len(set(got)) == 800 and set(got) == expected
+    for response in responses:
+        n = int(response.frame_id.rsplit("-", 1)[1])
+        if response.model_id == "sc_flaky" and n % 3 == 2:
+            assert response.error.code == pb.INFERENCE_ERROR
+            assert response.frame_id in response.error.message
+        else:
+            assert response.HasField("result"), response.error
+            assert result_dict(response)["frame_id"] == response.frame_id
+
+
+async def test_temporal_model_gets_sequence_start_and_restarts_after_idle_release(client):
+    async def count(camera: str) -> dict:
+        response = await client.infer("sc_temporal", V, FRAME, camera_id=camera, frame_id="t")
+        assert response.HasField("result"), response.error
+        return result_dict(response)
+
+    assert await count("camA") == {"camera_id": "camA", "count": 1, "start": True}
+    assert await count("camB") == {"camera_id": "camB", "count": 1, "start": True}
+    assert await count("camA") == {"camera_id": "camA", "count": 2, "start": False}
+    await asyncio.sleep(1.2)  # longer than the fixture's sequence_idle_ms (400): Triton releases it
+    assert await count("camA") == {"camera_id": "camA", "count": 1, "start": True}
+    assert await count("camA") == {"camera_id": "camA", "count": 2, "start": False}
+
+
+async def test_standard_health_and_reflection_answer(sidecar):
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.port}") as channel:
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+        async def ask():
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        replies = [
+            r async for r in reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(ask())
+        ]
+    names = {s.name for s in replies[0].list_services_response.service}
+    assert {"ruth.airuntime.v1.AIRuntime", "grpc.health.v1.Health"} <= names
+    async with AIRuntimeClient(f"127.0.0.1:{sidecar.port}") as client:
+        report = await client.health()
+    assert report.inference_server_ready
+    assert report.models_total == 7
