@@ -127,6 +127,7 @@ def build_repository(
     discovery = scan(models_dir, target)
     repo.mkdir(parents=True, exist_ok=True)
     with _locked(repo):
+        _remove_stale_stages(repo)
         old = load_manifest(repo) or new_manifest(target, [])
         if only is not None and old["target"] != target and old["models"]:
             raise UsageError(f"the repository was built for {old['target']}; rebuild it fully for {target}")
@@ -299,8 +300,20 @@ def _generator_digest() -> str:
     return digest.hexdigest()
 
 
+def _stage_prefix(repo: Path) -> str:
+    return f".{repo.name}.ruthgen-"
+
+
+def _remove_stale_stages(repo: Path) -> None:
+    """Staging folders left by a build that was killed (none can be in use: we hold the lock)."""
+    for path in repo.parent.glob(f"{_stage_prefix(repo)}*"):
+        if path.is_dir() and not path.is_symlink():
+            LOGGER.warning("removing %s, left by an interrupted build", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _apply(repo: Path, entries: list[_Entry], removed: list[str], manifest_text: str) -> None:
-    stage = repo.parent / f".{repo.name}.ruthgen-{uuid.uuid4().hex[:12]}"
+    stage = repo.parent / f"{_stage_prefix(repo)}{uuid.uuid4().hex[:12]}"
     try:
         stage.mkdir()
         runtime = _runtime_files()

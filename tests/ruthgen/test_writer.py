@@ -264,3 +264,14 @@ def test_digest_cache_reuses_digests_when_files_are_unchanged(
         "def load(c):\n    return 1\n\n\ndef infer(s, i):\n    return i\n"
     )
     assert build_repository(models_dir, repo).written == ["demo__1.0.0"]
+
+
+def test_build_removes_staging_left_by_a_killed_build(make_plugin, models_dir: Path, repo: Path) -> None:
+    make_plugin("demo")
+    build_repository(models_dir, repo)
+    stale = repo.parent / f".{repo.name}.ruthgen-0123456789ab"
+    (stale / "demo__1.0.0" / "1").mkdir(parents=True)
+    (repo.parent / "unrelated").mkdir()
+    build_repository(models_dir, repo)
+    assert not stale.exists()
+    assert (repo.parent / "unrelated").is_dir()
