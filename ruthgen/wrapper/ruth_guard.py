@@ -57,6 +57,15 @@ _PATH_EVENTS: dict[str, tuple[tuple[int, ...], int | None]] = {
     "os.utime": ((0,), 4),
 }
 
+_KILL_EVENTS = frozenset({"os.kill", "os.killpg"})
+_WATCHED = (
+    frozenset({"open", "ctypes.dlopen"})
+    | _NETWORK_EVENTS
+    | _PROCESS_EVENTS
+    | _KILL_EVENTS
+    | set(_PATH_EVENTS)
+)
+
 
 class _Quiet(str):
     """A refusal that is not the plugin's doing (the import system caching bytecode)."""
@@ -122,7 +131,7 @@ class Guard:
 
     def _hook(self, event: str, args: tuple[Any, ...]) -> None:
         policy = self.policy
-        if policy is None:
+        if policy is None or event not in _WATCHED:
             return
         reason = _check(policy, event, args)
         if reason is None:
@@ -158,7 +167,7 @@ def _check(policy: Policy, event: str, args: tuple[Any, ...]) -> str | None:
 def _check_serving(policy: Policy, event: str, args: tuple[Any, ...]) -> str | None:
     if event in _PROCESS_EVENTS:
         return f"starting processes ({event}) is not permitted"
-    if event in ("os.kill", "os.killpg") and args and args[0] != os.getpid():
+    if event in _KILL_EVENTS and args and args[0] != os.getpid():
         return f"signalling other processes ({event}) is not permitted"
     if event == "ctypes.dlopen" and args and args[0] and str(args[0]) not in policy.loaded_libraries:
         return f"loading a native library after load() is not permitted: {args[0]}"

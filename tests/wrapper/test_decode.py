@@ -15,7 +15,7 @@ def decoder(fmt: str, backend: str, **spec: int) -> Decoder:
     dec = Decoder(
         {"format": fmt, "min_width": spec.get("min_width", 1), "min_height": spec.get("min_height", 1)}
     )
-    if backend == "pillow":
+    if backend in ("pillow", "numpy"):
         dec._cv2 = None
     assert dec.backend == backend
     return dec
@@ -52,3 +52,13 @@ def test_decoder_copies_raw_pixels_so_the_plugin_may_keep_them():
 def test_decoder_refuses_png_bytes_for_a_jpeg_model():
     with pytest.raises(RuthError, match="FRAME is not jpeg data"):
         Decoder({"format": "jpeg"}).decode(encode(solid(4, 4, (0, 0, 0)), "png"))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cv2"])
+def test_decoder_turns_bgr_pixels_into_a_new_rgb_array(backend):
+    dec = decoder("raw_bgr", backend)
+    bgr = np.zeros((6, 5, 3), np.uint8)
+    bgr[..., 0], bgr[..., 1], bgr[..., 2] = 200, 100, 7
+    image = dec.decode(bgr[None, ...])
+    assert image[3, 2].tolist() == [7, 100, 200]
+    assert image.flags.c_contiguous and image.flags.owndata
