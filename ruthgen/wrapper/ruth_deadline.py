@@ -64,6 +64,9 @@ class Deadlines:
                 raise PhaseTimeout
 
         previous = signal.signal(signal.SIGALRM, on_alarm)
+        # SA_RESTART: should the kernel hand the alarm to one of the stub's C++ threads, its system
+        # calls resume instead of failing with EINTR (sleeps in Python are still interrupted)
+        signal.siginterrupt(signal.SIGALRM, False)
         outer_delay, outer_interval = signal.setitimer(signal.ITIMER_REAL, limit.seconds)
         self._armed = limit
         try:
