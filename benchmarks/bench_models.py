@@ -17,6 +17,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--only", nargs="*", choices=sorted(PLUGINS), default=sorted(PLUGINS))
     args = parser.parse_args(argv)
+    os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="ruth-bench-mpl-"))
     print(f"machine: {machine()}")
     print(f"{'plugin':<28} {'median ms':>10} {'p90 ms':>10} {'runs':>6}")
     for model_id in args.only:

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 from plugin_harness import LoadedPlugin
+
+# matplotlib (imported by mediapipe) writes a config folder; keep it out of the plugin sources
+os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="ruth-plugin-tests-mpl-"))
 
 
 @pytest.fixture(scope="session")

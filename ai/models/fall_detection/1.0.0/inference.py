@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .person_boxes import Box, PersonDetector
@@ -59,7 +60,7 @@ def load(context: Any) -> FallState:
     cfg = context.config
     detector = PersonDetector(context.weights_dir, float(cfg.get("person_score_threshold", 0.4)))
     pose = PoseEstimator(float(cfg.get("pose_min_detection_confidence", 0.5)),
-                         float(cfg.get("pose_min_visibility", 0.5)))
+                         float(cfg.get("pose_min_visibility", 0.5)), Path(context.model_dir) / ".cache")
     return FallState(detector, pose, Rule.from_config(cfg.get("rule", {})), cfg)
 
 

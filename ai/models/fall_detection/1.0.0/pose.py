@@ -7,7 +7,9 @@ complexities would be downloaded at first use, which this plugin never does.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -25,7 +27,10 @@ class PoseObservation:
 
 
 class PoseEstimator:
-    def __init__(self, min_detection_confidence: float, min_visibility: float) -> None:
+    def __init__(self, min_detection_confidence: float, min_visibility: float, cache_dir: Path) -> None:
+        # mediapipe imports matplotlib, which creates a config folder at import: keep it inside the
+        # plugin's folder (the runtime lets a plugin write only there).
+        os.environ.setdefault("MPLCONFIGDIR", str(cache_dir / "matplotlib"))
         import mediapipe as mp
 
         self._pose = mp.solutions.pose.Pose(
