@@ -96,7 +96,9 @@ def test_kubernetes_probes_use_grpc_health_on_each_container_port_when_checked(r
     assert triton["startupProbe"]["grpc"]["port"] == triton["livenessProbe"]["grpc"]["port"] == TRITON_GRPC
     sidecar = container(pod, "sidecar")
     named = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
-    assert named[sidecar["livenessProbe"]["tcpSocket"]["port"]] == ports["sidecar"]
+    liveness = sidecar["livenessProbe"]["httpGet"]
+    assert liveness["path"] == "/livez"
+    assert named[liveness["port"]] == SidecarSettings.model_fields["http_port"].default
 
 
 def test_kubernetes_pod_has_memory_backed_shared_memory_when_scheduled(rendered):
@@ -135,7 +137,11 @@ def test_kubernetes_sidecar_settings_agree_with_triton_and_the_settings_model_wh
         assert key.startswith("RUTH_") and key[5:].lower() in fields, f"{key} is no sidecar setting"
     settings = SidecarSettings.model_validate({k[5:].lower(): v for k, v in environment.items()})
     assert settings.triton_url == f"127.0.0.1:{TRITON_GRPC}"
-    assert settings.grpc_host == "0.0.0.0"
+    assert settings.grpc_host == settings.http_host == "0.0.0.0"
+    assert settings.http_port == fields["http_port"].default
+    annotations = find(resources, "Deployment", "ruth-runtime")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(settings.http_port)
+    assert settings.models_dir is None, "in a pod the repository comes from the bundle image"
     assert settings.grpc_port == fields["grpc_port"].default
     assert str(settings.model_repository) == REPOSITORY
 
