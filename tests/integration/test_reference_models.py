@@ -65,10 +65,21 @@ def triton(module_triton_factory, repository):
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def client(triton, repository):
+async def sidecar(triton, repository):
     settings = load_settings(grpc_port=0, triton_url=triton.grpc_url, model_repository=repository,
                              refresh_interval_s=0.5, request_timeout_ms=60_000)
-    async with Sidecar(settings) as running, AIRuntimeClient(f"127.0.0.1:{running.port}") as runtime_client:
+    async with Sidecar(settings) as running:
+        yield running
+
+
+@pytest.fixture
+def sidecar_port(sidecar) -> int:
+    return sidecar.port
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def client(sidecar):
+    async with AIRuntimeClient(f"127.0.0.1:{sidecar.port}") as runtime_client:
         yield runtime_client
 
 
@@ -134,3 +145,14 @@ async def test_reference_models_helmet_detection_tells_a_hard_hat_from_a_bare_he
     cv2.rectangle(hatted, (150, 64), (298, 76), (250, 210, 20), -1)
     assert (await infer(client, "helmet_detection", bare))["event_type"] == "helmet_missing"
     assert (await infer(client, "helmet_detection", hatted))["event_type"] == "all_helmeted"
+
+
+async def test_reference_models_stream_demo_prints_the_fall_and_the_fire_as_they_arrive(client, sidecar_port):
+    import stream_demo
+
+    lines: list[str] = []
+    replies = await stream_demo.run(f"127.0.0.1:{sidecar_port}", fps=20.0, emit=lines.append)
+    assert len(replies) == len(lines) == sum(len(list(make())) for _, _, make in stream_demo.CAMERAS.values())
+    assert not [line for line in lines if " ERROR " in line]
+    assert any("cam-hall" in line and "fall_detected" in line for line in lines)
+    assert any("cam-store" in line and "fire_detected" in line for line in lines)
