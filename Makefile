@@ -38,6 +38,7 @@ proto: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_build.py
+	$(PY) benchmarks/bench_models.py
 
 clean:
 	rm -rf model_repository .pytest_cache
