@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import encode, solid
 from fake_pb_utils import InferenceRequest, Logger, TritonError
 from ruth_errors import LoadError
+from wrapper_testlib import encode, solid
 
 PLUGIN = {
     "inference.py": """

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import encode, solid
 from ruth_decode import Decoder
 from ruth_errors import RuthError
+from wrapper_testlib import encode, solid
 
 
 def decoder(fmt: str, backend: str, **spec: int) -> Decoder:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from conftest import encode, solid, write_entry
 from ruth_runtime import FrameRequest, PluginRuntime
+from wrapper_testlib import encode, solid, write_entry
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "plugin-api.md"
 

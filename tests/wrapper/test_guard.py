@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import request, solid
 from ruth_errors import LoadError, RuthError
+from wrapper_testlib import request, solid
 
 SCHEMA = {"label": {"type": "string"}, "score": {"type": "float"}}
 

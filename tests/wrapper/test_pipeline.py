@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import encode, request, solid
 from ruth_errors import LoadError, RuthError, parse_message
+from wrapper_testlib import encode, request, solid
 
 ECHO = {
     "inference.py": """

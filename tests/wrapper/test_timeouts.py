@@ -8,10 +8,10 @@ import threading
 import time
 
 import pytest
-from conftest import request, solid
 from ruth_deadline import Deadlines, PhaseTimeout
 from ruth_errors import LoadError, RuthError
 from ruth_runtime import phase_timeouts
+from wrapper_testlib import request, solid
 
 STUCK = {
     "inference.py": """
