@@ -337,10 +337,12 @@ class LifecycleManager:
 
     async def _load_copy(self, record: ModelRecord, name: str) -> tuple[StagedEntry | None, str]:
         """Generate entry ``name`` and load it; (entry, "") or (None, why it failed)."""
+        started = time.monotonic()
         try:
             staged = await asyncio.to_thread(self.entries.stage, record.model_id, record.version, name)
         except StageError as exc:
             return None, exc.reason
+        generated = time.monotonic()
         timeout = self.policy.load_timeout_s
         try:
             await asyncio.wait_for(self.control.load_model(name, timeout_s=timeout), timeout)
@@ -349,6 +351,8 @@ class LifecycleManager:
             return None, f"loading did not finish within {timeout:g} s; abandoned"
         except Exception as exc:
             return None, getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        loaded = time.monotonic()
+        LOGGER.info("%s generated in %.3f s, loaded in %.3f s", name, generated - started, loaded - generated)
         return staged, ""
 
     async def _abandon(self, name: str) -> None:

@@ -37,7 +37,7 @@ class RuntimeOperations:
         hardware: HardwareProbe | None = None,
         models_dir: str | os.PathLike[str] | None = None,
         watch: bool = True,
-        watch_debounce_s: float = 0.5,
+        watch_debounce_s: float = 0.25,
         tick_s: float = 5.0,
         runtime_id: str = "ruth-ai-runtime",
         runtime_version: str = "0.1.0",

@@ -61,13 +61,16 @@ class SidecarSettings(BaseSettings):
         None, description="CA bundle (PEM); when set, clients must present a certificate it signed (mTLS)"
     )
     log_level: str = Field("INFO", description="logging level of the sidecar")
+    port_file: Path | None = Field(
+        None, description="write the bound gRPC port to this file once serving (for supervisors, port 0)"
+    )
     # --- lifecycle, recovery, health, registration (docs/lifecycle.md) ---
     models_dir: Path | None = Field(
         None, description="plugin folder; when set the sidecar regenerates, hot-reloads and recovers models"
     )
     target: str = Field("cpu", description="build target of the entries it regenerates (cpu, gpu, jetson)")
     watch_models: bool = Field(True, description="watch models_dir (else: SIGHUP or admin rescan)")
-    watch_debounce_s: float = Field(0.5, gt=0, description="quiet time before file changes are handled")
+    watch_debounce_s: float = Field(0.25, gt=0, description="quiet time before file changes are handled")
     load_timeout_s: float = Field(60.0, gt=0, description="a load taking longer is FAILED and abandoned")
     unload_timeout_s: float = Field(10.0, gt=0, description="an unload taking longer gets its stubs killed")
     drain_timeout_s: float = Field(30.0, gt=0, description="how long an unload waits for in-flight requests")

@@ -52,7 +52,7 @@ class ModelsWatcher:
         models_dir: str | os.PathLike[str],
         on_change: Callable[[list[Change]], Awaitable[None]],
         *,
-        debounce_s: float = 0.5,
+        debounce_s: float = 0.25,
     ) -> None:
         self.models_dir = Path(models_dir).resolve()
         self.on_change = on_change

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from sidecar.recovery import StubKiller, is_dead_stub_error
@@ -57,6 +58,9 @@ def test_stub_killer_kills_a_real_descendant_process(tmp_path):
     )
     try:
         killer = StubKiller(lambda: os.getpid())
+        deadline = time.monotonic() + 10
+        while not killer.find("m__1.0.0") and time.monotonic() < deadline:  # until the child has exec'd
+            time.sleep(0.01)
         assert killer.find("m__1.0.0") == [child.pid]
         assert killer.kill("m__1.0.0", wait_s=5.0) == [child.pid]
         assert child.wait(timeout=5) == -9
