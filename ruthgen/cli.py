@@ -182,6 +182,27 @@ def check(
     raise typer.Exit(1 if problems else 0)
 
 
+@app.command("infer")
+def infer(
+    images: Annotated[list[Path], typer.Argument(help="JPEG or PNG files.", exists=True, dir_okay=False)],
+    model: Annotated[str, typer.Option("--model", help="The model_id.")],
+    version: Annotated[str, typer.Option("--version", help="The model version (there is no default).")],
+    sidecar: Annotated[str, typer.Option("--sidecar", help="HOST:PORT of the sidecar.")] = "127.0.0.1:50051",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 10.0,
+) -> None:
+    """Send images to a model through the sidecar; print each answer as one JSON line."""
+    from sidecar.client import infer_files
+
+    try:
+        answers = infer_files(sidecar, model, version, images, timeout_s=timeout)
+    except ConnectionError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    for answer in answers:
+        typer.echo(json.dumps(answer, sort_keys=True))
+    raise typer.Exit(1 if any("error" in a for a in answers) else 0)
+
+
 # ``triton`` (serve a repository) and ``up`` (build, then serve): ruthgen.embedded.commands.
 app.command("triton")(embedded_commands.triton)
 app.command("up")(embedded_commands.up)

@@ -170,3 +170,55 @@ def _error_response(request: pb.InferenceRequest, error: grpc.aio.AioRpcError) -
         timestamp_ms=request.timestamp_ms,
         error=pb.Error(code=code, message=error.details() or str(error.code())),
     )
+
+
+def infer_files(
+    target: str,
+    model_id: str,
+    version: str,
+    paths: Sequence[str | Path],
+    timeout_s: float = 10.0,
+    connect_timeout_s: float | None = None,
+) -> list[dict[str, Any]]:
+    """Send each image file to ``model_id`` ``version`` through the sidecar at ``target``.
+
+    Returns one JSON-ready dict per file (``image``, ``frame_id``, ``result`` or ``error``, ...).
+    Raises ``ConnectionError`` when the sidecar cannot be reached (within ``connect_timeout_s``,
+    default: ``timeout_s`` but at most 5 s).
+    """
+    connect = min(5.0, timeout_s) if connect_timeout_s is None else connect_timeout_s
+    return asyncio.run(_infer_files(target, model_id, version, paths, timeout_s, connect))
+
+
+async def _infer_files(
+    target: str,
+    model_id: str,
+    version: str,
+    paths: Sequence[str | Path],
+    timeout_s: float,
+    connect_timeout_s: float,
+) -> list[dict[str, Any]]:
+    async with AIRuntimeClient(target) as client:
+        try:
+            await client.wait_ready(connect_timeout_s)
+        except (TimeoutError, asyncio.TimeoutError) as e:
+            raise ConnectionError(f"cannot reach the sidecar at {target}") from e
+        answers = []
+        for path in paths:
+            path = Path(path)
+            response = await client.infer(
+                model_id, version, path.read_bytes(), format_of(path), frame_id=path.name, timeout_s=timeout_s
+            )
+            answers.append({"image": str(path), **_plain(response_dict(response))})
+        return answers
+
+
+def _plain(value: Any) -> Any:
+    """Struct numbers are doubles: show the integral ones as integers."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

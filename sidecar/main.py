@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sidecar.core import RuntimeCore
 from sidecar.grpc.server import GrpcServer
@@ -41,6 +42,8 @@ class Sidecar:
         try:
             await self.core.start()
             self.port = await self.server.start()
+            if self.settings.port_file is not None:
+                _write_port(self.settings.port_file, self.port)
         except BaseException:
             await self.core.stop()
             if self.http is not None:
@@ -99,6 +102,12 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) ->
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
+
+
+def _write_port(path: Path, port: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{port}\n")
+    tmp.replace(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

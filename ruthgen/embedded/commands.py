@@ -65,16 +65,21 @@ def up(
     metrics_port: PortOpt = None,
     log_file: LogOpt = DEFAULT_LOG,
     startup_timeout: TimeoutOpt = 300.0,
+    sidecar: Annotated[bool, typer.Option(help="Also start the AIRuntime sidecar.")] = True,
+    sidecar_port: Annotated[int, typer.Option(help="The sidecar's gRPC port.")] = 50051,
 ) -> None:
     """Build the repository from the plugins and serve every valid model until Ctrl-C (or SIGTERM)."""
     options = UpOptions(
         models_dir=models, repository=out, target=target, host=host, grpc_port=grpc_port,
         http_port=http_port, metrics_port=metrics_port, log_path=log_file, startup_timeout_s=startup_timeout,
+        sidecar=sidecar, sidecar_port=sidecar_port,
     )
 
     def ready(stack: Stack) -> EmbeddedTriton:
         typer.echo(format_table(stack.models()))
         typer.echo(describe(stack.triton))
+        if stack.sidecar is not None:
+            typer.echo(f"sidecar (AIRuntime gRPC) on {stack.sidecar.address}, log {options.sidecar_log_path}")
         return stack.triton
 
     serve_until_interrupted(running_stack(options), ready)

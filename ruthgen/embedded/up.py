@@ -17,6 +17,7 @@ from typing import Any
 
 from ruthgen.embedded.launcher import EmbeddedTriton
 from ruthgen.manifest import valid_records
+from sidecar.process import SidecarProcess
 
 LOGGER = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ class UpOptions:
     metrics_port: int | None = None
     log_path: Path = Path(".ruth/tritonserver.log")
     startup_timeout_s: float = 300.0
+    sidecar: bool = True
+    sidecar_port: int = 50051
+    sidecar_log_path: Path = Path(".ruth/sidecar.log")
 
 
 @dataclass
@@ -55,6 +59,7 @@ class Stack:
     manifest: dict[str, Any]
     triton: EmbeddedTriton
     exit_stack: contextlib.ExitStack = field(repr=False)
+    sidecar: SidecarProcess | None = None
 
     def models(self) -> list[ModelRow]:
         return model_rows(self.manifest, self.triton.repository_index())
@@ -82,7 +87,20 @@ def running_stack(options: UpOptions) -> Iterator[Stack]:
                 startup_timeout_s=options.startup_timeout_s,
             )
         )
-        yield Stack(options=options, manifest=result.manifest, triton=triton, exit_stack=exit_stack)
+        sidecar = None
+        if options.sidecar:  # stopped before Triton: the exit stack unwinds in reverse
+            sidecar = exit_stack.enter_context(
+                SidecarProcess(
+                    triton.grpc_url,
+                    options.repository,
+                    host=options.host,
+                    port=options.sidecar_port,
+                    log_path=options.sidecar_log_path,
+                )
+            )
+        yield Stack(
+            options=options, manifest=result.manifest, triton=triton, exit_stack=exit_stack, sidecar=sidecar
+        )
 
 
 def model_rows(manifest: dict[str, Any], index: list[dict[str, str]]) -> list[ModelRow]:

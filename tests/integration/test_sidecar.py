@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import shutil
 import time
 from pathlib import Path
@@ -15,9 +16,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
+from typer.testing import CliRunner
 
+from ruthgen.cli import app
 from ruthgen.writer import build_repository
-from sidecar.client import AIRuntimeClient, make_request, pb, result_dict
+from sidecar.client import AIRuntimeClient, infer_files, make_request, pb, result_dict
 from sidecar.main import Sidecar
 from sidecar.settings import load_settings
 
@@ -265,3 +268,41 @@ async def test_standard_health_and_reflection_answer(sidecar):
         report = await client.health()
     assert report.inference_server_ready
     assert report.models_total == 7
+
+
+def test_up_stack_starts_triton_and_sidecar_together(tmp_path):
+    from ruthgen.embedded.up import UpOptions, running_stack
+
+    models = tmp_path / "models"
+    shutil.copytree(PLUGINS / "sc_echo", models / "sc_echo")
+    options = UpOptions(
+        models_dir=models,
+        repository=tmp_path / "repo",
+        log_path=tmp_path / "triton.log",
+        sidecar_port=0,
+        sidecar_log_path=tmp_path / "sidecar.log",
+    )
+    image = _write(tmp_path / "frame.jpg", FRAME)
+    with running_stack(options) as stack:
+        assert stack.sidecar is not None and stack.sidecar.port
+        process = stack.sidecar.process
+        answers = infer_files(stack.sidecar.address, "sc_echo", V, [image])
+        cli = CliRunner().invoke(
+            app,
+            ["infer", "--model", "sc_echo", "--version", V, "--sidecar", stack.sidecar.address, str(image)],
+        )
+        failed = CliRunner().invoke(
+            app,
+            ["infer", "--model", "sc_echo", "--version", "", "--sidecar", stack.sidecar.address, str(image)],
+        )
+    assert answers[0]["result"] == {"label": "ok", "width": 320, "height": 240, "frame_id": "frame.jpg"}
+    assert cli.exit_code == 0, cli.output
+    printed = json.loads(cli.output)
+    assert printed["result"]["width"] == 320 and printed["frame_id"] == "frame.jpg"
+    assert failed.exit_code == 1 and json.loads(failed.output)["error"]["code"] == "VERSION_REQUIRED"
+    assert process.poll() is not None  # stopped with the stack
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
