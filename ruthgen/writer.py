@@ -35,7 +35,8 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ CACHE_FILE = ".ruthgen-cache.json"
 VERSION_DIR = "1"
 PLUGIN_DIR = "plugin"
 ENV_LINK = "env"
+WRITE_THREADS = 4
 _SKIPPED_NAMES = frozenset({"__pycache__", ".git", ".hg", ".svn", ".DS_Store"})
 
 
@@ -318,8 +320,18 @@ def _apply(repo: Path, entries: list[_Entry], removed: list[str], manifest_text:
         stage.mkdir()
         runtime = _runtime_files()
         shared = _Shared(stage / ".shared")
-        for entry in entries:
-            _write_entry(stage / entry.spec.name, entry, runtime, shared)
+        shared.prepare(src for _, src in runtime)
+        if len(entries) > 1:
+            # File creation is syscall-bound (the GIL is released): a few threads overlap it.
+            with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
+                futures = [
+                    pool.submit(_write_entry, stage / e.spec.name, e, runtime, shared) for e in entries
+                ]
+                for future in futures:
+                    future.result()
+        else:
+            for entry in entries:
+                _write_entry(stage / entry.spec.name, entry, runtime, shared)
         _swap(repo, stage, [e.spec.name for e in entries], removed, manifest_text)
     except OSError as exc:
         raise BuildError(f"cannot write the repository {repo}: {exc}") from exc
@@ -364,13 +376,15 @@ class _Shared:
         self.folder = folder
         self.copies: dict[str, str] = {}
 
-    def place(self, src: Path, dst: str) -> None:
-        copy = self.copies.get(str(src))
-        if copy is None:
+    def prepare(self, sources: Iterable[Path]) -> None:
+        for index, src in enumerate(sources):
             self.folder.mkdir(exist_ok=True)
-            copy = os.path.join(self.folder, f"{len(self.copies)}-{src.name}")
+            copy = os.path.join(self.folder, f"{index}-{src.name}")
             shutil.copyfile(src, copy)
             self.copies[str(src)] = copy
+
+    def place(self, src: Path, dst: str) -> None:
+        copy = self.copies[str(src)]
         try:
             os.link(copy, dst)
         except OSError:  # a filesystem without hard links
