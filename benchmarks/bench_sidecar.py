@@ -1,0 +1,568 @@
+"""What the sidecar costs in front of Triton, measured in one run on one embedded tritonserver.
+
+The same ~100 KB JPEG requests go
+
+* ``sidecar``: through the sidecar (its own process): unary ``Infer``, and ``InferStream``;
+* ``direct``: straight to Triton with ``tritonclient.grpc.aio``: unary ``infer``, and
+  ``stream_infer`` for the stream case;
+* ``inproc``: to the plugin called in-process (decode + infer, no server at all);
+
+at 1 and 16 requests in flight (unary: 16 concurrent calls over 4 client processes; stream: 4
+camera streams x 4 in flight, one process each), for two models:
+
+* ``trivial``: a generated plugin doing next to nothing (the wrapper still decodes the JPEG);
+* ``bare``: a hand-written Python-backend model that does not decode (a few µs of work), where the
+  hop dominates everything.
+
+Reported: p50/p99 latency, frames/s, the sidecar's CPU ms per request (from /proc of the sidecar
+process), and the ratios sidecar/direct. Load clients run in their own processes; configurations
+alternate within each round to spread machine noise. Results also go to
+``benchmarks/results/bench_sidecar.json``.
+
+    .venv/bin/python benchmarks/bench_sidecar.py [--duration 5] [--warmup 1] [--rounds 2]
+        [--models trivial bare] [--concurrency 1 16] [--micro]
+
+``--micro`` also prints the per-frame costs of the hot path's pieces (header parse, json -> Struct).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ruthgen.embedded import EmbeddedTriton  # noqa: E402
+from ruthgen.manifest import dumps, load_manifest  # noqa: E402
+from ruthgen.writer import build_repository  # noqa: E402
+from sidecar.process import SidecarProcess  # noqa: E402
+
+VERSION = "1.0.0"
+MODELS = {"trivial": "bench_sc_trivial", "bare": "bench_sc_bare"}
+RESULTS = ROOT / "benchmarks" / "results" / "bench_sidecar.json"
+
+TRIVIAL_YAML = """\
+model_id: bench_sc_trivial
+version: "1.0.0"
+display_name: Sidecar benchmark, trivial plugin
+input: {type: frame, format: jpeg}
+output:
+  schema:
+    label: {type: string}
+    score: {type: float}
+"""
+TRIVIAL_INFERENCE = """\
+def load(context):
+    return None
+
+
+def infer(state, frame):
+    return {"label": "ok", "score": 0.5}
+"""
+BARE_CONFIG = """\
+backend: "python"
+max_batch_size: 0
+input [{ name: "FRAME" data_type: TYPE_UINT8 dims: [-1] }]
+output [{ name: "RESULT" data_type: TYPE_STRING dims: [1] }]
+instance_group [{ kind: KIND_CPU count: 1 }]
+"""
+BARE_MODEL = """\
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+RESULT = np.array([b'{"label": "ok", "score": 0.5}'], dtype=object)
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("RESULT", RESULT)]) for _ in requests]
+"""
+
+
+# ---- setup -------------------------------------------------------------------------------------
+def make_jpeg(target_bytes: int = 100_000) -> bytes:
+    """A 640x480 photo-like JPEG of about ``target_bytes``."""
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:480, 0:640]
+    base = np.stack([x / 640 * 255, y / 480 * 255, (x + y) / 1120 * 255], axis=-1)
+    image = np.clip(base + rng.normal(0, 18, base.shape), 0, 255).astype(np.uint8)
+    best = b""
+    for quality in range(95, 10, -5):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "JPEG", quality=quality)
+        best = buffer.getvalue()
+        if len(best) <= target_bytes * 1.05:
+            break
+    return best
+
+
+def build(workdir: Path) -> Path:
+    models = workdir / "models"
+    plugin = models / "bench_sc_trivial" / VERSION
+    plugin.mkdir(parents=True)
+    (plugin / "model.yaml").write_text(TRIVIAL_YAML)
+    (plugin / "inference.py").write_text(TRIVIAL_INFERENCE)
+    (plugin / "weights").mkdir()
+    repo = workdir / "repo"
+    build_repository(models, repo)
+    # the bare model is hand-written (no wrapper); the sidecar learns of it from a manifest record
+    bare = repo / f"bench_sc_bare__{VERSION}"
+    (bare / "1").mkdir(parents=True)
+    (bare / "config.pbtxt").write_text(BARE_CONFIG)
+    (bare / "1" / "model.py").write_text(BARE_MODEL)
+    manifest = load_manifest(repo)
+    assert manifest is not None
+    manifest["models"].append(
+        {
+            "model_id": "bench_sc_bare",
+            "version": VERSION,
+            "triton_name": f"bench_sc_bare__{VERSION}",
+            "state": "VALID",
+            "errors": [],
+            "warnings": [],
+            "path": f"bench_sc_bare__{VERSION}",
+            "contract": {"input": {"type": "frame", "format": "jpeg"}},
+            "output_json_schema": {},
+            "triton": {
+                "max_batch_size": 0,
+                "input": "FRAME",
+                "input_dims": [-1],
+                "output": "RESULT",
+                "sequence": False,
+            },
+        }
+    )
+    (repo / "ruth-manifest.json").write_text(dumps(manifest))
+    return repo
+
+
+# ---- load clients (each in its own process) ----------------------------------------------------
+def client_main(spec: dict[str, Any], ready: mp.Queue, go: Any, window: Any, queue: mp.Queue) -> None:
+    if spec["path"] == "sidecar":  # import what the client needs before the clock starts
+        import grpc  # noqa: F401
+
+        from sidecar._proto import airuntime_pb2_grpc  # noqa: F401
+    else:
+        import tritonclient.grpc.aio  # noqa: F401
+    ready.put(os.getpid())
+    go.wait()
+    latencies = asyncio.run(_client(spec, window[0], window[1]))
+    queue.put(latencies)
+
+
+async def _client(spec: dict[str, Any], start_at: float, end_at: float) -> list[float]:
+    path, mode = spec["path"], spec["mode"]
+    runner = {
+        ("sidecar", "unary"): _sidecar_unary,
+        ("sidecar", "stream"): _sidecar_stream,
+        ("direct", "unary"): _direct_unary,
+        ("direct", "stream"): _direct_stream,
+    }[(path, mode)]
+    return await runner(spec, start_at, end_at)
+
+
+def _window(now: float, start_at: float, end_at: float) -> bool:
+    return start_at <= now < end_at
+
+
+async def _sidecar_unary(spec, start_at, end_at) -> list[float]:
+    import grpc
+
+    from sidecar._proto import airuntime_pb2 as pb
+    from sidecar._proto import airuntime_pb2_grpc as pb_grpc
+
+    data = Path(spec["jpeg"]).read_bytes()
+    async with grpc.aio.insecure_channel(spec["address"]) as channel:
+        stub = pb_grpc.AIRuntimeStub(channel)
+        latencies: list[float] = []
+
+        async def worker(index: int) -> None:
+            request = pb.InferenceRequest(
+                model_id=spec["model"],
+                version=VERSION,
+                camera_id=f"cam{index}",
+                frame=pb.Frame(data=data, format=pb.JPEG),
+            )
+            n = 0
+            while (now := time.perf_counter()) < end_at:
+                n += 1
+                request.frame_id = str(n)
+                await stub.Infer(request)
+                done = time.perf_counter()
+                if _window(now, start_at, end_at):
+                    latencies.append(done - now)
+
+        await asyncio.gather(*(worker(i) for i in range(spec["in_flight"])))
+        return latencies
+
+
+async def _sidecar_stream(spec, start_at, end_at) -> list[float]:
+    import grpc
+
+    from sidecar._proto import airuntime_pb2 as pb
+    from sidecar._proto import airuntime_pb2_grpc as pb_grpc
+
+    data = Path(spec["jpeg"]).read_bytes()
+    async with grpc.aio.insecure_channel(spec["address"]) as channel:
+        call = pb_grpc.AIRuntimeStub(channel).InferStream()
+        sent: dict[str, float] = {}
+        latencies: list[float] = []
+        window = asyncio.Semaphore(spec["in_flight"])
+        request = pb.InferenceRequest(
+            model_id=spec["model"],
+            version=VERSION,
+            camera_id="cam",
+            frame=pb.Frame(data=data, format=pb.JPEG),
+        )
+
+        async def write() -> None:
+            n = 0
+            while time.perf_counter() < end_at:
+                await window.acquire()
+                n += 1
+                request.frame_id = frame_id = str(n)
+                sent[frame_id] = time.perf_counter()
+                await call.write(request)
+            await call.done_writing()
+
+        writer = asyncio.ensure_future(write())
+        async for response in call:
+            done = time.perf_counter()
+            began = sent.pop(response.frame_id)
+            if response.HasField("error"):
+                raise RuntimeError(response.error.message)
+            if _window(began, start_at, end_at):
+                latencies.append(done - began)
+            window.release()
+        await writer
+        return latencies
+
+
+def _direct_inputs(spec):
+    import tritonclient.grpc.aio as triton_aio
+
+    data = np.frombuffer(Path(spec["jpeg"]).read_bytes(), dtype=np.uint8)
+    frame = triton_aio.InferInput("FRAME", [data.size], "UINT8")
+    frame.set_data_from_numpy(data)
+    return triton_aio, [frame]
+
+
+async def _direct_unary(spec, start_at, end_at) -> list[float]:
+    triton_aio, inputs = _direct_inputs(spec)
+    client = triton_aio.InferenceServerClient(spec["triton"])
+    name = f"{spec['model']}__{VERSION}"
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        while (now := time.perf_counter()) < end_at:
+            result = await client.infer(name, inputs)
+            result.as_numpy("RESULT")
+            done = time.perf_counter()
+            if _window(now, start_at, end_at):
+                latencies.append(done - now)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(spec["in_flight"])))
+    finally:
+        await client.close()
+    return latencies
+
+
+async def _direct_stream(spec, start_at, end_at) -> list[float]:
+    triton_aio, inputs = _direct_inputs(spec)
+    client = triton_aio.InferenceServerClient(spec["triton"])
+    name = f"{spec['model']}__{VERSION}"
+    window = asyncio.Semaphore(spec["in_flight"])
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    finished = asyncio.Event()
+
+    async def requests():
+        n = 0
+        while time.perf_counter() < end_at:
+            await window.acquire()
+            n += 1
+            sent[str(n)] = time.perf_counter()
+            yield {"model_name": name, "inputs": inputs, "request_id": str(n)}
+        while sent:  # keep the stream open until every answer is in
+            await asyncio.sleep(0.01)
+        finished.set()
+
+    try:
+        async for result, error in client.stream_infer(requests()):
+            done = time.perf_counter()
+            if error is not None:
+                raise RuntimeError(str(error))
+            result.as_numpy("RESULT")
+            began = sent.pop(result.get_response().id)
+            if _window(began, start_at, end_at):
+                latencies.append(done - began)
+            window.release()
+            if finished.is_set():
+                break
+    finally:
+        await client.close()
+    return latencies
+
+
+# ---- in-process plugin -------------------------------------------------------------------------
+def inprocess(jpeg: bytes, seconds: float = 2.0) -> dict[str, float]:
+    """The plugin called in-process: infer alone, and decode + infer (as the wrapper does)."""
+    namespace: dict[str, Any] = {}
+    exec(TRIVIAL_INFERENCE, namespace)
+    state = namespace["load"](None)
+    infer = namespace["infer"]
+
+    def decode(data: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+
+    out = {}
+    for label, call in (
+        ("infer", lambda: infer(state, None)),
+        ("decode+infer", lambda: infer(state, decode(jpeg))),
+    ):
+        samples = []
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            began = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - began)
+        out[label] = statistics.median(samples) * 1000
+    return out
+
+
+# ---- orchestration -----------------------------------------------------------------------------
+def run_config(
+    spec: dict[str, Any], processes: int, duration: float, warmup: float, sidecar: SidecarProcess
+) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    queue: mp.Queue = ctx.Queue()
+    ready: mp.Queue = ctx.Queue()
+    go = ctx.Event()
+    window = ctx.Array("d", 2)
+    workers = [
+        ctx.Process(target=client_main, args=(spec, ready, go, window, queue)) for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    for _ in workers:  # every client has started and imported its libraries
+        ready.get(timeout=120)
+    start_at = time.perf_counter() + warmup  # perf_counter is CLOCK_MONOTONIC: shared by the processes
+    end_at = start_at + duration
+    window[0], window[1] = start_at, end_at
+    go.set()
+    while time.perf_counter() < start_at:
+        time.sleep(0.001)
+    cpu_before = sidecar.cpu_seconds()
+    time.sleep(max(0.0, end_at - time.perf_counter()))
+    cpu_after = sidecar.cpu_seconds()
+    latencies: list[float] = []
+    for _ in workers:
+        latencies.extend(queue.get(timeout=120))
+    for worker in workers:
+        worker.join(30)
+    latencies.sort()
+    count = len(latencies)
+    return {
+        "requests": count,
+        "fps": count / duration,
+        "p50_ms": latencies[count // 2] * 1000 if count else float("nan"),
+        "p99_ms": latencies[min(count - 1, int(count * 0.99))] * 1000 if count else float("nan"),
+        "sidecar_cpu_ms_per_request": (cpu_after - cpu_before) * 1000 / count if count else float("nan"),
+    }
+
+
+def shape(concurrency: int, mode: str) -> tuple[int, int]:
+    """(client processes, in flight per process) for a total concurrency."""
+    if concurrency == 1:
+        return 1, 1
+    processes = 4 if concurrency >= 4 else 1
+    return processes, concurrency // processes
+
+
+def micro(jpeg: bytes) -> None:
+    import timeit
+
+    from google.protobuf import struct_pb2
+
+    from sidecar.grpc.converters import struct_bytes
+    from sidecar.images import jpeg_size
+
+    result = json.dumps(
+        {
+            "detections": [{"label": "person", "confidence": 0.93, "bbox": [10, 20, 30, 40]}],
+            "count": 1,
+            "event": "none",
+        }
+    ).encode()
+
+    def pil_header() -> tuple[int, int]:
+        with Image.open(io.BytesIO(jpeg)) as image:
+            return image.size
+
+    def struct_update() -> struct_pb2.Struct:
+        message = struct_pb2.Struct()
+        message.update(json.loads(result))
+        return message
+
+    def struct_wire() -> struct_pb2.Struct:
+        message = struct_pb2.Struct()
+        message.MergeFromString(struct_bytes(result))
+        return message
+
+    def struct_parse() -> struct_pb2.Struct:
+        from google.protobuf import json_format
+
+        return json_format.Parse(result, struct_pb2.Struct())
+
+    for label, fn in (
+        ("header: sidecar.images.jpeg_size", lambda: jpeg_size(jpeg)),
+        ("header: Pillow lazy Image.open", pil_header),
+        ("result: Struct.update(json.loads)", struct_update),
+        ("result: json_format.Parse", struct_parse),
+        ("result: wire encoding + MergeFromString", struct_wire),
+    ):
+        n = 20000
+        print(f"  {label:42s} {timeit.timeit(fn, number=n) / n * 1e6:7.2f} µs")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--models", nargs="+", default=["trivial", "bare"], choices=sorted(MODELS))
+    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 16])
+    parser.add_argument("--micro", action="store_true")
+    parser.add_argument("--json", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    jpeg = make_jpeg()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-sidecar-"))
+    jpeg_path = workdir / "frame.jpg"
+    jpeg_path.write_bytes(jpeg)
+    print(
+        f"frame: 640x480 JPEG, {len(jpeg)} bytes; machine: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores"
+    )
+    if args.micro:
+        micro(jpeg)
+    results: dict[str, list[dict[str, Any]]] = {}
+    repo = build(workdir)
+    names = [f"{MODELS[m]}__{VERSION}" for m in args.models]
+    try:
+        with EmbeddedTriton(repo, load_models=names, log_path=workdir / "triton.log") as triton:
+            sidecar = SidecarProcess(
+                triton.grpc_url,
+                repo,
+                port=0,
+                log_path=workdir / "sidecar.log",
+                extra_args=["--log-level", "WARNING"],
+            ).start()
+            try:
+                for round_index in range(args.rounds):
+                    for model in args.models:
+                        for concurrency in args.concurrency:
+                            for mode in ("unary", "stream"):
+                                for path in ("direct", "sidecar"):
+                                    processes, in_flight = shape(concurrency, mode)
+                                    spec = {
+                                        "path": path,
+                                        "mode": mode,
+                                        "model": MODELS[model],
+                                        "in_flight": in_flight,
+                                        "jpeg": str(jpeg_path),
+                                        "address": sidecar.address,
+                                        "triton": triton.grpc_url,
+                                    }
+                                    row = run_config(spec, processes, args.duration, args.warmup, sidecar)
+                                    key = f"{model}/{mode}/c{concurrency}/{path}"
+                                    results.setdefault(key, []).append(row)
+                                    print(
+                                        f"round {round_index + 1} {key:28s} p50 {row['p50_ms']:6.2f} ms  "
+                                        f"p99 {row['p99_ms']:6.2f} ms  {row['fps']:7.0f} fps  "
+                                        f"sidecar {row['sidecar_cpu_ms_per_request']:.3f} ms CPU/req",
+                                        flush=True,
+                                    )
+            finally:
+                sidecar.stop()
+        inproc = inprocess(jpeg)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report(results, inproc, args)
+    return 0
+
+
+def report(results: dict[str, list[dict[str, Any]]], inproc: dict[str, float], args) -> None:
+    print("\nmedian over rounds; ratios are sidecar vs direct within the same mode")
+    print(
+        f"{'model/mode/concurrency':24s} {'direct p50':>10s} {'sidecar p50':>11s} {'+p50':>7s} "
+        f"{'direct fps':>10s} {'sidecar fps':>11s} {'ratio':>6s} {'sc CPU/req':>10s}"
+    )
+    summary = []
+    for model in args.models:
+        for concurrency in args.concurrency:
+            for mode in ("unary", "stream"):
+                base = f"{model}/{mode}/c{concurrency}"
+                direct, side = results[f"{base}/direct"], results[f"{base}/sidecar"]
+
+                def med(rows, key):
+                    return statistics.median(r[key] for r in rows)
+
+                row = {
+                    "config": base,
+                    "direct_p50_ms": med(direct, "p50_ms"),
+                    "sidecar_p50_ms": med(side, "p50_ms"),
+                    "direct_p99_ms": med(direct, "p99_ms"),
+                    "sidecar_p99_ms": med(side, "p99_ms"),
+                    "direct_fps": med(direct, "fps"),
+                    "sidecar_fps": med(side, "fps"),
+                    "sidecar_cpu_ms_per_request": med(side, "sidecar_cpu_ms_per_request"),
+                }
+                row["added_p50_ms"] = row["sidecar_p50_ms"] - row["direct_p50_ms"]
+                row["throughput_ratio"] = row["sidecar_fps"] / row["direct_fps"]
+                summary.append(row)
+                print(
+                    f"{base:24s} {row['direct_p50_ms']:8.2f}ms {row['sidecar_p50_ms']:9.2f}ms "
+                    f"{row['added_p50_ms']:+6.2f} {row['direct_fps']:10.0f} {row['sidecar_fps']:11.0f} "
+                    f"{row['throughput_ratio']:6.2f} {row['sidecar_cpu_ms_per_request']:8.3f}ms"
+                )
+    infer_us, full_ms = inproc["infer"] * 1000, inproc["decode+infer"]
+    print(f"in-process plugin: infer {infer_us:.1f} µs, decode+infer {full_ms:.2f} ms")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(
+            {
+                "runs": results,
+                "summary": summary,
+                "inprocess_ms": inproc,
+                "duration_s": args.duration,
+                "rounds": args.rounds,
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
