@@ -6,10 +6,12 @@ one for all: Triton answers a stream's requests in the order they were sent, so 
 shared stream would hold back the answers of every model behind it.
 
 Every request gets exactly one :class:`Outcome` through ``emit``: Triton's reply, a check error,
-OVERLOADED, or TIMEOUT from a per-request timer. When ``max_in_flight_per_stream`` requests are
-in flight :meth:`StreamSession.submit` waits (the transport stops reading its client:
-backpressure); a request for a model that already holds ``max_in_flight_per_model`` of them is
-answered OVERLOADED at once, so one stuck model cannot take the whole stream's window.
+OVERLOADED, or TIMEOUT from a per-request timer. The window counts requests in flight plus answers
+the transport has not yet written (it calls :meth:`StreamSession.written`), so a client that stops
+reading its answers is not sent more work. When ``max_in_flight_per_stream`` are in the window
+:meth:`StreamSession.submit` waits (the transport stops reading its client: backpressure). A
+request for a model that already holds ``max_in_flight_per_model`` requests in flight is answered
+OVERLOADED at once, so one stuck model cannot take the whole stream's window.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class StreamSession:
         self._space: asyncio.Future | None = None
         self._idle: asyncio.Future | None = None
         self._closed = False
+        self._unwritten = 0
 
     @property
     def in_flight(self) -> int:
@@ -64,7 +67,7 @@ class StreamSession:
 
     async def submit(self, request: FrameRequest) -> None:
         """Take one request; waits while the stream's window is full."""
-        while len(self._pending) >= self._max_in_flight:
+        while len(self._pending) + self._unwritten >= self._max_in_flight:
             self._space = self._loop.create_future()
             await self._space
         core = self._core
@@ -73,12 +76,12 @@ class StreamSession:
         try:
             record, width, height = core.check(request)
         except SidecarError as e:
-            self._emit(Outcome(request, None, e, 0.0))
+            self._answer(Outcome(request, None, e, 0.0))
             return
         name = record.triton_name
         count = self._per_model.get(name, 0)
         if count >= self._max_per_model:
-            self._emit(
+            self._answer(
                 Outcome(request, None, Overloaded(f"{count} requests for {record.model_id} {record.version} "
                                                   "already in flight on this stream; slow down"), 0.0)
             )
@@ -130,13 +133,21 @@ class StreamSession:
         self._per_model[name] -= 1
         elapsed_ms = (self._loop.time() - pending.started) * 1000.0
         self._core.settle(record, error, elapsed_ms)
-        self._emit(Outcome(pending.request, result, error, elapsed_ms))
+        self._answer(Outcome(pending.request, result, error, elapsed_ms))
+        if not self._pending and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+
+    def _answer(self, outcome: Outcome) -> None:
+        self._unwritten += 1
+        self._emit(outcome)
+
+    def written(self, count: int = 1) -> None:
+        """The transport wrote ``count`` answers to its client: they leave the window."""
+        self._unwritten -= count
         space = self._space
         if space is not None and not space.done():
             space.set_result(None)
             self._space = None
-        if not self._pending and self._idle is not None and not self._idle.done():
-            self._idle.set_result(None)
 
     async def _resend_with_start(self, request_id: str, pending: _Pending) -> None:
         request = pending.request

@@ -36,6 +36,7 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
         session = StreamSession(self._core, queue.put_nowait)
         reader = asyncio.get_running_loop().create_task(self._read(context, session, queue))
         write = context.write
+        written = session.written
         to_response = converters.response
         get = queue.get
         try:
@@ -44,11 +45,7 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
                 if outcome is _END:
                     break
                 await write(to_response(outcome))
-                while not queue.empty():
-                    outcome = queue.get_nowait()
-                    if outcome is _END:
-                        return
-                    await write(to_response(outcome))
+                written()
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -17,6 +17,17 @@ def frame(model_id: str, frame_id: str, camera_id: str = "cam1", **kw) -> FrameR
     return FrameRequest(frame_id, camera_id, model_id, kw.pop("version", "1.0.0"), JPEG, "jpeg", **kw)
 
 
+def open_session(core, outcomes: list[Outcome]) -> StreamSession:
+    """A session whose answers are 'written' as soon as they are emitted (a client that reads)."""
+
+    def emit(outcome: Outcome) -> None:
+        outcomes.append(outcome)
+        session.written()
+
+    session = StreamSession(core, emit)
+    return session
+
+
 async def collect(session: StreamSession, outcomes: list[Outcome], requests: list[FrameRequest]) -> None:
     for request in requests:
         await session.submit(request)
@@ -34,7 +45,7 @@ async def test_stream_answers_each_request_once_when_models_and_cameras_are_mixe
         else json.dumps({"ok": True}).encode()
     )
     outcomes: list[Outcome] = []
-    session = StreamSession(core, outcomes.append)
+    session = open_session(core, outcomes)
     requests = [
         frame(model, f"{camera}-{n}", camera, version=version)
         for n in range(20)
@@ -55,7 +66,7 @@ async def test_stream_answers_each_request_once_when_models_and_cameras_are_mixe
 async def test_stream_times_out_hung_model_without_stalling_the_others(core, fake_triton):
     fake_triton.behaviours["alpha__2.0.0"] = lambda r: None  # never answers
     outcomes: list[Outcome] = []
-    session = StreamSession(core, outcomes.append)
+    session = open_session(core, outcomes)
     loop = asyncio.get_running_loop()
     started = loop.time()
     await session.submit(frame("alpha", "hung", version="2.0.0", timeout_ms=300))
@@ -77,7 +88,7 @@ async def test_stream_answers_overloaded_when_one_model_holds_its_share(settings
     try:
         fake_triton.behaviours["alpha__2.0.0"] = lambda r: None
         outcomes: list[Outcome] = []
-        session = StreamSession(runtime, outcomes.append)
+        session = open_session(runtime, outcomes)
         for n in range(3):
             await session.submit(frame("alpha", f"h{n}", version="2.0.0"))
         await session.submit(frame("alpha", "other"))
@@ -98,7 +109,7 @@ async def test_stream_stops_taking_requests_when_window_is_full(settings, fake_t
     try:
         fake_triton.delays["alpha__1.0.0"] = 0.1
         outcomes: list[Outcome] = []
-        session = StreamSession(runtime, outcomes.append)
+        session = open_session(runtime, outcomes)
         for n in range(4):
             await session.submit(frame("alpha", str(n)))
         assert session.in_flight == 4
@@ -115,7 +126,7 @@ async def test_stream_stops_taking_requests_when_window_is_full(settings, fake_t
 
 async def test_stream_answers_check_errors_without_touching_triton(core, fake_triton):
     outcomes: list[Outcome] = []
-    session = StreamSession(core, outcomes.append)
+    session = open_session(core, outcomes)
     await session.submit(frame("nope", "a"))
     await session.submit(FrameRequest("b", "c", "alpha", "", JPEG, "jpeg"))
     await session.submit(FrameRequest("c", "c", "alpha", "1.0.0", b"not an image", "jpeg"))
@@ -131,7 +142,7 @@ async def test_stream_answers_check_errors_without_touching_triton(core, fake_tr
 async def test_stream_answers_pending_requests_when_triton_stream_breaks(core, fake_triton):
     fake_triton.behaviours["alpha__1.0.0"] = lambda r: None
     outcomes: list[Outcome] = []
-    session = StreamSession(core, outcomes.append)
+    session = open_session(core, outcomes)
     for n in range(3):
         await session.submit(frame("alpha", str(n)))
     (stream,) = fake_triton.streams
@@ -157,7 +168,7 @@ async def test_stream_resends_with_start_when_triton_released_the_sequence(core,
 
     fake_triton.behaviours["tracker__1.0.0"] = sequence
     outcomes: list[Outcome] = []
-    session = StreamSession(core, outcomes.append)
+    session = open_session(core, outcomes)
     await session.submit(frame("tracker", "1"))
     await asyncio.sleep(0.01)
     await session.submit(frame("tracker", "2"))
@@ -169,9 +180,30 @@ async def test_stream_resends_with_start_when_triton_released_the_sequence(core,
 async def test_stream_drops_pending_without_answers_when_client_goes_away(core, fake_triton):
     fake_triton.behaviours["alpha__1.0.0"] = lambda r: None
     outcomes: list[Outcome] = []
-    session = StreamSession(core, outcomes.append)
+    session = open_session(core, outcomes)
     await session.submit(frame("alpha", "1"))
     await session.close()
     await asyncio.sleep(0.05)
     assert outcomes == [] and session.in_flight == 0
     assert fake_triton.streams[0].closed
+
+
+async def test_stream_stops_taking_requests_when_client_does_not_read_answers(settings, fake_triton):
+    runtime = RuntimeCore(settings.model_copy(update={"max_in_flight_per_stream": 3}), fake_triton)
+    await runtime.start()
+    try:
+        unread: list[Outcome] = []
+        session = StreamSession(runtime, unread.append)  # answers emitted, never written
+        for n in range(3):
+            await session.submit(frame("alpha", str(n)))
+        await asyncio.sleep(0.02)
+        assert len(unread) == 3 and session.in_flight == 0
+        fourth = asyncio.ensure_future(session.submit(frame("alpha", "3")))
+        await asyncio.sleep(0.02)
+        assert not fourth.done()
+        session.written()  # the transport wrote one answer
+        await asyncio.wait_for(fourth, 1.0)
+        await session.drain()
+        assert len(unread) == 4
+    finally:
+        await runtime.stop()
