@@ -68,12 +68,14 @@ def _plugins(root: Path) -> Path:
 @pytest.mark.integration
 def test_running_stack_serves_every_valid_model_and_stops(tmp_path):
     options = UpOptions(
-        models_dir=_plugins(tmp_path), repository=tmp_path / "repo", log_path=tmp_path / "log.txt"
+        models_dir=_plugins(tmp_path), repository=tmp_path / "repo", log_path=tmp_path / "log.txt",
+        sidecar_port=0, sidecar_log_path=tmp_path / "sidecar.log",
     )
     with running_stack(options) as stack:
         rows = {(row.model_id, row.version): row.state for row in stack.models()}
         prefix = stack.triton.shm_prefix
         assert stack.triton.is_ready()
+        assert stack.sidecar is not None and not stack.sidecar.address.endswith(":0")
     assert rows == {("alpha", "1.0.0"): "READY", ("alpha", "1.1.0"): "READY", ("broken", "1.0.0"): "INVALID"}
     assert not stack.triton.running
     assert cleanup.stub_pids(prefix) == [] and cleanup.shm_regions(prefix) == []
@@ -83,7 +85,7 @@ def test_running_stack_serves_every_valid_model_and_stops(tmp_path):
 def test_up_command_prints_table_and_stops_on_ctrl_c(tmp_path):
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "ruthgen"), "up", "-m", str(_plugins(tmp_path)),
-         "-o", str(tmp_path / "repo"), "--log-file", str(tmp_path / "log.txt")],
+         "-o", str(tmp_path / "repo"), "--log-file", str(tmp_path / "log.txt"), "--sidecar-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
     )
     output = []
