@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
 
 from sidecar.capabilities import model_health
 from sidecar.entries import RuthgenEntries, StagedEntry
@@ -31,9 +35,11 @@ from sidecar.registry import ModelState as CoreState
 from sidecar.registry import Registry, record_from_manifest
 from sidecar.settings import SidecarSettings
 from sidecar.states import ModelRecord, Transition
-from sidecar.triton import ModelProcessDied, TritonAdapter
+from sidecar.triton import ModelProcessDied, TritonAdapter, build_request
 
 LOGGER = logging.getLogger(__name__)
+CALIBRATION_FRAMES = 8
+CALIBRATION_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -84,6 +90,7 @@ class ManagedLifecycle:
                 max_consecutive_timeouts=settings.timeouts_before_unhealthy,
             ),
             stub_killer=StubKiller(pid),
+            calibrate=self._calibrate,
         )
         self.operations = RuntimeOperations(
             self.manager,
@@ -180,6 +187,47 @@ class ManagedLifecycle:
                 versions.append(mine.version)
         return record
 
+    # ---- capacity ----------------------------------------------------------------------------------
+
+    async def _calibrate(self, mine: ModelRecord) -> float | None:
+        """Frames per second at batch 1 (sequential) and at the largest batch (concurrent).
+
+        Synthetic frames of the declared format and minimum size go straight to Triton (they are
+        not counted as traffic). Temporal models are left to the live statistics.
+        """
+        record = self.registry.records.get(mine.key)
+        if record is None or record.sequence or not record.triton_name:
+            return None
+        data, width, height = synthetic_frame(record)
+        loop = asyncio.get_running_loop()
+        ids = iter(range(1, 1_000_000))
+
+        async def one() -> None:
+            request = build_request(record, f"calibration-{next(ids)}", data, width, height,
+                                    "calibration", "", 0)
+            await self.adapter.infer(request, CALIBRATION_TIMEOUT_S)
+
+        try:
+            await one()  # first call: caches, lazy imports
+            started = loop.time()
+            for _ in range(CALIBRATION_FRAMES):
+                await one()
+            single = CALIBRATION_FRAMES / (loop.time() - started)
+            width_in_flight = max(1, mine.max_batch_size) * max(1, mine.instance_count)
+            started = loop.time()
+            for _ in range(2):
+                await asyncio.gather(*(one() for _ in range(width_in_flight)))
+            batched = 2 * width_in_flight / (loop.time() - started)
+        except SidecarError as exc:
+            LOGGER.info("calibration of %s failed: %s", record.triton_name, exc.message)
+            if isinstance(exc, ModelProcessDied):  # the model broke: that is news for recovery
+                self.observe(record, exc, 0.0)
+            return None
+        fps = max(single, batched)
+        LOGGER.info("%s calibrated: %.1f fps at batch 1, %.1f fps with %d in flight",
+                    record.triton_name, single, batched, width_in_flight)
+        return fps
+
     # ---- Triton readiness ------------------------------------------------------------------------
 
     async def _poll_server(self) -> None:
@@ -193,6 +241,18 @@ class ManagedLifecycle:
             self.server_ready = ready
             for listener in self._listeners:
                 listener(ready)
+
+
+def synthetic_frame(record: CoreRecord) -> tuple[bytes, int, int]:
+    """A frame the model accepts: its format, at least its minimum size (64x48 when it allows)."""
+    width = max(record.min_width, min(64, record.max_width or 64))
+    height = max(record.min_height, min(48, record.max_height or 48))
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    if record.raw:
+        return pixels.tobytes(), width, height
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG" if record.format == "png" else "JPEG")
+    return buffer.getvalue(), width, height
 
 
 def _port_of(url: str) -> int | None:

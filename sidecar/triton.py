@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 
 import grpc
+from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -256,6 +257,16 @@ class TritonAdapter:
             )
         except grpc.aio.AioRpcError as e:
             raise InternalError(f"cannot unload {name}: {e.details()}") from e
+
+    async def model_statistics(self, name: str, timeout_s: float = 5.0) -> dict:
+        """Triton's statistics of one model as a dict (``inference_count``, ``inference_stats``, ...)."""
+        try:
+            reply = await self.stub.ModelStatistics(pb.ModelStatisticsRequest(name=name), timeout=timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise InternalError(f"statistics of {name} failed: {e.details()}") from e
+        if not reply.model_stats:
+            return {}
+        return json_format.MessageToDict(reply.model_stats[0], preserving_proto_field_name=True)
 
     async def infer(self, request: pb.ModelInferRequest, timeout_s: float) -> bytes:
         """One unary inference; returns the RESULT JSON bytes."""

@@ -28,6 +28,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from PIL import Image
 
+from sidecar.capabilities import fps_from_statistics
 from sidecar.client import AIRuntimeClient, pb, result_dict
 from sidecar.main import Sidecar
 from sidecar.settings import load_settings
@@ -176,13 +177,22 @@ async def test_registration_at_startup_and_on_change_and_hot_add_and_delete(trit
         assert (await client.infer("lc_echo", V, FRAME)).HasField("result")
 
 
-async def test_registration_repeats_by_heartbeat(triton_factory, folders, backend):
+async def test_registration_repeats_by_heartbeat_with_measured_capacity(triton_factory, folders, backend):
     async with stack(triton_factory, folders, ["lc_echo"], backend_url=backend.url,
-                     registration_interval_s=0.5):
+                     registration_interval_s=0.5) as (sidecar, http, client):
         await until(lambda: backend.received)
         count = len(backend.received)
         await asyncio.sleep(2.0)
         assert len(backend.received) >= count + 2
+        calibrated = await until(lambda: backend.models()[("lc_echo", V)]["performance"]["fps_capacity"])
+        assert calibrated > 1.0  # measured at load, a trivial plugin does far more than 1 frame/s
+        for i in range(30):
+            assert (await client.infer("lc_echo", V, FRAME, frame_id=str(i))).HasField("result")
+        performance = (await http.get("/capabilities")).json()["models"][0]["performance"]
+        assert performance["avg_inference_time_ms"] > 0 and performance["p99_inference_time_ms"] > 0
+        name = (await model(http, "lc_echo"))["triton_name"]
+        live = fps_from_statistics(await sidecar.core.adapter.model_statistics(name), instance_count=1)
+        assert live is not None and live > 1.0  # the heartbeat's refresh, from Triton's real statistics
 
 
 # ---- SIGHUP ---------------------------------------------------------------------------------------
