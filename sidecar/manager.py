@@ -42,7 +42,7 @@ from sidecar.health import (
     aggregate,
     counts_against_model,
 )
-from sidecar.recovery import RecoveryPolicy, StubKiller, is_dead_stub_error
+from sidecar.recovery import RecoveryMixin, RecoveryPolicy, StubKiller, is_dead_stub_error
 from sidecar.states import ModelRecord, ModelRegistry, ModelState, RejectedChange, Transition
 from sidecar.watcher import Change
 
@@ -72,7 +72,7 @@ class EntrySource(Protocol):
 RouteListener = Callable[[ModelRecord, StagedEntry | None], None]
 
 
-class LifecycleManager:
+class LifecycleManager(RecoveryMixin):
     def __init__(
         self,
         control: ModelControl,
@@ -410,67 +410,6 @@ class LifecycleManager:
     def _other_slot(self, record: ModelRecord) -> str:
         first, second = slot_names(record.model_id, record.version)
         return second if record.active_name == first else first
-
-    # ---- recovery --------------------------------------------------------------------------------
-
-    def _gave_up(self, record: ModelRecord) -> bool:
-        return record.recovery_attempts >= self.policy.max_retries
-
-    def _fail(self, record: ModelRecord, reason: str, *, hung: bool) -> None:
-        if hung:
-            self._hung.add(record.key)
-        record.transition(S.ERROR, reason)
-        self._schedule_recovery(record)
-
-    def _schedule_recovery(self, record: ModelRecord) -> None:
-        key = record.key
-        task = self._recoveries.get(key)
-        if task is not None and not task.done():
-            return
-        self._recoveries[key] = asyncio.get_running_loop().create_task(
-            self._recovery_loop(record), name=f"recover-{record.model_id}-{record.version}"
-        )
-
-    def _cancel_recovery(self, key: tuple[str, str]) -> None:
-        task = self._recoveries.pop(key, None)
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-
-    async def _recovery_loop(self, record: ModelRecord) -> None:
-        while True:
-            await asyncio.sleep(self.policy.cooldown_s)
-            async with self._lock(record.key):
-                if record.state is not S.ERROR:
-                    return
-                if record.recovery_attempts >= self.policy.max_retries:
-                    record.note_error(
-                        f"automatic recovery gave up after {record.recovery_attempts} reloads "
-                        f"(last: {record.reason}); a rescan retries"
-                    )
-                    self._changed()
-                    return
-                if await self._recover_once(record, None):
-                    return
-
-    async def _recover_once(self, record: ModelRecord, digest: str | None) -> bool:
-        """ERROR -> LOADING -> READY (reloaded into the other slot) or back to ERROR."""
-        record.recovery_attempts += 1
-        attempt = f"{record.recovery_attempts}/{self.policy.max_retries}"
-        record.transition(S.LOADING, f"recovery reload {attempt}")
-        old = record.active_name
-        if old is not None and record.key in self._hung and self.stub_killer is not None:
-            await asyncio.to_thread(self.stub_killer.kill, old)
-        staged, error = await self._load_copy(record, self._other_slot(record))
-        if staged is None:
-            record.transition(S.ERROR, f"recovery reload {attempt} failed: {error}")
-            return False
-        if digest is not None:
-            record.source_digest = digest
-        self._switch(record, staged)
-        record.transition(S.READY, f"recovered by reload {attempt} as {staged.name}")
-        if old is not None:
-            self._spawn(self._retire_copy(old, kill_first=False))
-        return True
 
     # ---- capacity --------------------------------------------------------------------------------
 

@@ -7,11 +7,13 @@
   (their command line ends with the instance name ``<model>_<group>_<index>``) among the
   descendants of our tritonserver only, and kills them.
 * :class:`RecoveryPolicy` holds every figure: timeouts before UNHEALTHY, cooldown, retries, load and
-  unload timeouts, drain time.
+  unload timeouts, drain time;
+* :class:`RecoveryMixin` is the ERROR -> cooldown -> reload loop of the lifecycle manager.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -22,8 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sidecar.states import ModelRecord, ModelState
+
 LOGGER = logging.getLogger(__name__)
 
+S = ModelState
 STUB_NAME = "triton_python_backend_stub"
 _DEAD_STUB = re.compile(r"Stub process .* is not healthy", re.S)
 
@@ -132,3 +137,78 @@ class StubKiller:
             return int(stat[stat.rindex(")") + 2 :].split()[1])
         except (ValueError, IndexError):
             return None
+
+
+class RecoveryMixin:
+    """The §6.3 part of :class:`sidecar.manager.LifecycleManager`: ERROR -> cooldown -> reload.
+
+    A READY version that failed (dead stub, or hung) goes to ERROR; after ``cooldown_s`` it is
+    reloaded into its other slot (a hung instance's stubs killed first), at most ``max_retries``
+    times until a request succeeds again (the manager resets the count then). It relies on the
+    manager's ``_lock``, ``_load_copy``, ``_switch``, ``_other_slot``, ``_retire_copy``, ``_spawn``
+    and ``_changed``.
+    """
+
+    policy: RecoveryPolicy
+    stub_killer: StubKiller | None
+    _hung: set[tuple[str, str]]
+    _recoveries: dict[tuple[str, str], asyncio.Task[None]]
+
+    def _gave_up(self, record: ModelRecord) -> bool:
+        return record.recovery_attempts >= self.policy.max_retries
+
+    def _fail(self, record: ModelRecord, reason: str, *, hung: bool) -> None:
+        if hung:
+            self._hung.add(record.key)
+        record.transition(S.ERROR, reason)
+        self._schedule_recovery(record)
+
+    def _schedule_recovery(self, record: ModelRecord) -> None:
+        key = record.key
+        task = self._recoveries.get(key)
+        if task is not None and not task.done():
+            return
+        self._recoveries[key] = asyncio.get_running_loop().create_task(
+            self._recovery_loop(record), name=f"recover-{record.model_id}-{record.version}"
+        )
+
+    def _cancel_recovery(self, key: tuple[str, str]) -> None:
+        task = self._recoveries.pop(key, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _recovery_loop(self, record: ModelRecord) -> None:
+        while True:
+            await asyncio.sleep(self.policy.cooldown_s)
+            async with self._lock(record.key):
+                if record.state is not S.ERROR:
+                    return
+                if record.recovery_attempts >= self.policy.max_retries:
+                    record.note_error(
+                        f"automatic recovery gave up after {record.recovery_attempts} reloads "
+                        f"(last: {record.reason}); a rescan retries"
+                    )
+                    self._changed()
+                    return
+                if await self._recover_once(record, None):
+                    return
+
+    async def _recover_once(self, record: ModelRecord, digest: str | None) -> bool:
+        """ERROR -> LOADING -> READY (reloaded into the other slot) or back to ERROR."""
+        record.recovery_attempts += 1
+        attempt = f"{record.recovery_attempts}/{self.policy.max_retries}"
+        record.transition(S.LOADING, f"recovery reload {attempt}")
+        old = record.active_name
+        if old is not None and record.key in self._hung and self.stub_killer is not None:
+            await asyncio.to_thread(self.stub_killer.kill, old)
+        staged, error = await self._load_copy(record, self._other_slot(record))
+        if staged is None:
+            record.transition(S.ERROR, f"recovery reload {attempt} failed: {error}")
+            return False
+        if digest is not None:
+            record.source_digest = digest
+        self._switch(record, staged)
+        record.transition(S.READY, f"recovered by reload {attempt} as {staged.name}")
+        if old is not None:
+            self._spawn(self._retire_copy(old, kill_first=False))
+        return True
