@@ -21,7 +21,9 @@ RUN python -m venv /opt/venv \
         grpcio-reflection \
         httpx \
         jinja2 \
+        numpy \
         nvidia-ml-py \
+        pillow \
         prometheus-client \
         protobuf \
         pydantic \
