@@ -170,7 +170,8 @@ def test_triton_ruthgen_stage_installs_what_ruthgen_build_imports_when_built(tmp
     # writer can reach (lazy ones included: e.g. building a plugin's environment).
     files = {*files, *local_modules([ROOT / "ruthgen" / "writer.py"], {"ruthgen"})}
     required, _ = third_party_imports(files, {"ruthgen", "sidecar"})
-    required |= {m for m in loaded - set(sys.stdlib_module_names) - {"ruthgen", "sidecar"} if distributions_of(m)}
+    foreign = loaded - set(sys.stdlib_module_names) - {"ruthgen", "sidecar"}
+    required |= {m for m in foreign if distributions_of(m)}
     assert {"jinja2", "pydantic", "typer", "yaml"} <= required
     _assert_covers(_installed(TRITON, "ruthgen"), TRITON_PYTHON, required)
 
