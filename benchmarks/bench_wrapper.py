@@ -269,7 +269,8 @@ def summarize(runs: list[dict]) -> dict[str, float]:
     seconds = sum(run["seconds"] for run in runs)
     if not latencies:
         errors = sum(run["errors"] for run in runs)
-        return dict(requests=0, errors=errors, rps=0.0, p50_ms=0.0, p99_ms=0.0, server_compute_ms=0.0)
+        return dict(requests=0, errors=errors, rps=0.0, p50_ms=0.0, p99_ms=0.0, server_compute_ms=0.0,
+                    rounds_rps_p50_ms=[])
     computed = sum(run["compute"][0] for run in runs)
     rounds = [
         (len(run["latencies"]) / run["seconds"], 1000 * statistics.median(run["latencies"]))

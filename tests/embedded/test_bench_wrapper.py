@@ -13,7 +13,8 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_wrapper.py"
 @pytest.mark.integration
 def test_bench_wrapper_reports_every_configuration_without_errors(tmp_path):
     out = tmp_path / "report.json"
-    args = ["--duration", "0.5", "--warmup", "0.2", "--rounds", "1", "--concurrency", "1", "2"]
+    # Windows long enough for the batch plugin (~50 ms a batch) to answer on a loaded 2-core machine.
+    args = ["--duration", "2", "--warmup", "0.5", "--rounds", "1", "--concurrency", "1", "2"]
     args += ["--json", str(out)]
     run = subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout + run.stderr
