@@ -258,7 +258,7 @@ async def test_crashed_plugin_is_detected_and_reloaded(triton_factory, folders):
         recovered = await until(lambda: _after_error(http, "lc_crash"))
         assert "process died" in recovered["last_error"]
         response = await client.infer("lc_crash", V, FRAME, frame_id="ok")
-        assert result_dict(response) == {"alive": True}
+        assert result_dict(response) == {"alive": True}, response.error
         assert recovered["triton_name"] == "lc_crash__1.0.0__b"
 
 
