@@ -1,15 +1,14 @@
 """Conversions between ``ruth.airuntime.v1`` messages and the core's types (the only door to _proto).
 
-``result`` is a ``google.protobuf.Struct``. The plugin's JSON is encoded straight into the
-Struct's wire format and parsed by the C protobuf runtime: about twice as fast as
-``Struct.update(json.loads(...))`` for a detection-sized result (benchmarks/bench_sidecar.py
-``--micro`` measures the options).
+``result`` is a ``google.protobuf.Struct`` built with ``Struct.update(json.loads(...))``: measured
+against ``json_format.Parse`` (about 2x slower) and against encoding the Struct's wire format by
+hand and parsing it in C (the same within 10%, so not worth its code); see
+``benchmarks/bench_sidecar.py --micro``.
 """
 
 from __future__ import annotations
 
 import json
-import struct
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -24,7 +23,6 @@ FORMAT_VALUES: dict[str, int] = {name: value for value, name in enumerate(FORMAT
 _ERROR_CODES: dict[str, int] = dict(pb.ErrorCode.items())
 _STATES: dict[str, int] = dict(pb.ModelState.items())
 _HEALTH: dict[str, int] = dict(pb.HealthStatus.items())
-_PACK_DOUBLE = struct.Struct("<d").pack
 _NUMBER_OF = len(FORMAT_NAMES)
 
 
@@ -76,70 +74,16 @@ def response(outcome: Outcome) -> pb.InferenceResponse:
     error = outcome.error
     if error is None:
         try:
-            message.result.MergeFromString(struct_bytes(outcome.result))
-            return message
-        except (ValueError, TypeError, OverflowError):
-            error = InternalError("the model's result is not a JSON object")
+            document = json.loads(outcome.result)  # type: ignore[arg-type]
+            if type(document) is dict:
+                message.result.update(document)
+                return message
+        except (ValueError, TypeError):
+            pass
+        error = InternalError("the model's result is not a JSON object")
     message.error.code = _ERROR_CODES[error.code.value]
     message.error.message = error.message
     return message
-
-
-def struct_bytes(document: bytes | None) -> bytes:
-    """The wire encoding of ``google.protobuf.Struct`` for a JSON object."""
-    value = json.loads(document) if document is not None else None
-    if type(value) is not dict:
-        raise ValueError("not a JSON object")
-    return _encode_struct(value)
-
-
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _encode_struct(document: dict[str, Any]) -> bytes:
-    # Struct: repeated map entry (field 1) {key: string = 1, value: Value = 2}
-    parts = []
-    for key, value in document.items():
-        key_bytes = key.encode()
-        value_bytes = _encode_value(value)
-        entry = b"".join(
-            (b"\x0a", _varint(len(key_bytes)), key_bytes, b"\x12", _varint(len(value_bytes)), value_bytes)
-        )
-        parts.append(b"\x0a" + _varint(len(entry)) + entry)
-    return b"".join(parts)
-
-
-def _encode_value(value: Any) -> bytes:
-    # Value: null_value = 1 (varint), number_value = 2 (double), string_value = 3, bool_value = 4,
-    # struct_value = 5, list_value = 6 (ListValue: repeated Value values = 1)
-    if value is None:
-        return b"\x08\x00"
-    if value is True:
-        return b"\x20\x01"
-    if value is False:
-        return b"\x20\x00"
-    kind = type(value)
-    if kind is str:
-        data = value.encode()
-        return b"\x1a" + _varint(len(data)) + data
-    if kind is float or kind is int:
-        return b"\x11" + _PACK_DOUBLE(value)
-    if kind is dict:
-        data = _encode_struct(value)
-        return b"\x2a" + _varint(len(data)) + data
-    if kind is list:
-        items = [_encode_value(item) for item in value]
-        data = b"".join([b"\x0a" + _varint(len(item)) + item for item in items])
-        return b"\x32" + _varint(len(data)) + data
-    raise TypeError(f"cannot encode {kind.__name__} in a Struct")
 
 
 def to_struct(document: dict[str, Any]) -> struct_pb2.Struct:

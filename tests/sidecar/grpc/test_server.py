@@ -171,17 +171,20 @@ def test_every_error_code_has_a_grpc_status_and_a_proto_value():
         {"nested": {"list": [1, "two", [3.0, {"x": None}], {}, []], "big": 1e300}, "k" * 300: "v" * 70000},
     ],
 )
-def test_struct_encoding_matches_protobuf_update(document):
+def test_response_carries_the_result_as_a_struct(document):
+    from sidecar.core import FrameRequest, Outcome
+
     expected = struct_pb2.Struct()
     expected.update(document)
-    produced = struct_pb2.Struct()
-    produced.MergeFromString(converters.struct_bytes(json.dumps(document).encode()))
-    assert produced == expected
+    request = FrameRequest("f", "c", "m", "1.0.0", b"", "jpeg")
+    message = converters.response(Outcome(request, json.dumps(document).encode(), None, 1.0))
+    assert message.result == expected and not message.HasField("error")
 
 
 def test_response_reports_internal_when_result_is_not_an_object():
     from sidecar.core import FrameRequest, Outcome
 
     request = FrameRequest("f", "c", "m", "1.0.0", b"", "jpeg")
-    message = converters.response(Outcome(request, b"[1, 2]", None, 1.0))
-    assert message.error.code == pb.INTERNAL
+    for result in (b"[1, 2]", b"not json", None):
+        message = converters.response(Outcome(request, result, None, 1.0))
+        assert message.error.code == pb.INTERNAL
