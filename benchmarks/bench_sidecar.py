@@ -12,7 +12,8 @@ camera streams x 4 in flight, one process each), for two models:
 
 * ``trivial``: a generated plugin doing next to nothing (the wrapper still decodes the JPEG);
 * ``bare``: a hand-written Python-backend model that does not decode (a few µs of work), where the
-  hop dominates everything.
+  hop dominates everything;
+* ``real`` (with ``--plugin``): a real plugin folder, e.g. person_detection.
 
 Reported: p50/p99 latency, frames/s, the sidecar's CPU ms per request (from /proc of the sidecar
 process), and the ratios sidecar/direct. Load clients run in their own processes; configurations
@@ -20,7 +21,8 @@ alternate within each round to spread machine noise. Results also go to
 ``benchmarks/results/bench_sidecar.json``.
 
     .venv/bin/python benchmarks/bench_sidecar.py [--duration 5] [--warmup 1] [--rounds 2]
-        [--models trivial bare] [--concurrency 1 16] [--micro]
+        [--models trivial bare real] [--plugin ai/models/person_detection/1.0.0]
+        [--concurrency 1 16] [--micro]
 
 ``--micro`` also prints the per-frame costs of the hot path's pieces (header parse, json -> Struct).
 """
@@ -55,6 +57,7 @@ from sidecar.process import SidecarProcess  # noqa: E402
 
 VERSION = "1.0.0"
 MODELS = {"trivial": "bench_sc_trivial", "bare": "bench_sc_bare"}
+VERSIONS = {"trivial": VERSION, "bare": VERSION}
 RESULTS = ROOT / "benchmarks" / "results" / "bench_sidecar.json"
 
 TRIVIAL_YAML = """\
@@ -112,8 +115,13 @@ def make_jpeg(target_bytes: int = 100_000) -> bytes:
     return best
 
 
-def build(workdir: Path) -> Path:
+def build(workdir: Path, real_plugin: Path | None = None) -> Path:
     models = workdir / "models"
+    if real_plugin is not None:  # a real plugin folder <model_id>/<version>, copied as it is
+        model_id, version = real_plugin.resolve().parent.name, real_plugin.resolve().name
+        shutil.copytree(real_plugin, models / model_id / version)
+        MODELS["real"] = model_id
+        VERSIONS["real"] = version
     plugin = models / "bench_sc_trivial" / VERSION
     plugin.mkdir(parents=True)
     (plugin / "model.yaml").write_text(TRIVIAL_YAML)
@@ -195,7 +203,7 @@ async def _sidecar_unary(spec, start_at, end_at) -> list[float]:
         async def worker(index: int) -> None:
             request = pb.InferenceRequest(
                 model_id=spec["model"],
-                version=VERSION,
+                version=spec["version"],
                 camera_id=f"cam{index}",
                 frame=pb.Frame(data=data, format=pb.JPEG),
             )
@@ -266,7 +274,7 @@ def _direct_inputs(spec):
 async def _direct_unary(spec, start_at, end_at) -> list[float]:
     triton_aio, inputs = _direct_inputs(spec)
     client = triton_aio.InferenceServerClient(spec["triton"])
-    name = f"{spec['model']}__{VERSION}"
+    name = f"{spec['model']}__{spec['version']}"
     latencies: list[float] = []
 
     async def worker() -> None:
@@ -287,7 +295,7 @@ async def _direct_unary(spec, start_at, end_at) -> list[float]:
 async def _direct_stream(spec, start_at, end_at) -> list[float]:
     triton_aio, inputs = _direct_inputs(spec)
     client = triton_aio.InferenceServerClient(spec["triton"])
-    name = f"{spec['model']}__{VERSION}"
+    name = f"{spec['model']}__{spec['version']}"
     window = asyncio.Semaphore(spec["in_flight"])
     sent: dict[str, float] = {}
     latencies: list[float] = []
@@ -443,7 +451,12 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--models", nargs="+", default=["trivial", "bare"], choices=sorted(MODELS))
+    parser.add_argument("--models", nargs="+", default=None, choices=[*sorted(MODELS), "real"])
+    parser.add_argument(
+        "--plugin",
+        type=Path,
+        help="a real plugin version folder (e.g. ai/models/person_detection/1.0.0): 'real'",
+    )
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--micro", action="store_true")
     parser.add_argument("--json", type=Path, default=RESULTS)
@@ -460,8 +473,12 @@ def main() -> int:
     if args.micro:
         micro(jpeg)
     results: dict[str, list[dict[str, Any]]] = {}
-    repo = build(workdir)
-    names = [f"{MODELS[m]}__{VERSION}" for m in args.models]
+    if args.models is None:
+        args.models = ["trivial", "bare", *(["real"] if args.plugin else [])]
+    if "real" in args.models and args.plugin is None:
+        parser.error("--models real needs --plugin")
+    repo = build(workdir, args.plugin)
+    names = [f"{MODELS[m]}__{VERSIONS[m]}" for m in args.models]
     try:
         with EmbeddedTriton(repo, load_models=names, log_path=workdir / "triton.log") as triton:
             sidecar = SidecarProcess(
@@ -482,6 +499,7 @@ def main() -> int:
                                         "path": path,
                                         "mode": mode,
                                         "model": MODELS[model],
+                                        "version": VERSIONS[model],
                                         "in_flight": in_flight,
                                         "jpeg": str(jpeg_path),
                                         "address": sidecar.address,
