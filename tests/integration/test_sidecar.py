@@ -207,6 +207,27 @@ async def test_hung_plugin_times_out_within_deadline_while_another_model_answers
     assert max(latencies) < 0.5
 
 
+async def test_hung_model_does_not_hold_back_other_models_on_the_same_stream(client):
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    requests = [make_request("sc_hang", V, FRAME, frame_id="hang")]
+    requests += [make_request("sc_echo", V, FRAME, frame_id=f"e{n}") for n in range(10)]
+    arrivals: dict[str, tuple[float, pb.InferenceResponse]] = {}
+
+    async def write():
+        for request in requests:
+            yield request
+
+    async for response in client.stream(write()):
+        arrivals[response.frame_id] = (loop.time() - started, response)
+    assert len(arrivals) == 11
+    echo_times = [arrivals[f"e{n}"][0] for n in range(10)]
+    assert all(arrivals[f"e{n}"][1].HasField("result") for n in range(10))
+    assert max(echo_times) < 0.7  # well before the hung frame's 1.5 s deadline
+    hang_time, hang = arrivals["hang"]
+    assert hang.error.code == pb.TIMEOUT and 1.4 <= hang_time <= 1.65
+
+
 async def test_infer_stream_800_frames_over_8_cameras_and_2_models(client):
     cameras = [f"cam{c}" for c in range(8)]
     models = ("sc_echo", "sc_flaky")
