@@ -125,7 +125,7 @@ class RuntimeCore:
         self.timeout_s = settings.request_timeout_ms / 1000.0
         self._max_frame_bytes = settings.max_frame_bytes
         self._unary_in_flight = 0
-        self._sequences: set[tuple[str, str]] = set()
+        self._sequences: dict[tuple[str, str], int] = {}  # started (model, camera) -> restarts
         self._ids = 0
 
     # lifecycle -----------------------------------------------------------------------------
@@ -210,13 +210,27 @@ class RuntimeCore:
             timeout = min(timeout, max(0.001, client_remaining_s - margin))
         return timeout
 
-    def sequence_start(self, record: ModelRecord, camera_id: str) -> bool:
-        """True on a camera's first frame for a temporal model on this sidecar."""
+    def sequence_start(self, record: ModelRecord, camera_id: str) -> tuple[bool, int]:
+        """(start, epoch) for a frame of a temporal model: start is True on a camera's first frame
+        for the model on this sidecar; epoch counts the sequence's restarts (see
+        :meth:`sequence_restart`)."""
         key = (record.triton_name, camera_id)
-        if key in self._sequences:
-            return False
-        self._sequences.add(key)
-        return True
+        epoch = self._sequences.get(key)
+        if epoch is None:
+            self._sequences[key] = 0
+            return True, 0
+        return False, epoch
+
+    def sequence_restart(self, record: ModelRecord, camera_id: str, epoch: int) -> tuple[bool, int]:
+        """Triton refused a frame sent in ``epoch`` because the sequence was released: (start, epoch)
+        for its resend. Only the first refused frame restarts the sequence; frames sent before that
+        restart and refused with it are resent without START, in order behind it."""
+        key = (record.triton_name, camera_id)
+        current = self._sequences.get(key, 0)
+        if current > epoch:
+            return False, current
+        self._sequences[key] = current + 1
+        return True, current + 1
 
     def next_id(self) -> str:
         self._ids += 1
@@ -271,7 +285,7 @@ class RuntimeCore:
     async def _infer_once(
         self, record: ModelRecord, request: FrameRequest, width: int, height: int, deadline: float, loop
     ) -> bytes:
-        start = self.sequence_start(record, request.camera_id) if record.sequence else False
+        start, epoch = self.sequence_start(record, request.camera_id) if record.sequence else (False, 0)
         triton_request = build_request(
             record, self.next_id(), request.data, width, height, request.frame_id, request.camera_id,
             request.timestamp_ms, start,
@@ -281,7 +295,8 @@ class RuntimeCore:
         except SequenceNotStarted:
             if start:
                 raise
-        triton_request.parameters["sequence_start"].bool_param = True
+        start, _ = self.sequence_restart(record, request.camera_id, epoch)
+        triton_request.parameters["sequence_start"].bool_param = start
         return await self.adapter.infer(triton_request, max(0.001, deadline - loop.time()))
 
     # status -----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ LOGGER = logging.getLogger(__name__)
 
 
 class _Pending:
-    __slots__ = ("height", "record", "request", "retried", "started", "timer", "width")
+    __slots__ = ("epoch", "height", "record", "request", "retried", "started", "timer", "width")
 
     def __init__(
         self, request: FrameRequest, record: ModelRecord, started: float, width: int, height: int
@@ -41,6 +41,7 @@ class _Pending:
         self.width = width
         self.height = height
         self.retried = False
+        self.epoch = 0
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -86,7 +87,7 @@ class StreamSession:
                                                   "already in flight on this stream; slow down"), 0.0)
             )
             return
-        start = core.sequence_start(record, request.camera_id) if record.sequence else False
+        start, epoch = core.sequence_start(record, request.camera_id) if record.sequence else (False, 0)
         request_id = core.next_id()
         triton_request = build_request(
             record, request_id, request.data, width, height, request.frame_id, request.camera_id,
@@ -94,6 +95,7 @@ class StreamSession:
         )
         pending = _Pending(request, record, started, width, height)
         pending.retried = start
+        pending.epoch = epoch
         pending.timer = loop.call_at(started + core.deadline_s(request), self._expire, request_id)
         self._pending[request_id] = pending
         self._per_model[name] = count + 1
@@ -114,7 +116,9 @@ class StreamSession:
         if error is not None and type(error) is SequenceNotStarted and not pending.retried:
             self._pending[request_id] = pending
             pending.retried = True
-            self._loop.create_task(self._resend_with_start(request_id, pending))
+            camera_id = pending.request.camera_id
+            start, pending.epoch = self._core.sequence_restart(pending.record, camera_id, pending.epoch)
+            self._loop.create_task(self._resend(request_id, pending, start))
             return
         self._finish(pending, result, error)
 
@@ -149,11 +153,11 @@ class StreamSession:
             space.set_result(None)
             self._space = None
 
-    async def _resend_with_start(self, request_id: str, pending: _Pending) -> None:
+    async def _resend(self, request_id: str, pending: _Pending, start: bool) -> None:
         request = pending.request
         triton_request = build_request(
             pending.record, request_id, request.data, pending.width, pending.height, request.frame_id,
-            request.camera_id, request.timestamp_ms, True,
+            request.camera_id, request.timestamp_ms, start,
         )
         stream = self._streams.get(pending.record.triton_name)
         try:

@@ -272,6 +272,23 @@ async def test_temporal_model_gets_sequence_start_and_restarts_after_idle_releas
     assert await count("camA") == {"camera_id": "camA", "count": 2, "start": False}
 
 
+async def test_temporal_model_on_a_stream_keeps_camera_order_and_restarts_after_idle_release(client):
+    async def stream_counts(camera: str, frames: int) -> list[dict]:
+        async def write():
+            for n in range(frames):
+                yield make_request("sc_temporal", V, FRAME, camera_id=camera, frame_id=str(n))
+
+        responses = sorted([r async for r in client.stream(write())], key=lambda r: int(r.frame_id))
+        assert all(r.HasField("result") for r in responses), responses
+        return [result_dict(r) for r in responses]
+
+    first = await stream_counts("camS", 3)
+    assert [(r["count"], r["start"]) for r in first] == [(1, True), (2, False), (3, False)]
+    await asyncio.sleep(1.2)  # Triton releases the idle sequence: the sidecar resends with START
+    again = await stream_counts("camS", 2)
+    assert [(r["count"], r["start"]) for r in again] == [(1, True), (2, False)]
+
+
 async def test_standard_health_and_reflection_answer(sidecar):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.port}") as channel:
         health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))

@@ -207,3 +207,29 @@ async def test_stream_stops_taking_requests_when_client_does_not_read_answers(se
         assert len(unread) == 4
     finally:
         await runtime.stop()
+
+
+async def test_stream_restarts_a_released_sequence_once_when_several_frames_were_refused(core, fake_triton):
+    released = {"on": False}
+    seen: list[tuple[str, bool]] = []
+
+    def sequence(request):
+        start = request.parameters["sequence_start"].bool_param
+        seen.append((request.parameters["frame_id"].string_param, start))
+        if released["on"] and not start:
+            return "inference request for sequence cam1 to model 'x' must specify the START flag"
+        released["on"] = False
+        return b'{"ok": true}'
+
+    fake_triton.behaviours["tracker__1.0.0"] = sequence
+    outcomes: list[Outcome] = []
+    session = open_session(core, outcomes)
+    await session.submit(frame("tracker", "a"))
+    await asyncio.sleep(0.01)
+    released["on"] = True  # Triton released the idle sequence
+    for frame_id in ("b", "c"):
+        await session.submit(frame("tracker", frame_id))
+    await session.drain()
+    assert [o.error for o in outcomes] == [None, None, None]
+    # b and c refused; b restarts the sequence, c follows it without START
+    assert seen == [("a", True), ("b", False), ("c", False), ("b", True), ("c", False)]
