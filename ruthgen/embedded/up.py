@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ruthgen.embedded.errors import EmbeddedTritonError
 from ruthgen.embedded.launcher import EmbeddedTriton
 from ruthgen.manifest import valid_records
-from sidecar.process import SidecarProcess
+from sidecar.process import SidecarProcess, SidecarStartError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -89,15 +90,17 @@ def running_stack(options: UpOptions) -> Iterator[Stack]:
         )
         sidecar = None
         if options.sidecar:  # stopped before Triton: the exit stack unwinds in reverse
-            sidecar = exit_stack.enter_context(
-                SidecarProcess(
-                    triton.grpc_url,
-                    options.repository,
-                    host=options.host,
-                    port=options.sidecar_port,
-                    log_path=options.sidecar_log_path,
-                )
+            process = SidecarProcess(
+                triton.grpc_url,
+                options.repository,
+                host=options.host,
+                port=options.sidecar_port,
+                log_path=options.sidecar_log_path,
             )
+            try:
+                sidecar = exit_stack.enter_context(process)
+            except SidecarStartError as e:
+                raise EmbeddedTritonError(str(e)) from e
         yield Stack(
             options=options, manifest=result.manifest, triton=triton, exit_stack=exit_stack, sidecar=sidecar
         )

@@ -344,3 +344,25 @@ def test_up_stack_starts_triton_and_sidecar_together(tmp_path):
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_up_stack_reports_a_sidecar_that_cannot_bind_its_port(tmp_path):
+    import socket
+
+    from ruthgen.embedded.errors import EmbeddedTritonError
+    from ruthgen.embedded.up import UpOptions, running_stack
+
+    models = tmp_path / "models"
+    shutil.copytree(PLUGINS / "sc_echo", models / "sc_echo")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        options = UpOptions(
+            models_dir=models,
+            repository=tmp_path / "repo",
+            log_path=tmp_path / "triton.log",
+            sidecar_port=taken.getsockname()[1],
+            sidecar_log_path=tmp_path / "sidecar.log",
+        )
+        with pytest.raises(EmbeddedTritonError, match="the sidecar exited"), running_stack(options):
+            pass
