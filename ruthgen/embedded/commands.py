@@ -67,12 +67,22 @@ def up(
     startup_timeout: TimeoutOpt = 300.0,
     sidecar: Annotated[bool, typer.Option(help="Also start the AIRuntime sidecar.")] = True,
     sidecar_port: Annotated[int, typer.Option(help="The sidecar's gRPC port.")] = 50051,
+    sidecar_http_port: Annotated[
+        int, typer.Option(help="The sidecar's HTTP port: /livez, /readyz, /models, /capabilities, /metrics.")
+    ] = 8080,
+    watch: Annotated[
+        bool, typer.Option(help="Let the sidecar watch the plugins folder: hot reload and recovery.")
+    ] = True,
+    backend_url: Annotated[
+        str | None, typer.Option(help="Register the runtime's capabilities with this backend.")
+    ] = None,
 ) -> None:
     """Build the repository from the plugins and serve every valid model until Ctrl-C (or SIGTERM)."""
     options = UpOptions(
         models_dir=models, repository=out, target=target, host=host, grpc_port=grpc_port,
         http_port=http_port, metrics_port=metrics_port, log_path=log_file, startup_timeout_s=startup_timeout,
-        sidecar=sidecar, sidecar_port=sidecar_port,
+        sidecar=sidecar, sidecar_port=sidecar_port, sidecar_http_port=sidecar_http_port, manage_models=watch,
+        sidecar_args=("--backend-url", backend_url) if backend_url else (),
     )
 
     def ready(stack: Stack) -> EmbeddedTriton:
@@ -80,6 +90,9 @@ def up(
         typer.echo(describe(stack.triton))
         if stack.sidecar is not None:
             typer.echo(f"sidecar (AIRuntime gRPC) on {stack.sidecar.address}, log {options.sidecar_log_path}")
+            if options.sidecar_http_port:
+                typer.echo(f"sidecar HTTP (/readyz, /models, /capabilities, /metrics) on "
+                           f"http://{options.host}:{options.sidecar_http_port}")
         return stack.triton
 
     serve_until_interrupted(running_stack(options), ready)

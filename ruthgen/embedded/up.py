@@ -38,6 +38,9 @@ class UpOptions:
     startup_timeout_s: float = 300.0
     sidecar: bool = True
     sidecar_port: int = 50051
+    sidecar_http_port: int = 8080  # probes, /models, /capabilities, /metrics, admin rescan; 0 picks one
+    manage_models: bool = True  # the sidecar watches models_dir: hot reload, recovery, registration
+    sidecar_args: tuple[str, ...] = ()  # further `python -m sidecar` flags (e.g. --backend-url)
     sidecar_log_path: Path = Path(".ruth/sidecar.log")
 
 
@@ -96,6 +99,7 @@ def running_stack(options: UpOptions) -> Iterator[Stack]:
                 host=options.host,
                 port=options.sidecar_port,
                 log_path=options.sidecar_log_path,
+                extra_args=sidecar_arguments(options),
             )
             try:
                 sidecar = exit_stack.enter_context(process)
@@ -104,6 +108,14 @@ def running_stack(options: UpOptions) -> Iterator[Stack]:
         yield Stack(
             options=options, manifest=result.manifest, triton=triton, exit_stack=exit_stack, sidecar=sidecar
         )
+
+
+def sidecar_arguments(options: UpOptions) -> list[str]:
+    """The sidecar's flags beyond Triton and the repository: it owns the plugin folder when managing."""
+    args = ["--http-host", options.host, "--http-port", str(options.sidecar_http_port)]
+    if options.manage_models:
+        args += ["--models-dir", str(options.models_dir), "--target", options.target]
+    return [*args, *options.sidecar_args]
 
 
 def model_rows(manifest: dict[str, Any], index: list[dict[str, str]]) -> list[ModelRow]:

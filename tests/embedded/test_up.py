@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ruthgen.embedded import cleanup
@@ -55,6 +56,26 @@ def test_format_table_says_so_when_no_plugins():
     assert format_table([]).endswith("no plugins found")
 
 
+def _sidecar_http_url(log: Path, timeout_s: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = re.search(r"HTTP \(probes.*\) on ([0-9.]+:\d+)", log.read_text() if log.exists() else "")
+        if found:
+            return f"http://{found.group(1)}"
+        time.sleep(0.1)
+    raise AssertionError(f"the sidecar logged no HTTP address in {log}")
+
+
+def _wait_for_state(http: str, model_id: str, version: str, state: str, timeout_s: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        models = httpx.get(f"{http}/models", timeout=5).json()["models"]
+        if any((m["model_id"], m["version"], m["state"]) == (model_id, version, state) for m in models):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def _plugins(root: Path) -> Path:
     models = root / "models"
     scaffold_plugin(models, "alpha", "1.0.0")
@@ -69,7 +90,7 @@ def _plugins(root: Path) -> Path:
 def test_running_stack_serves_every_valid_model_and_stops(tmp_path):
     options = UpOptions(
         models_dir=_plugins(tmp_path), repository=tmp_path / "repo", log_path=tmp_path / "log.txt",
-        sidecar_port=0, sidecar_log_path=tmp_path / "sidecar.log",
+        sidecar_port=0, sidecar_http_port=0, sidecar_log_path=tmp_path / "sidecar.log",
     )
     with running_stack(options) as stack:
         rows = {(row.model_id, row.version): row.state for row in stack.models()}
@@ -85,7 +106,8 @@ def test_running_stack_serves_every_valid_model_and_stops(tmp_path):
 def test_up_command_prints_table_and_stops_on_ctrl_c(tmp_path):
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "ruthgen"), "up", "-m", str(_plugins(tmp_path)),
-         "-o", str(tmp_path / "repo"), "--log-file", str(tmp_path / "log.txt"), "--sidecar-port", "0"],
+         "-o", str(tmp_path / "repo"), "--log-file", str(tmp_path / "log.txt"), "--sidecar-port", "0",
+         "--sidecar-http-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
     )
     output = []
@@ -99,6 +121,10 @@ def test_up_command_prints_table_and_stops_on_ctrl_c(tmp_path):
         assert re.search(r"^READY\s+alpha\s+1\.0\.0\s+alpha__1\.0\.0", text, re.M), text
         assert re.search(r"^READY\s+alpha\s+1\.1\.0\s+alpha__1\.1\.0", text, re.M), text
         assert re.search(r"^INVALID\s+broken\s+1\.0\.0", text, re.M), text
+        # The sidecar that `up` started watches the plugins: a version copied in is served, no restart.
+        http = _sidecar_http_url(tmp_path / ".ruth" / "sidecar.log")
+        scaffold_plugin(tmp_path / "models", "alpha", "2.0.0")
+        assert _wait_for_state(http, "alpha", "2.0.0", "READY"), text
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=30)
     finally:

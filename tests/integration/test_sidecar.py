@@ -318,6 +318,7 @@ def test_up_stack_starts_triton_and_sidecar_together(tmp_path):
         repository=tmp_path / "repo",
         log_path=tmp_path / "triton.log",
         sidecar_port=0,
+        sidecar_http_port=0,
         sidecar_log_path=tmp_path / "sidecar.log",
     )
     image = _write(tmp_path / "frame.jpg", FRAME)
@@ -362,6 +363,7 @@ def test_up_stack_reports_a_sidecar_that_cannot_bind_its_port(tmp_path):
             repository=tmp_path / "repo",
             log_path=tmp_path / "triton.log",
             sidecar_port=taken.getsockname()[1],
+            sidecar_http_port=0,
             sidecar_log_path=tmp_path / "sidecar.log",
         )
         with pytest.raises(EmbeddedTritonError, match="the sidecar exited"), running_stack(options):
