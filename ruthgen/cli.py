@@ -189,6 +189,10 @@ def infer(
     version: Annotated[str, typer.Option("--version", help="The model version (there is no default).")],
     sidecar: Annotated[str, typer.Option("--sidecar", help="HOST:PORT of the sidecar.")] = "127.0.0.1:50051",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 10.0,
+    annotate: Annotated[
+        Path | None,
+        typer.Option(help="Also write each image with the answer's boxes and labels drawn (PNG or JPEG)."),
+    ] = None,
 ) -> None:
     """Send images to a model through the sidecar; print each answer as one JSON line."""
     from sidecar.client import infer_files
@@ -200,6 +204,14 @@ def infer(
         raise typer.Exit(2) from e
     for answer in answers:
         typer.echo(json.dumps(answer, sort_keys=True))
+    if annotate is not None:
+        from ruthgen.annotate import annotate as draw
+        from ruthgen.annotate import output_paths
+
+        for image, answer, out in zip(images, answers, output_paths(annotate, images), strict=True):
+            if "result" in answer:
+                boxes = draw(image, answer["result"], out)
+                typer.echo(f"annotated {out} ({boxes} box{'es' if boxes != 1 else ''})", err=True)
     raise typer.Exit(1 if any("error" in a for a in answers) else 0)
 
 

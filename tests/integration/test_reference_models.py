@@ -4,6 +4,7 @@ checks as tests/plugins, with JPEG frames over gRPC (Infer) and camera streams (
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -156,3 +157,30 @@ async def test_reference_models_stream_demo_prints_the_fall_and_the_fire_as_they
     assert not [line for line in lines if " ERROR " in line]
     assert any("cam-hall" in line and "fall_detected" in line for line in lines)
     assert any("cam-store" in line and "fire_detected" in line for line in lines)
+
+
+async def test_ruthgen_infer_annotate_draws_the_persons_found_when_given_a_photo(sidecar_port, tmp_path):
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from ruthgen.cli import app
+
+    image = tmp_path / "astronaut.jpg"
+    image.write_bytes(jpeg(photo("astronaut")))
+    out = tmp_path / "annotated.png"
+    args = ["infer", "--model", "person_detection", "--version", MODELS["person_detection"],
+            "--sidecar", f"127.0.0.1:{sidecar_port}", "--timeout", "120", "--annotate", str(out), str(image)]
+    run = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert run.exit_code == 0, run.output
+    assert out.is_file()
+    drawn = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB).astype(int)
+    original = cv2.cvtColor(cv2.imdecode(np.frombuffer(image.read_bytes(), np.uint8), cv2.IMREAD_COLOR),
+                            cv2.COLOR_BGR2RGB).astype(int)
+    assert drawn.shape == original.shape
+    answer = json.loads(next(line for line in run.output.splitlines() if line.startswith("{")))
+    boxes = [b for b in answer["result"]["bounding_boxes"] if b["label"] == "person"]
+    assert boxes, answer
+    x, y, h = boxes[0]["x"], boxes[0]["y"], boxes[0]["height"]
+    edge = np.abs(drawn[y + 20 : y + h - 20, x] - original[y + 20 : y + h - 20, x]).max(axis=1)
+    assert (edge > 30).mean() > 0.9, "the box's left edge is drawn along its height"
