@@ -7,7 +7,6 @@ consecutive timeouts, the state).
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import time
@@ -17,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.errors import ManifestError
+from sidecar.health import Health
+from sidecar.states import ModelState
+
+__all__ = ["Health", "ModelRecord", "ModelState", "Registry", "read_manifest", "worst"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -24,25 +27,6 @@ ENCODED_FORMATS = ("jpeg", "png")
 HEALTH_WINDOW = 100
 UNHEALTHY_AFTER_TIMEOUTS = 3
 _EWMA_ALPHA = 0.1
-
-
-class ModelState(str, enum.Enum):
-    DISCOVERED = "DISCOVERED"
-    VALIDATING = "VALIDATING"
-    INVALID = "INVALID"
-    LOADING = "LOADING"
-    READY = "READY"
-    FAILED = "FAILED"
-    ERROR = "ERROR"
-    UNLOADING = "UNLOADING"
-    UNLOADED = "UNLOADED"
-
-
-class Health(str, enum.Enum):
-    HEALTHY = "HEALTHY"
-    DEGRADED = "DEGRADED"
-    UNHEALTHY = "UNHEALTHY"
-
 
 _HEALTH_ORDER = {Health.HEALTHY: 0, Health.DEGRADED: 1, Health.UNHEALTHY: 2}
 
