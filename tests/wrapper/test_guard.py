@@ -152,8 +152,17 @@ def test_guard_refusal_in_preprocess_fails_that_phase(runtime, tmp_path):
     denied(run(rt), "PREPROCESS_ERROR", "preprocess")
 
 
+def _outside_plugin_and_temp_dir() -> Path:
+    """A path the guard refuses during load(): outside the temp dir, where a checkout may live."""
+    temp = Path(tempfile.gettempdir()).resolve()
+    for folder in (Path(__file__).resolve().parent, Path.home().resolve()):
+        if temp != folder and temp not in folder.parents:
+            return folder / "never-written.bin"
+    raise AssertionError(f"no folder outside {temp} to try a write in")
+
+
 def test_load_fails_when_load_writes_outside_the_plugin_folder(runtime):
-    target = Path(__file__).with_name("never-written.bin")  # outside the plugin and the temp dir
+    target = _outside_plugin_and_temp_dir()
     load = f"Path({str(target)!r}).write_bytes(b'1')"
     try:
         with pytest.raises(LoadError) as info:
