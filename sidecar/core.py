@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sidecar.errors import (
@@ -108,6 +109,10 @@ class HealthReport:
         return sum(1 for m in self.models if m.ready)
 
 
+def _no_lease(triton_name: str) -> None:
+    """In-flight counting where no copy is ever retired while serving (manifest-driven lifecycle)."""
+
+
 class RuntimeCore:
     """Everything the AIRuntime service does, independent of the transport."""
 
@@ -122,6 +127,10 @@ class RuntimeCore:
         else:
             self.lifecycle = Lifecycle(settings, adapter, self.registry)
         self._observe = getattr(self.lifecycle, "observe", None)
+        # In-flight requests per Triton name, for lifecycles that unload a copy after a reload: a
+        # copy is drained of every request routed to it before it is unloaded.
+        self.begin: Callable[[str], None] = getattr(self.lifecycle, "begin", _no_lease)
+        self.end: Callable[[str], None] = getattr(self.lifecycle, "end", _no_lease)
         self.timeout_s = settings.request_timeout_ms / 1000.0
         self._max_frame_bytes = settings.max_frame_bytes
         self._unary_in_flight = 0
@@ -290,14 +299,19 @@ class RuntimeCore:
             record, self.next_id(), request.data, width, height, request.frame_id, request.camera_id,
             request.timestamp_ms, start,
         )
+        name = record.triton_name
+        self.begin(name)
         try:
+            try:
+                return await self.adapter.infer(triton_request, max(0.001, deadline - loop.time()))
+            except SequenceNotStarted:
+                if start:
+                    raise
+            start, _ = self.sequence_restart(record, request.camera_id, epoch)
+            triton_request.parameters["sequence_start"].bool_param = start
             return await self.adapter.infer(triton_request, max(0.001, deadline - loop.time()))
-        except SequenceNotStarted:
-            if start:
-                raise
-        start, _ = self.sequence_restart(record, request.camera_id, epoch)
-        triton_request.parameters["sequence_start"].bool_param = start
-        return await self.adapter.infer(triton_request, max(0.001, deadline - loop.time()))
+        finally:
+            self.end(name)
 
     # status -----------------------------------------------------------------------------------
     def health(self) -> HealthReport:

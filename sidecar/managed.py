@@ -138,6 +138,13 @@ class ManagedLifecycle:
     async def rescan(self, model_id: str | None = None) -> None:
         await self.operations.rescan(model_id)
 
+    def begin(self, triton_name: str) -> None:
+        """A request was routed to ``triton_name``: its unload waits until :meth:`end`."""
+        self.manager.begin(triton_name)
+
+    def end(self, triton_name: str) -> None:
+        self.manager.end(triton_name)
+
     def observe(self, record: CoreRecord, error: SidecarError | None, elapsed_ms: float) -> None:
         code = None if error is None else error.code.value
         self.operations.observe(

@@ -30,13 +30,14 @@ LOGGER = logging.getLogger(__name__)
 
 
 class _Pending:
-    __slots__ = ("epoch", "height", "record", "request", "retried", "started", "timer", "width")
+    __slots__ = ("epoch", "height", "name", "record", "request", "retried", "started", "timer", "width")
 
     def __init__(
         self, request: FrameRequest, record: ModelRecord, started: float, width: int, height: int
     ) -> None:
         self.request = request
         self.record = record
+        self.name = record.triton_name  # the copy it was routed to (a reload may switch the record)
         self.started = started
         self.width = width
         self.height = height
@@ -99,6 +100,7 @@ class StreamSession:
         pending.timer = loop.call_at(started + core.deadline_s(request), self._expire, request_id)
         self._pending[request_id] = pending
         self._per_model[name] = count + 1
+        core.begin(name)
         stream = self._streams.get(name)
         if stream is None:
             stream = self._streams[name] = core.adapter.open_stream(
@@ -133,8 +135,8 @@ class StreamSession:
         if pending.timer is not None:
             pending.timer.cancel()
         record = pending.record
-        name = record.triton_name
-        self._per_model[name] -= 1
+        self._per_model[pending.name] -= 1
+        self._core.end(pending.name)
         elapsed_ms = (self._loop.time() - pending.started) * 1000.0
         self._core.settle(record, error, elapsed_ms)
         self._answer(Outcome(pending.request, result, error, elapsed_ms))
@@ -159,7 +161,7 @@ class StreamSession:
             pending.record, request_id, request.data, pending.width, pending.height, request.frame_id,
             request.camera_id, request.timestamp_ms, start,
         )
-        stream = self._streams.get(pending.record.triton_name)
+        stream = self._streams.get(pending.name)
         try:
             if stream is None:
                 raise ModelNotReady("inference server stream closed")

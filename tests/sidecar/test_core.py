@@ -219,3 +219,19 @@ async def test_core_rereads_manifest_and_loads_new_models_when_it_changes(core, 
     assert core.registry.get("gamma", "1.0.0").state is ModelState.READY
     assert core.registry.get("beta", "1.0.0") is None
     assert core.model_status("gamma")[0].model_id == "gamma"
+
+
+async def test_core_holds_a_lease_on_the_copy_while_a_unary_request_is_in_flight(core, fake_triton):
+    events: list[str] = []
+    core.begin = lambda name: events.append(f"begin {name}")
+    core.end = lambda name: events.append(f"end {name}")
+    real_infer = fake_triton.infer
+
+    async def infer(request, timeout_s):
+        events.append(f"sent {request.model_name}")
+        return await real_infer(request, timeout_s)
+
+    fake_triton.infer = infer
+    outcome = await core.infer(frame())
+    assert outcome.error is None
+    assert events == ["begin alpha__1.0.0", "sent alpha__1.0.0", "end alpha__1.0.0"]

@@ -233,3 +233,23 @@ async def test_stream_restarts_a_released_sequence_once_when_several_frames_were
     assert [o.error for o in outcomes] == [None, None, None]
     # b and c refused; b restarts the sequence, c follows it without START
     assert seen == [("a", True), ("b", False), ("c", False), ("b", True), ("c", False)]
+
+
+async def test_stream_holds_a_lease_on_the_copy_each_request_went_to_until_it_is_answered(core):
+    leases: list[tuple[str, str]] = []
+    core.begin = lambda name: leases.append(("begin", name))
+    core.end = lambda name: leases.append(("end", name))
+    outcomes: list[Outcome] = []
+    session = open_session(core, outcomes)
+    requests = [frame("alpha", "a1"), frame("alpha", "a2")]
+    for request in requests[:1]:
+        await session.submit(request)
+    # A reload switches the record to its other copy while a1 is in flight: a2 goes there, and the
+    # lease of a1 stays on the copy it was sent to.
+    core.registry.get("alpha", "1.0.0").triton_name = "alpha__1.0.0__b"
+    await collect(session, outcomes, requests[1:])
+    assert sorted(o.request.frame_id for o in outcomes) == ["a1", "a2"]
+    assert sorted(leases) == sorted([
+        ("begin", "alpha__1.0.0"), ("end", "alpha__1.0.0"),
+        ("begin", "alpha__1.0.0__b"), ("end", "alpha__1.0.0__b"),
+    ])
