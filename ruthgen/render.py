@@ -22,6 +22,7 @@ CONFIG_TEMPLATE = "config.pbtxt.j2"
 MODEL_PY_TEMPLATE = "model.py.j2"
 
 
+@functools.lru_cache(maxsize=1)
 def templates_dir() -> Path:
     """The folder holding ``config.pbtxt.j2``, ``model.py.j2`` and ``scaffold/``."""
     packaged = Path(ruthgen.__file__).parent / "_templates"
