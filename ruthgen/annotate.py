@@ -3,7 +3,7 @@
 Model-agnostic: any object in the result that has numeric ``x``, ``y``, ``width`` and ``height``
 (pixels, top-left origin) is drawn as a box, captioned with its ``label`` and ``confidence`` when
 present; the result's top-level scalar fields (an event type, a count, ...) are written in the
-corner. Nothing here knows what a model detects.
+bottom-left corner. Nothing here knows what a model detects.
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def annotate(image_path: Path, result: Any, out_path: Path) -> int:
         if box.caption:
             _label(draw, (box.x, max(0.0, box.y - 14)), box.caption, colour)
     text = summary(result)
-    if text:
-        _label(draw, (4, 4), text, (0, 0, 0))
+    if text:  # bottom left, where it hides no box label
+        _label(draw, (4, image.height - 4 - _text_height(draw, text)), text, (0, 0, 0))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     image.save(out_path)
     return len(boxes)
@@ -94,6 +94,11 @@ def _label(draw: ImageDraw.ImageDraw, origin: tuple[float, float], text: str, co
     left, top, right, bottom = draw.textbbox(origin, text)
     draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=colour)
     draw.text(origin, text, fill=(255, 255, 255))
+
+
+def _text_height(draw: ImageDraw.ImageDraw, text: str) -> int:
+    _, top, _, bottom = draw.textbbox((0, 0), text)
+    return bottom - top
 
 
 def output_paths(out: Path, images: list[Path]) -> list[Path]:
