@@ -48,6 +48,7 @@ def triton(
 
     def ready(started: EmbeddedTriton) -> EmbeddedTriton:
         typer.echo(describe(started))
+        typer.echo(STOP_HINT)
         return started
 
     serve_until_interrupted(server, ready)
@@ -93,6 +94,7 @@ def up(
             if options.sidecar_http_port:
                 typer.echo(f"sidecar HTTP (/readyz, /models, /capabilities, /metrics) on "
                            f"http://{options.host}:{options.sidecar_http_port}")
+        typer.echo(STOP_HINT)
         return stack.triton
 
     serve_until_interrupted(running_stack(options), ready)
@@ -125,9 +127,11 @@ def describe(server: EmbeddedTriton) -> str:
         f"  grpc     {server.grpc_url}\n"
         f"  http     {server.http_url}\n"
         f"  metrics  {server.metrics_url}\n"
-        f"  log      {server.log_path}\n"
-        "Ctrl-C stops it."
+        f"  log      {server.log_path}"
     )
+
+
+STOP_HINT = "Ctrl-C stops it."
 
 
 def main() -> None:
