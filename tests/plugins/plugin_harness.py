@@ -1,6 +1,6 @@
 """Run a plugin folder in-process the way the runtime calls it: load, preprocess, infer, postprocess.
 
-The Frame and context objects carry the fields of the plugin API (docs/internals.md); each entry
+The Frame and context objects are the runtime's own (ruthgen/wrapper/ruth_api.py); each entry
 module is imported under a name unique to its plugin, so that plugins load side by side in one
 test session. Every result is checked against the plugin's compiled output schema.
 """
@@ -11,9 +11,8 @@ import importlib
 import logging
 import sys
 import types
-from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType, ModuleType
+from types import ModuleType
 from typing import Any
 
 import cv2
@@ -23,6 +22,7 @@ import yaml
 from skimage import data
 
 from ruthgen.contract import parse_contract
+from ruthgen.wrapper.ruth_api import Frame, PluginContext, freeze
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "ai" / "models"
 PERSON_PHOTOS = ("astronaut", "camera")
@@ -37,29 +37,6 @@ def photo(name: str) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, :3].astype(np.uint8))
 
 
-@dataclass
-class Frame:
-    image: np.ndarray
-    width: int
-    height: int
-    format: str
-    camera_id: str | None = None
-    frame_id: str | None = None
-    timestamp_ms: int | None = None
-    sequence_start: bool = False
-
-
-@dataclass
-class Context:
-    model_id: str
-    version: str
-    model_dir: Path
-    weights_dir: Path
-    config: MappingProxyType
-    logger: logging.Logger
-    device: str = "cpu"
-
-
 def _package(plugin_dir: Path, name: str) -> str:
     """A synthetic package whose path is the plugin folder: relative imports work, names never clash."""
     package = types.ModuleType(name)
@@ -67,15 +44,6 @@ def _package(plugin_dir: Path, name: str) -> str:
     package.__package__ = name
     sys.modules[name] = package
     return name
-
-
-def _freeze(value: Any) -> Any:
-    """Read-only config as the runtime passes it: mappings become MappingProxyType, lists tuples."""
-    if isinstance(value, dict):
-        return MappingProxyType({str(k): _freeze(v) for k, v in value.items()})
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
-    return value
 
 
 class LoadedPlugin:
@@ -88,12 +56,12 @@ class LoadedPlugin:
         self.contract = parsed.contract
         self.validate = fastjsonschema.compile(self.contract.output_json_schema())
         config = yaml.safe_load((self.dir / "config.yaml").read_text("utf-8")) or {}
-        self.context = Context(
+        self.context = PluginContext(
             model_id=model_id,
             version=version,
             model_dir=self.dir,
             weights_dir=self.dir / "weights",
-            config=_freeze(config),
+            config=freeze(config),
             logger=logging.getLogger(f"{model_id}:{version}"),
         )
         self.package = _package(self.dir, f"test_plugin_{model_id}_{version.replace('.', '_')}")
