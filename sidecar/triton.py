@@ -2,14 +2,17 @@
 
 Requests are built by hand as ``ModelInferRequest`` with ``raw_input_contents`` (the cheapest
 path measured here). Camera traffic goes through :class:`TritonStream`, one Triton
-``ModelStreamInfer`` stream per client stream, matched by request id. Every Triton or gRPC failure
-leaves this module as a :class:`~sidecar.errors.SidecarError` (``raise ... from e``).
+``ModelStreamInfer`` stream per model per client stream, matched by request id. Unary requests
+travel on reused streams too (:class:`_Lane`, one request at a time each): a message on an open
+stream costs less than a new ``ModelInfer`` call (see ``benchmarks/README.md``). Every Triton or
+gRPC failure leaves this module as a :class:`~sidecar.errors.SidecarError` (``raise ... from e``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -140,6 +143,11 @@ def result_of(response: pb.ModelInferResponse) -> bytes:
     return raw[4 : 4 + length]
 
 
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(RequestTimeout("the model did not answer before the deadline"))
+
+
 class TritonStream:
     """One Triton ``ModelStreamInfer`` stream; replies go to ``on_reply(id, result, error)``.
 
@@ -202,19 +210,42 @@ class TritonStream:
             await self._reader
 
 
+class _Lane:
+    """A Triton stream that carries one unary request at a time (any model: a stream is not bound
+    to one). It goes back to the idle lanes when Triton has answered its request, even after the
+    caller stopped waiting, so a late answer can never be taken for the next request's."""
+
+    __slots__ = ("closed", "future", "request_id", "stream")
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.future: asyncio.Future[bytes] | None = None
+        self.request_id = ""
+        self.stream: TritonStream | None = None
+
+
 class TritonAdapter:
     """A connection to one Triton server (gRPC)."""
+
+    max_idle_lanes = 64
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.GRPCInferenceServiceStub | None = None
+        self._idle: list[_Lane] = []
+        self._lanes: set[_Lane] = set()
 
     async def connect(self) -> None:
         self._channel = grpc.aio.insecure_channel(self.url, options=_CHANNEL_OPTIONS)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
 
     async def close(self) -> None:
+        lanes, self._lanes, self._idle = list(self._lanes), set(), []
+        for lane in lanes:
+            lane.closed = True
+            if lane.stream is not None:
+                await lane.stream.close()
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
@@ -269,12 +300,62 @@ class TritonAdapter:
         return json_format.MessageToDict(reply.model_stats[0], preserving_proto_field_name=True)
 
     async def infer(self, request: pb.ModelInferRequest, timeout_s: float) -> bytes:
-        """One unary inference; returns the RESULT JSON bytes."""
+        """One unary inference on an idle lane; returns the RESULT JSON bytes.
+
+        Raises :class:`RequestTimeout` when Triton has not answered within ``timeout_s``.
+        """
+        lane = self._idle.pop() if self._idle else self._open_lane()
+        loop = asyncio.get_running_loop()
+        future = lane.future = loop.create_future()
+        lane.request_id = request.id
+        timer = loop.call_later(timeout_s, _expire, future)
         try:
-            response = await self.stub.ModelInfer(request, timeout=timeout_s)
-        except grpc.aio.AioRpcError as e:
-            raise error_from_triton(e.details() or "", e.code()) from e
-        return result_of(response)
+            await lane.stream.send(request)  # type: ignore[union-attr]
+            return await future
+        finally:
+            timer.cancel()
+
+    def _open_lane(self) -> _Lane:
+        lane = _Lane()
+        lane.stream = self.open_stream(
+            functools.partial(self._on_lane_reply, lane), functools.partial(self._on_lane_closed, lane)
+        )
+        self._lanes.add(lane)
+        return lane
+
+    def _on_lane_reply(
+        self, lane: _Lane, request_id: str, result: bytes | None, error: SidecarError | None
+    ) -> None:
+        if request_id != lane.request_id:
+            return
+        lane.request_id = ""
+        future, lane.future = lane.future, None
+        if future is not None and not future.done():
+            if error is None:
+                future.set_result(result)  # type: ignore[arg-type]
+            else:
+                future.set_exception(error)
+        if lane.closed:
+            return
+        if len(self._idle) < self.max_idle_lanes:
+            self._idle.append(lane)
+        else:
+            self._drop_lane(lane)
+
+    def _on_lane_closed(self, lane: _Lane, error: SidecarError) -> None:
+        lane.closed = True
+        self._lanes.discard(lane)
+        if lane in self._idle:
+            self._idle.remove(lane)
+        future, lane.future = lane.future, None
+        if future is not None and not future.done():
+            future.set_exception(error)
+
+    def _drop_lane(self, lane: _Lane) -> None:
+        lane.closed = True
+        self._lanes.discard(lane)
+        if lane.stream is not None:
+            asyncio.get_running_loop().create_task(lane.stream.close())
 
     def open_stream(
         self,

@@ -207,6 +207,17 @@ async def test_hung_plugin_times_out_within_deadline_while_another_model_answers
     assert max(latencies) < 0.5
 
 
+async def test_unary_answer_arriving_after_its_deadline_never_reaches_a_later_request(client):
+    # Unary requests share reused Triton streams: the sidecar answers "sleep" TIMEOUT at 150 ms, the
+    # plugin's own TIMEOUT arrives later on the same stream and must be dropped, not handed on.
+    late = await client.infer("sc_echo", V, FRAME, frame_id="sleep", timeout_ms=150)
+    assert late.error.code == pb.TIMEOUT
+    for n in range(12):
+        response = await client.infer("sc_echo", V, FRAME, frame_id=f"after-{n}")
+        assert not response.HasField("error"), response.error
+        assert result_dict(response)["frame_id"] == f"after-{n}"
+
+
 async def test_hung_model_does_not_hold_back_other_models_on_the_same_stream(client):
     loop = asyncio.get_running_loop()
     started = loop.time()
