@@ -8,7 +8,11 @@ The same ~100 KB JPEG requests go
 * ``inproc``: to the plugin called in-process (decode + infer, no server at all);
 
 at 1 and 16 requests in flight (unary: 16 concurrent calls over 4 client processes; stream: 4
-camera streams x 4 in flight, one process each), for two models:
+camera streams x 4 in flight, one process each), for two models. At 1 in flight one client
+alternates the paths request by request (direct, sidecar, and ``floor``: a forwarder that does
+nothing but forward, ``benchmarks/floor_forwarder.py``), so that every path sees the same machine
+at the same moment; the added latency is also reported as the median of the paired differences.
+The models:
 
 * ``trivial``: a generated plugin doing next to nothing (the wrapper still decodes the JPEG);
 * ``bare``: a hand-written Python-backend model that does not decode (a few µs of work), where the
@@ -38,6 +42,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -162,20 +167,21 @@ def build(workdir: Path, real_plugin: Path | None = None) -> Path:
 
 # ---- load clients (each in its own process) ----------------------------------------------------
 def client_main(spec: dict[str, Any], ready: mp.Queue, go: Any, window: Any, queue: mp.Queue) -> None:
-    if spec["path"] == "sidecar":  # import what the client needs before the clock starts
-        import grpc  # noqa: F401
+    import grpc  # noqa: F401  (import what the client needs before the clock starts)
+    import tritonclient.grpc.aio  # noqa: F401
 
-        from sidecar._proto import airuntime_pb2_grpc  # noqa: F401
-    else:
-        import tritonclient.grpc.aio  # noqa: F401
+    from sidecar._proto import airuntime_pb2_grpc  # noqa: F401
+
     ready.put(os.getpid())
     go.wait()
     latencies = asyncio.run(_client(spec, window[0], window[1]))
     queue.put(latencies)
 
 
-async def _client(spec: dict[str, Any], start_at: float, end_at: float) -> list[float]:
+async def _client(spec: dict[str, Any], start_at: float, end_at: float):
     path, mode = spec["path"], spec["mode"]
+    if path == "paired":
+        return await _paired(spec, start_at, end_at)
     runner = {
         ("sidecar", "unary"): _sidecar_unary,
         ("sidecar", "stream"): _sidecar_stream,
@@ -260,6 +266,100 @@ async def _sidecar_stream(spec, start_at, end_at) -> list[float]:
             window.release()
         await writer
         return latencies
+
+
+async def _paired(spec, start_at, end_at) -> dict[str, list[float]]:
+    """One request at a time, the paths taking turns: {path: latencies} with equal counts."""
+    import grpc
+
+    from sidecar._proto import airuntime_pb2 as pb
+
+    triton_aio, inputs = _direct_inputs(spec)
+    data = Path(spec["jpeg"]).read_bytes()
+    frame = pb.Frame(data=data, format=pb.JPEG)
+    request = pb.InferenceRequest(model_id=spec["model"], version=spec["version"], camera_id="c", frame=frame)
+    client = triton_aio.InferenceServerClient(spec["triton"])
+    channels = {path: grpc.aio.insecure_channel(address) for path, address in spec["addresses"].items()}
+    name = f"{spec['model']}__{spec['version']}"
+    build = _unary_turns if spec["mode"] == "unary" else _stream_turns
+    paths, finish = build(client, name, inputs, channels, request)
+    latencies: dict[str, list[float]] = {path: [] for path in paths}
+    n = 0
+    while time.perf_counter() < end_at:
+        n += 1
+        for path, send in paths.items():
+            began = time.perf_counter()
+            await send(n)
+            if _window(began, start_at, end_at):
+                latencies[path].append(time.perf_counter() - began)
+    await finish()
+    await client.close()
+    for channel in channels.values():
+        await channel.close()
+    count = min(len(v) for v in latencies.values())  # whole turns only
+    return {path: values[:count] for path, values in latencies.items()}
+
+
+def _checked(response) -> None:
+    if response.HasField("error"):
+        raise RuntimeError(response.error.message)
+
+
+def _unary_turns(client, name, inputs, channels, request):
+    from sidecar._proto import airuntime_pb2_grpc as pb_grpc
+
+    async def direct(n: int) -> None:
+        (await client.infer(name, inputs)).as_numpy("RESULT")
+
+    def through(channel):
+        infer = pb_grpc.AIRuntimeStub(channel).Infer
+
+        async def one(n: int) -> None:
+            request.frame_id = str(n)
+            _checked(await infer(request))
+
+        return one
+
+    async def finish() -> None:
+        pass
+
+    return {"direct": direct, **{path: through(c) for path, c in channels.items()}}, finish
+
+
+def _stream_turns(client, name, inputs, channels, request):
+    from sidecar._proto import airuntime_pb2_grpc as pb_grpc
+
+    asked: asyncio.Queue = asyncio.Queue()
+
+    async def feed():
+        while (item := await asked.get()) is not None:
+            yield item
+
+    replies = client.stream_infer(feed()).__aiter__()
+
+    async def direct(n: int) -> None:
+        asked.put_nowait({"model_name": name, "inputs": inputs, "request_id": str(n)})
+        result, error = await replies.__anext__()
+        if error is not None:
+            raise RuntimeError(str(error))
+        result.as_numpy("RESULT")
+
+    calls = [pb_grpc.AIRuntimeStub(channel).InferStream() for channel in channels.values()]
+
+    def through(call):
+        async def one(n: int) -> None:
+            request.frame_id = str(n)
+            await call.write(request)
+            _checked(await call.read())
+
+        return one
+
+    async def finish() -> None:
+        for call in calls:
+            await call.done_writing()
+        asked.put_nowait(None)
+
+    return {"direct": direct, **{path: through(c) for path, c in zip(channels, calls, strict=True)}}, finish
 
 
 def _direct_inputs(spec):
@@ -381,19 +481,35 @@ def run_config(
     cpu_before = sidecar.cpu_seconds()
     time.sleep(max(0.0, end_at - time.perf_counter()))
     cpu_after = sidecar.cpu_seconds()
-    latencies: list[float] = []
-    for _ in workers:
-        latencies.extend(queue.get(timeout=120))
+    answers = [queue.get(timeout=120) for _ in workers]
     for worker in workers:
         worker.join(30)
-    latencies.sort()
+    cpu_s = cpu_after - cpu_before
+    if spec["path"] == "paired":  # one client, the paths taking turns: a row per path
+        (paired,) = answers
+        rows = {
+            path: summarize(values, sum(values), cpu_s if path == "sidecar" else float("nan"))
+            for path, values in paired.items()
+        }
+        for path in rows:
+            if path != "direct":
+                differences = [b - a for a, b in zip(paired["direct"], paired[path], strict=True)]
+                added = statistics.median(differences) * 1000 if differences else float("nan")
+                rows[path]["paired_added_ms"] = added
+        return rows
+    return summarize([x for answer in answers for x in answer], duration, cpu_s)
+
+
+def summarize(latencies: list[float], seconds: float, sidecar_cpu_s: float) -> dict[str, Any]:
+    """p50/p99, frames/s over ``seconds`` (at 1 in flight: the time spent on that path), CPU/request."""
+    latencies = sorted(latencies)
     count = len(latencies)
     return {
         "requests": count,
-        "fps": count / duration,
+        "fps": count / seconds if seconds else float("nan"),
         "p50_ms": latencies[count // 2] * 1000 if count else float("nan"),
         "p99_ms": latencies[min(count - 1, int(count * 0.99))] * 1000 if count else float("nan"),
-        "sidecar_cpu_ms_per_request": (cpu_after - cpu_before) * 1000 / count if count else float("nan"),
+        "sidecar_cpu_ms_per_request": sidecar_cpu_s * 1000 / count if count else float("nan"),
     }
 
 
@@ -459,6 +575,10 @@ def main() -> int:
     )
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--micro", action="store_true")
+    parser.add_argument(
+        "--no-floor", dest="floor", action="store_false",
+        help="do not run benchmarks/floor_forwarder.py beside the sidecar at 1 in flight",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -488,34 +608,56 @@ def main() -> int:
                 log_path=workdir / "sidecar.log",
                 extra_args=["--log-level", "WARNING"],
             ).start()
+            floor = None
+            floor_address: dict[str, str] = {}
+            if args.floor:
+                floor = subprocess.Popen(
+                    [sys.executable, str(ROOT / "benchmarks" / "floor_forwarder.py"), triton.grpc_url],
+                    stdout=subprocess.PIPE,
+                )
+                floor_address = {"floor": f"127.0.0.1:{int(floor.stdout.readline())}"}  # type: ignore[union-attr]
             try:
                 for round_index in range(args.rounds):
                     for model in args.models:
                         for concurrency in args.concurrency:
                             for mode in ("unary", "stream"):
-                                for path in ("direct", "sidecar"):
-                                    processes, in_flight = shape(concurrency, mode)
-                                    spec = {
-                                        "path": path,
-                                        "mode": mode,
-                                        "model": MODELS[model],
-                                        "version": VERSIONS[model],
-                                        "in_flight": in_flight,
-                                        "jpeg": str(jpeg_path),
-                                        "address": sidecar.address,
-                                        "triton": triton.grpc_url,
-                                    }
-                                    row = run_config(spec, processes, args.duration, args.warmup, sidecar)
-                                    key = f"{model}/{mode}/c{concurrency}/{path}"
-                                    results.setdefault(key, []).append(row)
+                                processes, in_flight = shape(concurrency, mode)
+                                spec = {
+                                    "mode": mode,
+                                    "model": MODELS[model],
+                                    "version": VERSIONS[model],
+                                    "in_flight": in_flight,
+                                    "jpeg": str(jpeg_path),
+                                    "address": sidecar.address,
+                                    "addresses": {"sidecar": sidecar.address, **floor_address},
+                                    "triton": triton.grpc_url,
+                                }
+                                base = f"{model}/{mode}/c{concurrency}"
+                                if concurrency == 1:
+                                    paired = {**spec, "path": "paired"}
+                                    rows = run_config(paired, 1, args.duration, args.warmup, sidecar)
+                                else:
+                                    rows = {
+                                        path: run_config({**spec, "path": path}, processes, args.duration,
+                                                         args.warmup, sidecar)
+                                        for path in ("direct", "sidecar")
+                                    }  # fmt: skip
+                                for path, row in rows.items():
+                                    results.setdefault(f"{base}/{path}", []).append(row)
+                                    added = row.get("paired_added_ms")
                                     print(
-                                        f"round {round_index + 1} {key:28s} p50 {row['p50_ms']:6.2f} ms  "
+                                        f"round {round_index + 1} {base + '/' + path:28s} "
+                                        f"p50 {row['p50_ms']:6.2f} ms  "
                                         f"p99 {row['p99_ms']:6.2f} ms  {row['fps']:7.0f} fps  "
-                                        f"sidecar {row['sidecar_cpu_ms_per_request']:.3f} ms CPU/req",
+                                        f"sidecar {row['sidecar_cpu_ms_per_request']:.3f} ms CPU/req"
+                                        + (f"  paired {added:+.3f} ms" if added is not None else ""),
                                         flush=True,
                                     )
             finally:
                 sidecar.stop()
+                if floor is not None:
+                    floor.terminate()
+                    floor.wait(10)
         inproc = inprocess(jpeg)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -524,10 +666,15 @@ def main() -> int:
 
 
 def report(results: dict[str, list[dict[str, Any]]], inproc: dict[str, float], args) -> None:
-    print("\nmedian over rounds; ratios are sidecar vs direct within the same mode")
+    print(
+        "\nmedian over rounds; ratios are sidecar vs direct within the same mode; at c1 the paths take"
+        "\nturns request by request: 'paired' is the median of (sidecar - direct) per turn, 'floor +'"
+        "\nthe same for benchmarks/floor_forwarder.py"
+    )
     print(
         f"{'model/mode/concurrency':24s} {'direct p50':>10s} {'sidecar p50':>11s} {'+p50':>7s} "
-        f"{'direct fps':>10s} {'sidecar fps':>11s} {'ratio':>6s} {'sc CPU/req':>10s}"
+        f"{'paired':>7s} {'floor +':>7s} {'direct fps':>10s} {'sidecar fps':>11s} {'ratio':>6s} "
+        f"{'sc CPU/req':>10s}"
     )
     summary = []
     for model in args.models:
@@ -551,10 +698,16 @@ def report(results: dict[str, list[dict[str, Any]]], inproc: dict[str, float], a
                 }
                 row["added_p50_ms"] = row["sidecar_p50_ms"] - row["direct_p50_ms"]
                 row["throughput_ratio"] = row["sidecar_fps"] / row["direct_fps"]
+                nan = float("nan")
+                row["paired_added_ms"] = med(side, "paired_added_ms") if "paired_added_ms" in side[0] else nan
+                floor = results.get(f"{base}/floor")
+                row["floor_paired_added_ms"] = med(floor, "paired_added_ms") if floor else nan
                 summary.append(row)
                 print(
                     f"{base:24s} {row['direct_p50_ms']:8.2f}ms {row['sidecar_p50_ms']:9.2f}ms "
-                    f"{row['added_p50_ms']:+6.2f} {row['direct_fps']:10.0f} {row['sidecar_fps']:11.0f} "
+                    f"{row['added_p50_ms']:+6.2f} {row['paired_added_ms']:+7.2f} "
+                    f"{row['floor_paired_added_ms']:+7.2f} "
+                    f"{row['direct_fps']:10.0f} {row['sidecar_fps']:11.0f} "
                     f"{row['throughput_ratio']:6.2f} {row['sidecar_cpu_ms_per_request']:8.3f}ms"
                 )
     infer_us, full_ms = inproc["infer"] * 1000, inproc["decode+infer"]
