@@ -201,11 +201,15 @@ class TritonStream:
         if not self._closing:
             self._on_close(error)
 
-    async def close(self) -> None:
-        """End the stream; pending requests get no reply."""
+    def abort(self) -> None:
+        """End the stream without waiting; pending requests get no reply."""
         self._closing = True
         self._call.cancel()
         self._reader.cancel()
+
+    async def close(self) -> None:
+        """End the stream; pending requests get no reply."""
+        self.abort()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
 
@@ -310,7 +314,11 @@ class TritonAdapter:
         lane.request_id = request.id
         timer = loop.call_later(timeout_s, _expire, future)
         try:
-            await lane.stream.send(request)  # type: ignore[union-attr]
+            try:
+                await lane.stream.send(request)  # type: ignore[union-attr]
+            except SidecarError:
+                self._drop_lane(lane)
+                raise
             return await future
         finally:
             timer.cancel()
@@ -354,8 +362,14 @@ class TritonAdapter:
     def _drop_lane(self, lane: _Lane) -> None:
         lane.closed = True
         self._lanes.discard(lane)
+        future, lane.future = lane.future, None
+        if future is not None:
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
+                future.exception()  # the caller was given the send's error instead
         if lane.stream is not None:
-            asyncio.get_running_loop().create_task(lane.stream.close())
+            lane.stream.abort()
 
     def open_stream(
         self,

@@ -218,6 +218,22 @@ async def test_unary_answer_arriving_after_its_deadline_never_reaches_a_later_re
         assert result_dict(response)["frame_id"] == f"after-{n}"
 
 
+async def test_unary_request_is_answered_at_once_when_the_inference_server_goes_away(
+    triton_factory, repository
+):
+    triton = triton_factory(repository, load_models=[])
+    async with Sidecar(sidecar_settings(triton, repository, request_timeout_ms=5000)) as running:
+        runtime_client = AIRuntimeClient(f"127.0.0.1:{running.port}")
+        async with runtime_client:
+            before = await runtime_client.infer("sc_echo", V, FRAME, frame_id="before")
+            assert before.HasField("result"), before.error
+            await asyncio.to_thread(triton.stop)  # the reused Triton streams break under the sidecar
+            started = time.monotonic()
+            after = await runtime_client.infer("sc_echo", V, FRAME, frame_id="after")
+            assert after.error.code == pb.MODEL_NOT_READY, after
+            assert time.monotonic() - started < 1.0
+
+
 async def test_hung_model_does_not_hold_back_other_models_on_the_same_stream(client):
     loop = asyncio.get_running_loop()
     started = loop.time()

@@ -1,0 +1,114 @@
+"""The adapter's unary lanes in front of a fake Triton stream stub (the real path: the
+lane tests in tests/integration/test_sidecar.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from tritonclient.grpc import service_pb2 as pb
+
+from sidecar.errors import ModelNotReady, RequestTimeout
+from sidecar.triton import TritonAdapter
+
+
+class FakeCall:
+    """One ModelStreamInfer call: answers each request with its id after ``delay`` seconds
+    (``None``: never), in order."""
+
+    def __init__(self, stub: FakeStub) -> None:
+        self.stub = stub
+        self.replies: asyncio.Queue = asyncio.Queue()
+        self.cancelled = False
+
+    async def write(self, request: pb.ModelInferRequest) -> None:
+        if self.stub.broken:
+            raise grpc.aio.UsageError("the call is closed")
+        self.stub.sent.append((self, request.id))
+        delay = self.stub.delays.get(request.id, 0.0)
+        if delay is not None:
+            asyncio.get_running_loop().call_later(delay, self.replies.put_nowait, request.id)
+
+    async def read(self):
+        request_id = await self.replies.get()
+        reply = pb.ModelStreamInferResponse()
+        reply.infer_response.id = request_id
+        raw = f'{{"id": "{request_id}"}}'.encode()
+        reply.infer_response.raw_output_contents.append(len(raw).to_bytes(4, "little") + raw)
+        return reply
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeStub:
+    def __init__(self) -> None:
+        self.calls: list[FakeCall] = []
+        self.sent: list[tuple[FakeCall, str]] = []
+        self.delays: dict[str, float | None] = {}
+        self.broken = False
+
+    def ModelStreamInfer(self) -> FakeCall:
+        call = FakeCall(self)
+        self.calls.append(call)
+        return call
+
+
+@pytest.fixture
+def adapter():
+    adapter = TritonAdapter("fake:0")
+    adapter._stub = FakeStub()  # type: ignore[assignment]
+    return adapter
+
+
+def request(request_id: str) -> pb.ModelInferRequest:
+    return pb.ModelInferRequest(model_name="m__1.0.0", id=request_id)
+
+
+async def test_sequential_requests_reuse_one_lane(adapter):
+    answers = [await adapter.infer(request(str(n)), 1.0) for n in range(5)]
+    assert answers == [f'{{"id": "{n}"}}'.encode() for n in range(5)]
+    assert len(adapter.stub.calls) == 1
+
+
+async def test_concurrent_requests_get_a_lane_each_then_reuse_them(adapter):
+    adapter.stub.delays.update({"a": 0.05, "b": 0.01})
+    first = await asyncio.gather(adapter.infer(request("a"), 1.0), adapter.infer(request("b"), 1.0))
+    assert first == [b'{"id": "a"}', b'{"id": "b"}']
+    await asyncio.gather(adapter.infer(request("c"), 1.0), adapter.infer(request("d"), 1.0))
+    assert len(adapter.stub.calls) == 2
+
+
+async def test_late_answer_is_dropped_and_its_lane_waits_for_it(adapter):
+    adapter.stub.delays["slow"] = 0.2
+    with pytest.raises(RequestTimeout):
+        await adapter.infer(request("slow"), 0.05)
+    # the slow lane is still owed an answer: the next request takes a new lane
+    assert await adapter.infer(request("next"), 1.0) == b'{"id": "next"}'
+    assert len(adapter.stub.calls) == 2
+    await asyncio.sleep(0.25)  # the late answer arrives, is dropped, and frees its lane
+    for n in range(3):
+        assert await adapter.infer(request(f"after{n}"), 1.0) == f'{{"id": "after{n}"}}'.encode()
+    assert len(adapter.stub.calls) == 2
+
+
+async def test_request_that_cannot_be_sent_fails_and_its_lane_is_dropped(adapter):
+    assert await adapter.infer(request("ok"), 1.0) == b'{"id": "ok"}'
+    adapter.stub.broken = True
+    with pytest.raises(ModelNotReady):
+        await adapter.infer(request("lost"), 1.0)
+    assert adapter.stub.calls[0].cancelled
+    adapter.stub.broken = False
+    assert await adapter.infer(request("again"), 1.0) == b'{"id": "again"}'
+    assert len(adapter.stub.calls) == 2
+
+
+async def test_close_ends_every_lane(adapter):
+    adapter.stub.delays["never"] = None
+    pending = asyncio.ensure_future(adapter.infer(request("never"), 5.0))
+    await asyncio.sleep(0.01)
+    await adapter.infer(request("idle"), 1.0)
+    await adapter.close()
+    assert all(call.cancelled for call in adapter.stub.calls)
+    pending.cancel()
