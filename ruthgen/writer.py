@@ -26,8 +26,6 @@ Library API (stable): ``build_repository(models_dir, out_dir, target="cpu", only
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -35,7 +33,6 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +51,15 @@ from ruthgen.manifest import (
     new_manifest,
 )
 from ruthgen.naming import semver_key
+from ruthgen.repofiles import (
+    DigestCache,
+    Shared,
+    locked,
+    path_in,
+    remove_stale_stages,
+    stage_prefix,
+    swap,
+)
 from ruthgen.spec import ModelSpec, build_spec
 
 LOGGER = logging.getLogger(__name__)
@@ -128,15 +134,15 @@ def build_repository(
     repo = Path(out_dir).absolute()
     discovery = scan(models_dir, target)
     repo.mkdir(parents=True, exist_ok=True)
-    with _locked(repo):
-        _remove_stale_stages(repo)
+    with locked(repo):
+        remove_stale_stages(repo)
         old = load_manifest(repo) or new_manifest(target, [])
         if only is not None and old["target"] != target and old["models"]:
             raise UsageError(f"the repository was built for {old['target']}; rebuild it fully for {target}")
         result = BuildResult(
             repository=repo, target=target, reports=discovery.reports, warnings=discovery.warnings
         )
-        cache = _DigestCache(repo / CACHE_FILE)
+        cache = DigestCache(repo / CACHE_FILE)
         entries, records, removed = _plan(discovery.reports, repo, old, target, only, cache)
         to_write = [e for e in entries if e.action == "written"]
         result.written = sorted(e.report.triton_name for e in to_write)  # type: ignore[misc]
@@ -162,7 +168,7 @@ def _plan(
     old: dict[str, Any],
     target: str,
     only: set[str] | None,
-    cache: _DigestCache,
+    cache: DigestCache,
 ) -> tuple[list[_Entry], list[dict[str, Any]], list[str]]:
     old_records = {(m["model_id"], m["version"]): m for m in old["models"]}
     owned = {m["path"] for m in old["models"] if m.get("state") == "VALID" and m.get("path")}
@@ -203,7 +209,7 @@ def _record_order(key: tuple[str, str]) -> tuple:
 
 
 def _plan_entry(
-    report: PluginReport, repo: Path, target: str, owned: set[str], generator: str, cache: _DigestCache
+    report: PluginReport, repo: Path, target: str, owned: set[str], generator: str, cache: DigestCache
 ) -> _Entry | None:
     contract, name = report.contract, report.triton_name
     assert contract is not None and name is not None
@@ -302,24 +308,12 @@ def _generator_digest() -> str:
     return digest.hexdigest()
 
 
-def _stage_prefix(repo: Path) -> str:
-    return f".{repo.name}.ruthgen-"
-
-
-def _remove_stale_stages(repo: Path) -> None:
-    """Staging folders left by a build that was killed (none can be in use: we hold the lock)."""
-    for path in repo.parent.glob(f"{_stage_prefix(repo)}*"):
-        if path.is_dir() and not path.is_symlink():
-            LOGGER.warning("removing %s, left by an interrupted build", path)
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def _apply(repo: Path, entries: list[_Entry], removed: list[str], manifest_text: str) -> None:
-    stage = repo.parent / f"{_stage_prefix(repo)}{uuid.uuid4().hex[:12]}"
+    stage = repo.parent / f"{stage_prefix(repo)}{uuid.uuid4().hex[:12]}"
     try:
         stage.mkdir()
         runtime = _runtime_files()
-        shared = _Shared(stage / ".shared")
+        shared = Shared(stage / ".shared")
         shared.prepare(src for _, src in runtime)
         if len(entries) > 1:
             # File creation is syscall-bound (the GIL is released): a few threads overlap it.
@@ -332,14 +326,14 @@ def _apply(repo: Path, entries: list[_Entry], removed: list[str], manifest_text:
         else:
             for entry in entries:
                 _write_entry(stage / entry.spec.name, entry, runtime, shared)
-        _swap(repo, stage, [e.spec.name for e in entries], removed, manifest_text)
+        swap(repo, stage, [e.spec.name for e in entries], removed, manifest_text)
     except OSError as exc:
         raise BuildError(f"cannot write the repository {repo}: {exc}") from exc
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _write_entry(dest: Path, entry: _Entry, runtime: list[tuple[str, Path]], shared: _Shared) -> None:
+def _write_entry(dest: Path, entry: _Entry, runtime: list[tuple[str, Path]], shared: Shared) -> None:
     """Write one complete entry into ``dest`` (a staging folder)."""
     version_dir = dest / VERSION_DIR
     plugin_dir = version_dir / PLUGIN_DIR
@@ -348,127 +342,9 @@ def _write_entry(dest: Path, entry: _Entry, runtime: list[tuple[str, Path]], sha
     (version_dir / "model.py").write_text(entry.model_py, "utf-8")
     made = {str(version_dir), str(plugin_dir)}
     for rel, src in runtime:
-        shared.place(src, _target(version_dir, rel, made))
+        shared.place(src, path_in(version_dir, rel, made))
     for rel, src, _ in entry.files:
-        shutil.copyfile(src, _target(plugin_dir, rel, made))
+        shutil.copyfile(src, path_in(plugin_dir, rel, made))
     (version_dir / ENTRY_RECORD_FILE).write_text(_compact(entry.record) + "\n", "utf-8")
     if entry.env_dir is not None:
         os.symlink(entry.env_dir, dest / ENV_LINK, target_is_directory=True)
-
-
-def _target(base: Path, rel: str, made: set[str]) -> str:
-    """``base/rel`` as a string, its parent folder created once."""
-    path = os.path.join(base, rel)
-    parent = os.path.dirname(path)
-    if parent not in made:
-        os.makedirs(parent, exist_ok=True)
-        made.add(parent)
-    return path
-
-
-class _Shared:
-    """Files that every entry of a build holds (the wrapper): copied once, then hard-linked.
-
-    The copy lives in the staging folder, so entries never share an inode with the sources.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.copies: dict[str, str] = {}
-
-    def prepare(self, sources: Iterable[Path]) -> None:
-        for index, src in enumerate(sources):
-            self.folder.mkdir(exist_ok=True)
-            copy = os.path.join(self.folder, f"{index}-{src.name}")
-            shutil.copyfile(src, copy)
-            self.copies[str(src)] = copy
-
-    def place(self, src: Path, dst: str) -> None:
-        copy = self.copies[str(src)]
-        try:
-            os.link(copy, dst)
-        except OSError:  # a filesystem without hard links
-            shutil.copyfile(copy, dst)
-
-
-def _swap(repo: Path, stage: Path, names: list[str], removed: list[str], manifest_text: str) -> None:
-    """Move staged entries in and vanished ones out, then the manifest; undo everything on failure."""
-    trash = stage / ".replaced"
-    trash.mkdir()
-    done: list[tuple[str, str]] = []
-    try:
-        for name in removed:
-            if os.path.lexists(repo / name):
-                os.rename(repo / name, trash / name)
-                done.append(("out", name))
-        for name in names:
-            if os.path.lexists(repo / name):
-                os.rename(repo / name, trash / name)
-                done.append(("out", name))
-            os.rename(stage / name, repo / name)
-            done.append(("in", name))
-        _write_atomic(repo / MANIFEST_FILE, manifest_text)
-    except BaseException:
-        for kind, name in reversed(done):
-            if kind == "in":
-                os.rename(repo / name, stage / name)
-            else:
-                os.rename(trash / name, repo / name)
-        raise
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, "utf-8")
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-@contextlib.contextmanager
-def _locked(repo: Path) -> Iterator[None]:
-    """One build at a time per repository (an exclusive flock on the repository folder)."""
-    fd = os.open(repo, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-class _DigestCache:
-    """sha256 of files, cached by (size, mtime_ns, inode) across builds."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.used: dict[str, list] = {}
-        try:
-            data = json.loads(path.read_text("utf-8"))
-            self.known: dict[str, list] = data.get("files", {}) if data.get("version") == 1 else {}
-        except (OSError, ValueError, AttributeError):
-            self.known = {}
-        self.changed = False
-
-    def digest(self, path: str, info: os.stat_result) -> str:
-        key = path
-        sig = [info.st_size, info.st_mtime_ns, info.st_ino]
-        hit = self.known.get(key)
-        if hit is not None and hit[:3] == sig:
-            self.used[key] = hit
-            return hit[3]
-        hasher = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                hasher.update(chunk)
-        value = hasher.hexdigest()
-        self.used[key] = [*sig, value]
-        self.changed = True
-        return value
-
-    def save(self) -> None:
-        if not self.changed and self.used.keys() == self.known.keys():
-            return
-        with contextlib.suppress(OSError):
-            _write_atomic(self.path, json.dumps({"version": 1, "files": self.used}, sort_keys=True))

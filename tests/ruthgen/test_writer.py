@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from ruthgen_testlib import tree_bytes
 
-from ruthgen import envs, wrapper, writer
+from ruthgen import envs, repofiles, wrapper, writer
 from ruthgen.errors import BuildError, UsageError
 from ruthgen.manifest import MANIFEST_FILE, check_repository, load_manifest
 from ruthgen.writer import build_repository
@@ -186,7 +186,7 @@ def test_build_rolls_back_the_swap_when_the_manifest_cannot_be_written(
     def failing(path: Path, text: str) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(writer, "_write_atomic", failing)
+    monkeypatch.setattr(repofiles, "write_atomic", failing)  # the manifest, written last by swap()
     with pytest.raises(BuildError):
         build_repository(valid_tree, repo)
     assert tree_bytes(repo) == before
