@@ -32,7 +32,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from sidecar.capabilities import fps_from_statistics, is_loaded, model_health
+from sidecar.capabilities import is_loaded, model_health
+from sidecar.capacity import CapacityMixin
 from sidecar.entries import PluginCheck, StagedEntry, StageError, facts_from_contract, slot_names
 from sidecar.health import (
     HealthPolicy,
@@ -72,7 +73,7 @@ class EntrySource(Protocol):
 RouteListener = Callable[[ModelRecord, StagedEntry | None], None]
 
 
-class LifecycleManager(RecoveryMixin):
+class LifecycleManager(RecoveryMixin, CapacityMixin):
     def __init__(
         self,
         control: ModelControl,
@@ -410,41 +411,6 @@ class LifecycleManager(RecoveryMixin):
     def _other_slot(self, record: ModelRecord) -> str:
         first, second = slot_names(record.model_id, record.version)
         return second if record.active_name == first else first
-
-    # ---- capacity --------------------------------------------------------------------------------
-
-    def _calibrate_later(self, record: ModelRecord) -> None:
-        if self.calibrate is not None:
-            self._spawn(self._calibrate(record))
-
-    async def _calibrate(self, record: ModelRecord) -> None:
-        assert self.calibrate is not None
-        try:
-            fps = await self.calibrate(record)
-        except Exception as exc:
-            LOGGER.info("calibration of %s:%s failed: %s", record.model_id, record.version, exc)
-            return
-        if fps is not None and record.state is S.READY:
-            record.fps_capacity = round(fps, 1)
-            self._changed()
-
-    async def refresh_capacity(self) -> None:
-        """Refresh ``fps_capacity`` of READY versions from Triton's live statistics (when offered)."""
-        statistics = getattr(self.control, "model_statistics", None)
-        if statistics is None:
-            return
-        for record in list(self.registry):
-            if record.state is not S.READY or record.active_name is None:
-                continue
-            try:
-                stats = await statistics(record.active_name)
-            except Exception as exc:
-                LOGGER.debug("statistics of %s unavailable: %s", record.active_name, exc)
-                continue
-            fps = fps_from_statistics(stats or {}, record.instance_count)
-            if fps is not None and fps != record.fps_capacity:
-                record.fps_capacity = fps
-                self._changed()
 
     # ---- plumbing --------------------------------------------------------------------------------
 
