@@ -216,8 +216,9 @@ class TritonStream:
 
 class _Lane:
     """A Triton stream that carries one unary request at a time (any model: a stream is not bound
-    to one). It goes back to the idle lanes when Triton has answered its request, even after the
-    caller stopped waiting, so a late answer can never be taken for the next request's."""
+    to one). It goes back to the idle lanes when Triton has answered its request; a lane whose
+    caller stopped waiting (timeout, cancellation, a failed send) is closed instead, so a late
+    answer can never be taken for another request's and a hung model holds no stream open."""
 
     __slots__ = ("closed", "future", "request_id", "stream")
 
@@ -306,7 +307,8 @@ class TritonAdapter:
     async def infer(self, request: pb.ModelInferRequest, timeout_s: float) -> bytes:
         """One unary inference on an idle lane; returns the RESULT JSON bytes.
 
-        Raises :class:`RequestTimeout` when Triton has not answered within ``timeout_s``.
+        Raises :class:`RequestTimeout` when Triton has not answered within ``timeout_s``; the lane
+        is closed then (Triton's answer, if it ever comes, has nowhere to go).
         """
         lane = self._idle.pop() if self._idle else self._open_lane()
         loop = asyncio.get_running_loop()
@@ -314,14 +316,12 @@ class TritonAdapter:
         lane.request_id = request.id
         timer = loop.call_later(timeout_s, _expire, future)
         try:
-            try:
-                await lane.stream.send(request)  # type: ignore[union-attr]
-            except SidecarError:
-                self._drop_lane(lane)
-                raise
+            await lane.stream.send(request)  # type: ignore[union-attr]
             return await future
         finally:
             timer.cancel()
+            if lane.request_id == request.id:  # not answered: the lane cannot be trusted again
+                self._drop_lane(lane)
 
     def _open_lane(self) -> _Lane:
         lane = _Lane()
@@ -367,7 +367,7 @@ class TritonAdapter:
             if not future.done():
                 future.cancel()
             elif not future.cancelled():
-                future.exception()  # the caller was given the send's error instead
+                future.exception()  # the caller has its error already (raised, or the send's)
         if lane.stream is not None:
             lane.stream.abort()
 

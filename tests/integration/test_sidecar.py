@@ -208,8 +208,8 @@ async def test_hung_plugin_times_out_within_deadline_while_another_model_answers
 
 
 async def test_unary_answer_arriving_after_its_deadline_never_reaches_a_later_request(client):
-    # Unary requests share reused Triton streams: the sidecar answers "sleep" TIMEOUT at 150 ms, the
-    # plugin's own TIMEOUT arrives later on the same stream and must be dropped, not handed on.
+    # Unary requests travel on reused Triton streams: the sidecar answers "sleep" TIMEOUT at 150 ms;
+    # the plugin's own TIMEOUT comes later and must never reach one of the requests after it.
     late = await client.infer("sc_echo", V, FRAME, frame_id="sleep", timeout_ms=150)
     assert late.error.code == pb.TIMEOUT
     for n in range(12):

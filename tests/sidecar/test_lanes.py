@@ -80,16 +80,27 @@ async def test_concurrent_requests_get_a_lane_each_then_reuse_them(adapter):
     assert len(adapter.stub.calls) == 2
 
 
-async def test_late_answer_is_dropped_and_its_lane_waits_for_it(adapter):
+async def test_timed_out_request_closes_its_lane_so_the_late_answer_goes_nowhere(adapter):
     adapter.stub.delays["slow"] = 0.2
     with pytest.raises(RequestTimeout):
         await adapter.infer(request("slow"), 0.05)
-    # the slow lane is still owed an answer: the next request takes a new lane
+    assert adapter.stub.calls[0].cancelled
     assert await adapter.infer(request("next"), 1.0) == b'{"id": "next"}'
-    assert len(adapter.stub.calls) == 2
-    await asyncio.sleep(0.25)  # the late answer arrives, is dropped, and frees its lane
+    await asyncio.sleep(0.25)  # past the slow answer's time
     for n in range(3):
         assert await adapter.infer(request(f"after{n}"), 1.0) == f'{{"id": "after{n}"}}'.encode()
+    assert len(adapter.stub.calls) == 2
+
+
+async def test_cancelled_caller_closes_its_lane(adapter):
+    adapter.stub.delays["never"] = None
+    pending = asyncio.ensure_future(adapter.infer(request("never"), 5.0))
+    await asyncio.sleep(0.01)
+    pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+    assert adapter.stub.calls[0].cancelled
+    assert await adapter.infer(request("next"), 1.0) == b'{"id": "next"}'
     assert len(adapter.stub.calls) == 2
 
 
