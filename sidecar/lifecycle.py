@@ -18,7 +18,7 @@ from collections.abc import Callable
 from sidecar.errors import ManifestError, SidecarError
 from sidecar.registry import ModelRecord, ModelState, Registry, read_manifest
 from sidecar.settings import SidecarSettings
-from sidecar.triton import ModelLoadError, TritonAdapter
+from sidecar.triton import ModelLoadError, ServerReadiness, TritonAdapter
 
 LOGGER = logging.getLogger(__name__)
 
@@ -33,19 +33,21 @@ class Lifecycle:
         self.settings = settings
         self.adapter = adapter
         self.registry = registry
-        self.server_ready = False
+        self.readiness = ServerReadiness()
         self._manifest_key: tuple[int, int] | None = None
         self._to_load: set[tuple[str, str]] = set()
         self._to_reload: set[tuple[str, str]] = set()
         self._last_reload: dict[tuple[str, str], float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._listeners: list[Callable[[bool], None]] = []
+
+    @property
+    def server_ready(self) -> bool:
+        return self.readiness.ready
 
     def on_server_ready_change(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(ready)`` whenever Triton's readiness changes (and once now)."""
-        self._listeners.append(listener)
-        listener(self.server_ready)
+        self.readiness.subscribe(listener)
 
     def wake(self) -> None:
         """Refresh soon (an event suggests the model states changed)."""
@@ -53,7 +55,7 @@ class Lifecycle:
 
     async def start(self) -> None:
         self.read_manifest()
-        await self._wait_for_server()
+        await self.readiness.wait(self.adapter, self.settings.triton_connect_timeout_s)
         await self.refresh()
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
@@ -92,8 +94,7 @@ class Lifecycle:
     async def refresh(self) -> None:
         """One refresh: manifest, Triton readiness, repository index, pending loads."""
         self.read_manifest()
-        self._set_ready(await self.adapter.server_ready())
-        if not self.server_ready:
+        if not await self.readiness.check(self.adapter):
             return
         try:
             self.registry.apply_index(await self.adapter.repository_index())
@@ -113,21 +114,6 @@ class Lifecycle:
                 await self.refresh()
             except Exception:  # keep refreshing whatever one round did
                 LOGGER.exception("model state refresh failed")
-
-    async def _wait_for_server(self) -> None:
-        deadline = time.monotonic() + self.settings.triton_connect_timeout_s
-        while not await self.adapter.server_ready():
-            if time.monotonic() >= deadline:
-                LOGGER.error("inference server %s is not ready; will keep trying", self.adapter.url)
-                return
-            await asyncio.sleep(0.2)
-
-    def _set_ready(self, ready: bool) -> None:
-        if ready != self.server_ready:
-            LOGGER.info("inference server %s is %s", self.adapter.url, "ready" if ready else "NOT ready")
-            self.server_ready = ready
-            for listener in self._listeners:
-                listener(ready)
 
     async def _load_pending(self) -> None:
         now = time.monotonic()

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import io
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,7 +34,7 @@ from sidecar.registry import ModelState as CoreState
 from sidecar.registry import Registry, record_from_manifest
 from sidecar.settings import SidecarSettings
 from sidecar.states import ModelRecord, Transition
-from sidecar.triton import ModelProcessDied, TritonAdapter, build_request
+from sidecar.triton import ModelProcessDied, ServerReadiness, TritonAdapter, build_request
 
 LOGGER = logging.getLogger(__name__)
 CALIBRATION_FRAMES = 8
@@ -67,8 +66,7 @@ class ManagedLifecycle:
         self.settings = settings
         self.adapter = adapter
         self.registry = registry
-        self.server_ready = False
-        self._listeners: list[Callable[[bool], None]] = []
+        self.readiness = ServerReadiness()
         self._task: asyncio.Task[None] | None = None
         port = _port_of(settings.triton_url)
         pid = server_pid or (lambda: settings.triton_pid or find_server_pid(port))
@@ -110,21 +108,19 @@ class ManagedLifecycle:
 
     # ---- what the core calls ---------------------------------------------------------------------
 
+    @property
+    def server_ready(self) -> bool:
+        return self.readiness.ready
+
     def on_server_ready_change(self, listener: Callable[[bool], None]) -> None:
-        self._listeners.append(listener)
-        listener(self.server_ready)
+        self.readiness.subscribe(listener)
 
     def wake(self) -> None:
         """Nothing to poll: the manager reacts to each request's outcome in :meth:`observe`."""
 
     async def start(self) -> None:
-        deadline = time.monotonic() + self.settings.triton_connect_timeout_s
-        while not await self.adapter.server_ready():
-            if time.monotonic() >= deadline:
-                LOGGER.error("inference server %s is not ready; will keep trying", self.adapter.url)
-                break
-            await asyncio.sleep(0.2)
-        self._set_ready(await self.adapter.server_ready())
+        await self.readiness.wait(self.adapter, self.settings.triton_connect_timeout_s)
+        await self.readiness.check(self.adapter)
         await self.operations.start()
         self._task = asyncio.get_running_loop().create_task(self._poll_server())
 
@@ -240,14 +236,7 @@ class ManagedLifecycle:
     async def _poll_server(self) -> None:
         while True:
             await asyncio.sleep(self.settings.refresh_interval_s)
-            self._set_ready(await self.adapter.server_ready())
-
-    def _set_ready(self, ready: bool) -> None:
-        if ready != self.server_ready:
-            LOGGER.info("inference server %s is %s", self.adapter.url, "ready" if ready else "NOT ready")
-            self.server_ready = ready
-            for listener in self._listeners:
-                listener(ready)
+            await self.readiness.check(self.adapter)
 
 
 def synthetic_frame(record: CoreRecord) -> tuple[bytes, int, int]:

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 import re
+import time
 from collections.abc import Callable
 
 import grpc
@@ -377,3 +378,37 @@ class TritonAdapter:
         on_close: Callable[[SidecarError], None],
     ) -> TritonStream:
         return TritonStream(self.stub, on_reply, on_close)
+
+
+class ServerReadiness:
+    """Whether Triton is ready, as last seen; listeners hear every change (both lifecycles use it)."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self._listeners: list[Callable[[bool], None]] = []
+
+    def subscribe(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(ready)`` whenever the readiness changes (and once now)."""
+        self._listeners.append(listener)
+        listener(self.ready)
+
+    async def check(self, adapter: TritonAdapter) -> bool:
+        """Ask Triton, record the answer, return it."""
+        ready = await adapter.server_ready()
+        if ready != self.ready:
+            LOGGER.info("inference server %s is %s", adapter.url, "ready" if ready else "NOT ready")
+            self.ready = ready
+            for listener in self._listeners:
+                listener(ready)
+        return ready
+
+    @staticmethod
+    async def wait(adapter: TritonAdapter, timeout_s: float) -> bool:
+        """Poll until Triton is ready or ``timeout_s`` passed (then log it and go on)."""
+        deadline = time.monotonic() + timeout_s
+        while not await adapter.server_ready():
+            if time.monotonic() >= deadline:
+                LOGGER.error("inference server %s is not ready; will keep trying", adapter.url)
+                return False
+            await asyncio.sleep(0.2)
+        return True
