@@ -21,7 +21,6 @@ Library API: :func:`check_requirements`, :func:`ensure_env`, :func:`env_cache_di
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -46,6 +45,7 @@ from packaging.version import Version
 
 from ruthgen.contract import ModelContract
 from ruthgen.errors import EnvironmentBuildError, ValidationIssue
+from ruthgen.fsutil import locked
 
 LOGGER = logging.getLogger(__name__)
 
@@ -216,22 +216,12 @@ def ensure_env(plugin_dir: Path, contract: ModelContract) -> Path:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EnvironmentBuildError(f"cannot create the environment cache {cache}: {exc}") from exc
-    with _locked(cache / f".{key}.lock"):
+    with locked(cache / f".{key}.lock"):
         if (final / MARKER_FILE).is_file():  # built by another process while we waited
             return final
         no_deps = bool(contract.dependencies and contract.dependencies.no_deps)
         _build(final, _install_set(lines), no_deps, cache / WHEELHOUSE)
     return final
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _build(final: Path, install: list[str], no_deps: bool, wheelhouse: Path) -> None:

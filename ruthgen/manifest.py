@@ -6,7 +6,8 @@ also the generator's record of what it created: only entries named in it are eve
 removed. Written last, atomically, with sorted keys and a 2-space indent.
 
 Library API (stable): :func:`load_manifest`, :func:`manifest_path`, :func:`dumps`,
-:func:`valid_records`.
+:func:`valid_records`, and :class:`ManifestEntry` / :func:`load_entries`, the typed reading of one
+record that the sidecar uses.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ruthgen.contract import ModelContract
 from ruthgen.discovery import PluginReport
 from ruthgen.errors import RepositoryError
-from ruthgen.spec import ModelSpec
+from ruthgen.spec import ENCODED_FORMATS, ModelSpec
 
 MANIFEST_FILE = "ruth-manifest.json"
 MANIFEST_VERSION = 1
@@ -65,19 +69,85 @@ def valid_records(manifest: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     }
 
 
+class TritonFacts(BaseModel):
+    """The ``triton`` block of a record: what the generated ``config.pbtxt`` says."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    max_batch_size: int = 0
+    input: str = "FRAME"
+    input_dims: list[int] = []
+    output: str = "RESULT"
+    sequence: bool = False
+    instance_kind: str = "KIND_CPU"
+    instance_count: int = 1
+
+
+class ManifestEntry(BaseModel):
+    """One ``models[]`` record of the manifest (or one entry's ``ruth_entry.json``), typed."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    model_id: str
+    version: str
+    triton_name: str | None = None
+    state: str
+    errors: list[dict[str, Any]] = []
+    warnings: list[dict[str, Any]] = []
+    contract_digest: str | None = None
+    source_digest: str | None = None
+    path: str | None = None
+    contract: ModelContract | None = None
+    output_json_schema: dict[str, Any] | None = None
+    triton: TritonFacts | None = None
+
+    @property
+    def valid(self) -> bool:
+        """A generated entry: VALID, with its contract and Triton facts."""
+        return self.state == "VALID" and self.contract is not None and self.triton is not None
+
+    @property
+    def reason(self) -> str:
+        """Why the version is INVALID: every error as ``check: message``."""
+        return "; ".join(f"{e.get('check', '')}: {e.get('message', '')}" for e in self.errors)
+
+    @property
+    def digest(self) -> str:
+        """Changes whenever the contract or any generated file changes."""
+        return f"{self.contract_digest or ''}/{self.source_digest or ''}"
+
+    @property
+    def raw_frames(self) -> bool:
+        return self.contract is not None and self.contract.input.format not in ENCODED_FORMATS
+
+
+def load_entries(repo_dir: str | os.PathLike[str]) -> list[ManifestEntry] | None:
+    """The typed records of the manifest of ``repo_dir`` (None when it has none).
+
+    Raises :class:`~ruthgen.errors.RepositoryError` when the manifest or a record cannot be read.
+    """
+    data = load_manifest(repo_dir)
+    if data is None:
+        return None
+    try:
+        return [ManifestEntry.model_validate(record) for record in data.get("models", [])]
+    except ValidationError as exc:
+        raise RepositoryError(f"{manifest_path(repo_dir)} holds a record that cannot be read: {exc}") from exc
+
+
 def entry_record(report: PluginReport, spec: ModelSpec, source_digest: str) -> dict[str, Any]:
     """The manifest record of a generated entry (also written as ``1/ruth_entry.json``)."""
     assert report.contract is not None and report.triton_name is not None
     return {
         "model_id": report.model_id,
         "version": report.version,
-        "triton_name": report.triton_name,
+        "triton_name": spec.name,
         "state": "VALID",
         "errors": [],
         "warnings": [w.to_dict() for w in report.warnings],
         "contract_digest": report.contract_digest,
         "source_digest": source_digest,
-        "path": report.triton_name,
+        "path": spec.name,
         "contract": report.contract.normalized(),
         "output_json_schema": report.output_json_schema,
         "triton": spec.manifest_triton(),

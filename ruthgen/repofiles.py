@@ -1,21 +1,20 @@
 """The file mechanics of a repository build: staging beside the repository, the swap that moves
-staged entries in (and undoes itself on failure), atomic writes, the per-repository build lock, and
-the cache of file digests. :mod:`ruthgen.writer` decides what to write; this module writes it.
+staged entries in (and undoes itself on failure), and the cache of file digests.
+:mod:`ruthgen.writer` decides what to write; this module writes it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
-import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
+from ruthgen.fsutil import write_atomic
 from ruthgen.manifest import MANIFEST_FILE
 
 LOGGER = logging.getLogger(__name__)
@@ -68,8 +67,9 @@ class Shared:
             shutil.copyfile(copy, dst)
 
 
-def swap(repo: Path, stage: Path, names: list[str], removed: list[str], manifest_text: str) -> None:
-    """Move staged entries in and vanished ones out, then the manifest; undo everything on failure."""
+def swap(repo: Path, stage: Path, names: list[str], removed: list[str], manifest_text: str | None) -> None:
+    """Move staged entries in and vanished ones out, then the manifest (unless None); undo everything
+    on failure."""
     trash = stage / ".replaced"
     trash.mkdir()
     done: list[tuple[str, str]] = []
@@ -84,7 +84,8 @@ def swap(repo: Path, stage: Path, names: list[str], removed: list[str], manifest
                 done.append(("out", name))
             os.rename(stage / name, repo / name)
             done.append(("in", name))
-        write_atomic(repo / MANIFEST_FILE, manifest_text)
+        if manifest_text is not None:
+            write_atomic(repo / MANIFEST_FILE, manifest_text)
     except BaseException:
         for kind, name in reversed(done):
             if kind == "in":
@@ -92,27 +93,6 @@ def swap(repo: Path, stage: Path, names: list[str], removed: list[str], manifest
             else:
                 os.rename(trash / name, repo / name)
         raise
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, "utf-8")
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-@contextlib.contextmanager
-def locked(repo: Path) -> Iterator[None]:
-    """One build at a time per repository (an exclusive flock on the repository folder)."""
-    fd = os.open(repo, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 class DigestCache:

@@ -21,7 +21,9 @@ and ``ruth-manifest.json`` at the root (see :mod:`ruthgen.manifest`).
   replaces or removes the entries its manifest names, never other files or folders.
 * Deterministic: the same plugins give byte-identical files (sorted keys, no timestamps).
 
-Library API (stable): ``build_repository(models_dir, out_dir, target="cpu", only=None) -> BuildResult``.
+Library API (stable): ``build_repository(models_dir, out_dir, target="cpu", only=None) -> BuildResult``,
+and ``build_copy(models_dir, out_dir, model_id, version, name, target="cpu")``, which writes a second
+copy of one entry under another Triton name (the sidecar's reload slot) and leaves the manifest alone.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from ruthgen import envs, render, wrapper
-from ruthgen.discovery import PluginReport, scan
+from ruthgen.discovery import PluginReport, scan, validate_plugin
 from ruthgen.errors import BuildError, EnvironmentBuildError, UsageError, ValidationIssue
+from ruthgen.fsutil import locked
 from ruthgen.manifest import (
     ENTRY_RECORD_FILE,
     MANIFEST_FILE,
@@ -54,7 +57,6 @@ from ruthgen.naming import semver_key
 from ruthgen.repofiles import (
     DigestCache,
     Shared,
-    locked,
     path_in,
     remove_stale_stages,
     stage_prefix,
@@ -162,6 +164,35 @@ def build_repository(
     return result
 
 
+def build_copy(
+    models_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    model_id: str,
+    version: str,
+    name: str,
+    target: str = "cpu",
+) -> dict[str, Any]:
+    """Write the entry of one plugin version into ``out_dir`` as the Triton model ``name``.
+
+    The copy is rendered for that name (``config.pbtxt``, ``model.py`` and its record say ``name``),
+    replaces an earlier copy of the same name atomically, and is not listed in the manifest: the
+    caller owns it. Returns the copy's record. Raises :class:`~ruthgen.errors.BuildError` when the
+    plugin is invalid or the copy cannot be written.
+    """
+    repo = Path(out_dir).absolute()
+    report = validate_plugin(Path(models_dir) / model_id / version, model_id, version, target)
+    entry = None
+    with locked(repo):
+        if report.valid:
+            cache = DigestCache(repo / CACHE_FILE)
+            entry = _plan_entry(report, repo, target, {name}, _generator_digest(), cache, name=name)
+        if entry is None:
+            reasons = "; ".join(f"{e.check}: {e.message}" for e in report.errors)
+            raise BuildError(f"{model_id} {version} cannot be generated: {reasons or 'invalid plugin'}")
+        _apply(repo, [entry], [], None)
+    return entry.record
+
+
 def _plan(
     reports: list[PluginReport],
     repo: Path,
@@ -209,9 +240,15 @@ def _record_order(key: tuple[str, str]) -> tuple:
 
 
 def _plan_entry(
-    report: PluginReport, repo: Path, target: str, owned: set[str], generator: str, cache: DigestCache
+    report: PluginReport,
+    repo: Path,
+    target: str,
+    owned: set[str],
+    generator: str,
+    cache: DigestCache,
+    name: str | None = None,
 ) -> _Entry | None:
-    contract, name = report.contract, report.triton_name
+    contract, name = report.contract, name or report.triton_name
     assert contract is not None and name is not None
     if name not in owned and os.path.lexists(repo / name):
         report.errors.append(
@@ -308,7 +345,7 @@ def _generator_digest() -> str:
     return digest.hexdigest()
 
 
-def _apply(repo: Path, entries: list[_Entry], removed: list[str], manifest_text: str) -> None:
+def _apply(repo: Path, entries: list[_Entry], removed: list[str], manifest_text: str | None) -> None:
     stage = repo.parent / f"{stage_prefix(repo)}{uuid.uuid4().hex[:12]}"
     try:
         stage.mkdir()

@@ -11,11 +11,12 @@ import contextlib
 import logging
 import os
 import secrets
-import signal
 import time
 from pathlib import Path
 
-from ruthgen.embedded.distribution import STUB_NAME
+import psutil
+
+from ruthgen.embedded.stubs import kill_processes, stub_processes
 
 LOGGER = logging.getLogger(__name__)
 
@@ -39,18 +40,7 @@ def shm_regions(prefix: str) -> list[Path]:
 
 def stub_pids(prefix: str) -> list[int]:
     """The stub processes whose command line carries ``prefix`` (those of the server using it)."""
-    needle = prefix.encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-        if needle in cmdline and STUB_NAME.encode() in cmdline:
-            pids.append(int(entry.name))
-    return pids
+    return [p.pid for p in _stubs(prefix)]
 
 
 def reap_leftovers(prefix: str, grace_s: float = 2.0) -> tuple[list[int], list[Path]]:
@@ -59,13 +49,11 @@ def reap_leftovers(prefix: str, grace_s: float = 2.0) -> tuple[list[int], list[P
     Stubs end themselves a moment after their server is gone: give them ``grace_s`` first.
     """
     deadline = time.monotonic() + grace_s
-    while (pids := stub_pids(prefix)) and time.monotonic() < deadline:
+    while (stubs := _stubs(prefix)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    for pid in pids:
-        LOGGER.warning("killing stub process %d left by a stopped tritonserver", pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    _wait_gone(pids, timeout_s=2.0)
+    for stub in stubs:
+        LOGGER.warning("killing stub process %d left by a stopped tritonserver", stub.pid)
+    pids = kill_processes(stubs)
     regions = shm_regions(prefix)
     for region in regions:
         with contextlib.suppress(FileNotFoundError):
@@ -75,17 +63,5 @@ def reap_leftovers(prefix: str, grace_s: float = 2.0) -> tuple[list[int], list[P
     return pids, regions
 
 
-def _wait_gone(pids: list[int], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while pids and time.monotonic() < deadline:
-        pids = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _is_zombie(pid)]
-        if pids:
-            time.sleep(0.02)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] == "Z"
+def _stubs(prefix: str) -> list[psutil.Process]:
+    return stub_processes(lambda argv: any(prefix in arg for arg in argv))

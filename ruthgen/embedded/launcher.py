@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import logging
 import os
 import re
@@ -40,6 +39,7 @@ from ruthgen.embedded.distribution import (
 )
 from ruthgen.embedded.errors import EmbeddedTritonError, TritonModelError, TritonStartError
 from ruthgen.embedded.flags import server_args
+from ruthgen.fsutil import die_with_parent
 
 LOGGER = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ LOGGER = logging.getLogger(__name__)
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")
 _PORT_IN_USE = re.compile(r"already in use|address in use|failed to start .* service", re.I)
 _PORT_ATTEMPTS = 3
-_PR_SET_PDEATHSIG = 1
 
 
 class EmbeddedTriton:
@@ -272,7 +271,7 @@ class EmbeddedTriton:
                 [str(binary), *args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=env, cwd=self._workdir, start_new_session=True,
-                preexec_fn=_die_with_parent if in_main_thread else None,
+                preexec_fn=die_with_parent if in_main_thread else None,
             )
 
     def _wait_ready(self, deadline: float) -> None:
@@ -377,8 +376,3 @@ def _check_safe_path(path: Path, what: str) -> None:
             "Python stubs (it launches them through an unquoted bash -c): use [A-Za-z0-9_./+-] only"
         )
 
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the thread that started it dies (the main thread only)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
