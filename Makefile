@@ -31,6 +31,7 @@ test-integration: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 ## Regenerate sidecar/_proto/ from proto/ (never edit the generated files).
 proto: $(STAMP)

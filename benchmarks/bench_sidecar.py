@@ -142,25 +142,11 @@ def build(workdir: Path, real_plugin: Path | None = None) -> Path:
     (bare / "1" / "model.py").write_text(BARE_MODEL)
     manifest = load_manifest(repo)
     assert manifest is not None
+    trivial = next(m for m in manifest["models"] if m["model_id"] == "bench_sc_trivial")
+    name = f"bench_sc_bare__{VERSION}"
+    contract = {**trivial["contract"], "model_id": "bench_sc_bare"}
     manifest["models"].append(
-        {
-            "model_id": "bench_sc_bare",
-            "version": VERSION,
-            "triton_name": f"bench_sc_bare__{VERSION}",
-            "state": "VALID",
-            "errors": [],
-            "warnings": [],
-            "path": f"bench_sc_bare__{VERSION}",
-            "contract": {"input": {"type": "frame", "format": "jpeg"}},
-            "output_json_schema": {},
-            "triton": {
-                "max_batch_size": 0,
-                "input": "FRAME",
-                "input_dims": [-1],
-                "output": "RESULT",
-                "sequence": False,
-            },
-        }
+        {**trivial, "model_id": "bench_sc_bare", "triton_name": name, "path": name, "contract": contract}
     )
     (repo / "ruth-manifest.json").write_text(dumps(manifest))
     return repo
@@ -263,7 +249,7 @@ def micro(jpeg: bytes) -> None:
 
     from google.protobuf import struct_pb2
 
-    from sidecar.images import jpeg_size
+    from sidecar.request.images import jpeg_size
 
     result = json.dumps(
         {
@@ -288,7 +274,7 @@ def micro(jpeg: bytes) -> None:
         return json_format.Parse(result, struct_pb2.Struct())
 
     for label, fn in (
-        ("header: sidecar.images.jpeg_size", lambda: jpeg_size(jpeg)),
+        ("header: sidecar.request.images.jpeg_size", lambda: jpeg_size(jpeg)),
         ("header: Pillow lazy Image.open", pil_header),
         ("result: Struct.update(json.loads)", struct_update),
         ("result: json_format.Parse", struct_parse),
@@ -343,7 +329,7 @@ def main() -> int:
                 repo,
                 port=0,
                 log_path=workdir / "sidecar.log",
-                extra_args=["--log-level", "WARNING"],
+                extra_args=["--log-level", "WARNING", "--http-port", "0", "--no-calibrate"],
             ).start()
             floor = None
             floor_address: dict[str, str] = {}

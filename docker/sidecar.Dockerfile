@@ -26,6 +26,7 @@ RUN python -m venv /opt/venv \
         pillow \
         prometheus-client \
         protobuf \
+        psutil \
         pydantic \
         pydantic-settings \
         pyyaml \

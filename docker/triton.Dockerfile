@@ -43,11 +43,15 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 # The generator goes into the image's own Python, not a venv of its own: an environment is a venv
 # of the interpreter that builds it, and the runtime stage has only /usr/bin/python3.
+# ruthstack holds the `ruthgen` console script; its `up` and `infer` need the sidecar, which this
+# image does not have, and import it only when they run.
 COPY pyproject.toml README.md /opt/ruth/src/
 COPY ruthgen /opt/ruth/src/ruthgen
+COPY ruthstack /opt/ruth/src/ruthstack
 COPY templates /opt/ruth/src/templates
 RUN python3 -m pip install -c /opt/ruth/constraints.txt \
         jinja2 \
+        psutil \
         pydantic \
         pyyaml \
         "tritonclient[grpc]" \

@@ -1,7 +1,9 @@
-"""The ``ruthgen`` console script: thin commands over the library API.
+"""The generator's commands: thin over the library API.
 
-Commands: ``new``, ``validate``, ``build``, ``list``, ``check``. Each parses its options, calls one
-library function, prints a table (or ``--json``) and returns an exit code:
+Commands: ``new``, ``validate``, ``build``, ``list``, ``check``, ``triton`` (``python -m ruthgen``
+runs these alone; the ``ruthgen`` console script adds ``up`` and ``infer``, see :mod:`ruthstack.cli`).
+Each parses its options, calls one library function, prints a table (or ``--json``) and returns an
+exit code:
 
 * 0: success (``validate``: every plugin is VALID);
 * 1: something is INVALID (``validate``; ``build --strict``), or ``check`` found a broken entry;
@@ -182,42 +184,9 @@ def check(
     raise typer.Exit(1 if problems else 0)
 
 
-@app.command("infer")
-def infer(
-    images: Annotated[list[Path], typer.Argument(help="JPEG or PNG files.", exists=True, dir_okay=False)],
-    model: Annotated[str, typer.Option("--model", help="The model_id.")],
-    version: Annotated[str, typer.Option("--version", help="The model version (there is no default).")],
-    sidecar: Annotated[str, typer.Option("--sidecar", help="HOST:PORT of the sidecar.")] = "127.0.0.1:50051",
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 10.0,
-    annotate: Annotated[
-        Path | None,
-        typer.Option(help="Also write each image with the answer's boxes and labels drawn (PNG or JPEG)."),
-    ] = None,
-) -> None:
-    """Send images to a model through the sidecar; print each answer as one JSON line."""
-    from sidecar.client import infer_files
-
-    try:
-        answers = infer_files(sidecar, model, version, images, timeout_s=timeout)
-    except ConnectionError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
-    for answer in answers:
-        typer.echo(json.dumps(answer, sort_keys=True))
-    if annotate is not None:
-        from ruthgen.annotate import annotate as draw
-        from ruthgen.annotate import output_paths
-
-        for image, answer, out in zip(images, answers, output_paths(annotate, images), strict=True):
-            if "result" in answer:
-                boxes = draw(image, answer["result"], out)
-                typer.echo(f"annotated {out} ({boxes} box{'es' if boxes != 1 else ''})", err=True)
-    raise typer.Exit(1 if any("error" in a for a in answers) else 0)
-
-
-# ``triton`` (serve a repository) and ``up`` (build, then serve): ruthgen.embedded.commands.
+# ``triton`` (serve a repository): ruthgen.embedded.commands. ``up`` and ``infer``, which also start
+# or call the sidecar, are added by ruthstack.cli (the ``ruthgen`` console script).
 app.command("triton")(embedded_commands.triton)
-app.command("up")(embedded_commands.up)
 
 
 def _emit(data: dict[str, Any], as_json: bool, details: bool = True) -> None:

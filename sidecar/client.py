@@ -21,7 +21,7 @@ from google.protobuf import json_format
 
 from sidecar._proto import airuntime_pb2 as pb
 from sidecar._proto import airuntime_pb2_grpc as pb_grpc
-from sidecar.grpc.status import ERROR_CODE_KEY
+from sidecar.errors import ERROR_CODE_KEY
 
 __all__ = ["AIRuntimeClient", "pb", "result_dict"]
 

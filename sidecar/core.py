@@ -1,340 +1,304 @@
-"""The transport-neutral runtime core: routing, input checks, deadlines, unary inference, status.
+"""The one runtime core both transports call: the request path and the control plane, composed.
 
-Transports (``sidecar.grpc``) convert their messages into :class:`FrameRequest` and the
-:class:`Outcome` back; all behaviour lives here and in :mod:`sidecar.stream` (the camera path).
+:class:`RuntimeCore` owns the route table and leases, the request pipeline, the lifecycle manager
+with its entry source and watcher, Triton's readiness, metrics, hardware and the registration. The
+sidecar's entry point (:func:`sidecar.main.build_core`) chooses the parts from the settings; the
+transports (``sidecar.grpc``, ``sidecar.http``) only convert their messages and call the methods
+below. A periodic tick checks Triton's readiness (the first time it is ready the initial loads
+run; when it comes back after an outage the models it lost are reloaded), ages the health windows
+and refreshes hardware and capacity figures every registration heartbeat.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.metadata
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from sidecar.errors import (
-    ErrorCode,
-    InvalidInput,
-    ModelNotFound,
-    ModelNotReady,
-    Overloaded,
-    SidecarError,
-    VersionRequired,
-)
-from sidecar.images import jpeg_size, png_size, raw_size
-from sidecar.lifecycle import Lifecycle
-from sidecar.registry import Health, ModelRecord, ModelState, Registry, worst
+from sidecar.control.capacity import Capacity
+from sidecar.control.health import Health, HealthPolicy, HealthSnapshot, is_loaded, model_health
+from sidecar.control.manager import LifecycleManager
+from sidecar.control.readiness import ServerReadiness
+from sidecar.control.recovery import RecoveryPolicy, StubKiller
+from sidecar.control.sources import EntrySource
+from sidecar.control.states import ModelRecord
+from sidecar.control.watcher import Change
+from sidecar.errors import ModelNotFound, SidecarError
+from sidecar.report.capabilities import build_declaration, fps_capacity
+from sidecar.report.hardware import HardwareInfo, HardwareProbe
+from sidecar.report.metrics import RuntimeMetrics
+from sidecar.report.registration import Registrar, RegistrationConfig
+from sidecar.request.pipeline import FrameRequest, Outcome, Pipeline
+from sidecar.request.routes import Leases, Route, RouteTable
+from sidecar.request.stream import StreamSession
+from sidecar.request.triton import TritonAdapter
 from sidecar.settings import SidecarSettings
-from sidecar.triton import ModelProcessDied, SequenceNotStarted, TritonAdapter, build_request
 
 LOGGER = logging.getLogger(__name__)
 
-# Errors that say something about the model (counted in its health), as opposed to the caller's.
-_MODEL_FAULTS = frozenset(
-    {
-        ErrorCode.TIMEOUT,
-        ErrorCode.PREPROCESS_ERROR,
-        ErrorCode.INFERENCE_ERROR,
-        ErrorCode.POSTPROCESS_ERROR,
-        ErrorCode.OUTPUT_SCHEMA_VIOLATION,
-        ErrorCode.MODEL_NOT_READY,
-        ErrorCode.INTERNAL,
-    }
-)
-_SIZE_READERS = {"jpeg": jpeg_size, "png": png_size}
+DISTRIBUTION = "ruth-ai-runtime"
 
 
-class FrameRequest:
-    """One inference request, as every transport hands it to the core."""
-
-    __slots__ = (
-        "camera_id",
-        "data",
-        "format",
-        "frame_id",
-        "height",
-        "model_id",
-        "timeout_ms",
-        "timestamp_ms",
-        "version",
-        "width",
-    )
-
-    def __init__(
-        self,
-        frame_id: str,
-        camera_id: str,
-        model_id: str,
-        version: str,
-        data: bytes,
-        format: str,
-        width: int = 0,
-        height: int = 0,
-        timestamp_ms: int = 0,
-        timeout_ms: int = 0,
-    ) -> None:
-        self.frame_id = frame_id
-        self.camera_id = camera_id
-        self.model_id = model_id
-        self.version = version
-        self.data = data
-        self.format = format
-        self.width = width
-        self.height = height
-        self.timestamp_ms = timestamp_ms
-        self.timeout_ms = timeout_ms
+class Watcher(Protocol):
+    def start(self) -> None: ...
+    async def stop(self) -> None: ...
 
 
-class Outcome:
-    """The answer to one :class:`FrameRequest`: RESULT JSON bytes or an error, never both."""
+#: Builds the watcher that reports changed versions to the manager's ``on_changes``.
+WatcherFactory = Callable[[Callable[[list[Change]], Awaitable[None]]], Watcher]
 
-    __slots__ = ("error", "inference_ms", "request", "result")
 
-    def __init__(
-        self, request: FrameRequest, result: bytes | None, error: SidecarError | None, inference_ms: float
-    ) -> None:
-        self.request = request
-        self.result = result
-        self.error = error
-        self.inference_ms = inference_ms
+@dataclass(frozen=True)
+class ModelView:
+    """One version as status calls report it: its record, health and request statistics."""
+
+    record: ModelRecord
+    health: Health
+    snapshot: HealthSnapshot | None
 
 
 @dataclass(frozen=True)
 class HealthReport:
     status: Health
     server_ready: bool
-    models: list[ModelRecord]
+    models: list[ModelView]
 
     @property
     def models_ready(self) -> int:
-        return sum(1 for m in self.models if m.ready)
+        return sum(1 for m in self.models if m.record.state.value == "READY")
 
 
-def _no_lease(triton_name: str) -> None:
-    """In-flight counting where no copy is ever retired while serving (manifest-driven lifecycle)."""
+def runtime_version() -> str:
+    """The installed distribution's version (``0+unknown`` when run from an uninstalled tree)."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 class RuntimeCore:
-    """Everything the AIRuntime service does, independent of the transport."""
+    """Everything the AIRuntime service and the HTTP port do, independent of the transport."""
 
-    def __init__(self, settings: SidecarSettings, adapter: TritonAdapter) -> None:
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        adapter: TritonAdapter,
+        source: EntrySource,
+        *,
+        watcher: WatcherFactory | None = None,
+        stub_killer: StubKiller | None = None,
+        hardware: HardwareProbe | None = None,
+        registration_transport: Any = None,
+    ) -> None:
         self.settings = settings
         self.adapter = adapter
-        self.registry = Registry()
-        if settings.models_dir is not None:  # the sidecar owns the plugins: hot reload, recovery
-            from sidecar.managed import ManagedLifecycle
+        self.routes = RouteTable()
+        self.leases = Leases()
+        self.readiness = ServerReadiness(adapter)
+        self.manager = LifecycleManager(
+            adapter, source, self.routes, self.leases,
+            health_policy=HealthPolicy(
+                window_requests=settings.health_window_requests, window_s=settings.health_window_s,
+                latency_factor=settings.health_latency_factor,
+                max_consecutive_timeouts=settings.timeouts_before_unhealthy,
+            ),
+            policy=RecoveryPolicy(
+                load_timeout_s=settings.load_timeout_s, unload_timeout_s=settings.unload_timeout_s,
+                drain_timeout_s=settings.drain_timeout_s, cooldown_s=settings.recovery_cooldown_s,
+                max_retries=settings.recovery_max_retries,
+                max_consecutive_timeouts=settings.timeouts_before_unhealthy,
+            ),
+            stub_killer=stub_killer,
+            capacity=Capacity(adapter) if settings.calibrate else None,
+        )
+        self.pipeline = Pipeline(settings, adapter, self.routes, self.leases, self._observe)
+        self.metrics = RuntimeMetrics(self._metrics_state)
+        self.registrar = Registrar(
+            RegistrationConfig(
+                settings.backend_url, settings.backend_token, settings.registration_interval_s
+            ),
+            self.capabilities,
+            transport=registration_transport,
+        )
+        self.hardware_probe = hardware or HardwareProbe()
+        self.hardware = HardwareInfo(type="cpu", supports_gpu=False)
+        self.runtime_version = runtime_version()
+        self.watcher = watcher(self.manager.on_changes) if watcher is not None else None
+        self.started = False  # the initial loads are done
+        self._ready = False
+        self._ready_listeners: list[Callable[[bool], None]] = []
+        self._tick_task: asyncio.Task[None] | None = None
+        self.manager.on_change(self._on_change)
+        self.readiness.subscribe(lambda _: self._update_ready())
 
-            self.lifecycle = ManagedLifecycle(settings, adapter, self.registry)
-        else:
-            self.lifecycle = Lifecycle(settings, adapter, self.registry)
-        self._observe = getattr(self.lifecycle, "observe", None)
-        # In-flight requests per Triton name, for lifecycles that unload a copy after a reload: a
-        # copy is drained of every request routed to it before it is unloaded.
-        self.begin: Callable[[str], None] = getattr(self.lifecycle, "begin", _no_lease)
-        self.end: Callable[[str], None] = getattr(self.lifecycle, "end", _no_lease)
-        self.timeout_s = settings.request_timeout_ms / 1000.0
-        self._max_frame_bytes = settings.max_frame_bytes
-        self._unary_in_flight = 0
-        self._sequences: dict[tuple[str, str], int] = {}  # started (model, camera) -> restarts
-        self._ids = 0
+    # ---- start and stop --------------------------------------------------------------------------
 
-    # lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
+        """Connect, detect the hardware, and load every version once Triton is ready.
+
+        Returns after the initial loads, or after ``triton_connect_timeout_s`` without Triton (the
+        loads then run when it becomes ready).
+        """
         await self.adapter.connect()
-        await self.lifecycle.start()
+        self.hardware = await asyncio.to_thread(self.hardware_probe.detect)
+        LOGGER.info("hardware: %s", self.hardware.to_dict())
+        if self.watcher is not None:
+            self.watcher.start()  # before the scan: a change made meanwhile is not missed
+        if await self.readiness.wait(self.settings.triton_connect_timeout_s):
+            await self._initial_loads()
+        self._tick_task = asyncio.get_running_loop().create_task(self._tick_loop(), name="ruth-tick")
+
+    async def _initial_loads(self) -> None:
+        await self.manager.rescan()
+        self.started = True
+        self.registrar.start()
+        self._update_ready()
 
     async def stop(self) -> None:
-        await self.lifecycle.stop()
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tick_task
+        if self.watcher is not None:
+            await self.watcher.stop()
+        await self.registrar.stop()
+        await self.manager.stop()
         await self.adapter.close()
 
-    # routing and checks --------------------------------------------------------------------
-    def route(self, model_id: str, version: str) -> ModelRecord:
-        """The READY model for ``(model_id, version)``, or the routing error (§5.2, §3.6)."""
-        record = self.registry.records.get((model_id, version))
-        if record is None:
-            versions = self.registry.versions.get(model_id)
-            if versions is None:
-                raise ModelNotFound(f"no model {model_id!r}")
-            if not version:
-                raise VersionRequired(
-                    f"version is required for {model_id!r} (available: {', '.join(sorted(versions))})"
-                )
-            raise ModelNotFound(
-                f"model {model_id!r} has no version {version!r} (available: {', '.join(sorted(versions))})"
-            )
-        if record.state is not ModelState.READY:
-            reason = f": {record.last_error.strip().splitlines()[0]}" if record.last_error.strip() else ""
-            raise ModelNotReady(f"{model_id} {version} is {record.state.value}{reason}")
-        return record
-
-    def check(self, request: FrameRequest) -> tuple[ModelRecord, int, int]:
-        """Route and validate one request before Triton; returns the model and the frame size."""
-        record = self.route(request.model_id, request.version)
-        data = request.data
-        size = len(data)
-        if not size:
-            raise InvalidInput("frame.data is empty")
-        if size > self._max_frame_bytes:
-            raise InvalidInput(f"frame is {size} bytes; the limit is {self._max_frame_bytes}")
-        fmt = request.format
-        if fmt != record.format:
-            if not fmt:
-                raise InvalidInput(
-                    f"frame.format is missing; {record.model_id} {record.version} takes {record.format}"
-                )
-            raise InvalidInput(f"{record.model_id} {record.version} takes {record.format} frames, not {fmt}")
-        reader = _SIZE_READERS.get(fmt)
-        if reader is None:
-            width, height = raw_size(data, request.width, request.height)
-        else:
-            width, height = reader(data)
-            if (request.width and request.width != width) or (request.height and request.height != height):
-                raise InvalidInput(
-                    f"frame.width/height {request.width}x{request.height} disagree with the "
-                    f"{fmt} header ({width}x{height})"
-                )
-        if (
-            width < record.min_width
-            or height < record.min_height
-            or (record.max_width is not None and width > record.max_width)
-            or (record.max_height is not None and height > record.max_height)
-        ):
-            raise InvalidInput(
-                f"frame is {width}x{height}; {record.model_id} {record.version} accepts {_bounds(record)}"
-            )
-        if record.sequence and not request.camera_id:
-            raise InvalidInput(f"{record.model_id} {record.version} is temporal: camera_id is required")
-        return record, width, height
-
-    def deadline_s(self, request: FrameRequest, client_remaining_s: float | None = None) -> float:
-        """Seconds this request may take: the request timeout, or less if the client asks for less.
-
-        A client's gRPC deadline is shortened by a small margin so that the TIMEOUT answer
-        reaches the client before its own deadline expires.
-        """
-        timeout = self.timeout_s
-        if request.timeout_ms:
-            timeout = min(timeout, request.timeout_ms / 1000.0)
-        if client_remaining_s is not None:
-            margin = min(0.05, client_remaining_s * 0.1)
-            timeout = min(timeout, max(0.001, client_remaining_s - margin))
-        return timeout
-
-    def sequence_start(self, record: ModelRecord, camera_id: str) -> tuple[bool, int]:
-        """(start, epoch) for a frame of a temporal model: start is True on a camera's first frame
-        for the model on this sidecar; epoch counts the sequence's restarts (see
-        :meth:`sequence_restart`)."""
-        key = (record.triton_name, camera_id)
-        epoch = self._sequences.get(key)
-        if epoch is None:
-            self._sequences[key] = 0
-            return True, 0
-        return False, epoch
-
-    def sequence_restart(self, record: ModelRecord, camera_id: str, epoch: int) -> tuple[bool, int]:
-        """Triton refused a frame sent in ``epoch`` because the sequence was released: (start, epoch)
-        for its resend. Only the first refused frame restarts the sequence; frames sent before that
-        restart and refused with it are resent without START, in order behind it."""
-        key = (record.triton_name, camera_id)
-        current = self._sequences.get(key, 0)
-        if current > epoch:
-            return False, current
-        self._sequences[key] = current + 1
-        return True, current + 1
-
-    def next_id(self) -> str:
-        self._ids += 1
-        return str(self._ids)
-
-    def settle(self, record: ModelRecord, error: SidecarError | None, elapsed_ms: float) -> None:
-        """Count one answered request in the model's statistics and react to what it says."""
-        if self._observe is not None:  # the managed lifecycle keeps states and health itself
-            if error is None or error.code in _MODEL_FAULTS:
-                timed_out = error is not None and error.code is ErrorCode.TIMEOUT
-                record.stats.record(error is None, timed_out, elapsed_ms)
-            self._observe(record, error, elapsed_ms)
-            return
-        if error is None:
-            record.stats.record(True, False, elapsed_ms)
-            return
-        code = error.code
-        if code in _MODEL_FAULTS:
-            record.stats.record(False, code is ErrorCode.TIMEOUT, elapsed_ms)
-        if isinstance(error, ModelProcessDied):
-            if record.state is ModelState.READY:
-                record.set_state(ModelState.ERROR, error.message)
-            self.lifecycle.wake()
-        elif code is ErrorCode.MODEL_NOT_READY:
-            record.last_error = error.message
-            self.lifecycle.wake()
-
-    # unary ------------------------------------------------------------------------------------
-    async def infer(self, request: FrameRequest, client_remaining_s: float | None = None) -> Outcome:
-        """Answer one request (never raises a SidecarError: it is in the outcome)."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            record, width, height = self.check(request)
-        except SidecarError as e:
-            return Outcome(request, None, e, 0.0)
-        if self._unary_in_flight >= self.settings.max_in_flight_unary:
-            return Outcome(request, None, Overloaded("too many requests in flight; retry later"), 0.0)
-        deadline = started + self.deadline_s(request, client_remaining_s)
-        self._unary_in_flight += 1
-        result = error = None
-        try:
-            result = await self._infer_once(record, request, width, height, deadline, loop)
-        except SidecarError as e:
-            error = e
-        finally:
-            self._unary_in_flight -= 1
-        elapsed_ms = (loop.time() - started) * 1000.0
-        self.settle(record, error, elapsed_ms)
-        return Outcome(request, result, error, elapsed_ms)
-
-    async def _infer_once(
-        self, record: ModelRecord, request: FrameRequest, width: int, height: int, deadline: float, loop
-    ) -> bytes:
-        start, epoch = self.sequence_start(record, request.camera_id) if record.sequence else (False, 0)
-        triton_request = build_request(
-            record, self.next_id(), request.data, width, height, request.frame_id, request.camera_id,
-            request.timestamp_ms, start,
-        )
-        name = record.triton_name
-        self.begin(name)
-        try:
+    async def _tick_loop(self) -> None:
+        last_heartbeat = time.monotonic()
+        while True:
+            await asyncio.sleep(self.settings.refresh_interval_s)
             try:
-                return await self.adapter.infer(triton_request, max(0.001, deadline - loop.time()))
-            except SequenceNotStarted:
-                if start:
-                    raise
-            start, _ = self.sequence_restart(record, request.camera_id, epoch)
-            triton_request.parameters["sequence_start"].bool_param = start
-            return await self.adapter.infer(triton_request, max(0.001, deadline - loop.time()))
-        finally:
-            self.end(name)
+                was_ready = self.readiness.ready
+                ready = await self.readiness.check()
+                if ready and not self.started:
+                    await self._initial_loads()
+                elif ready and not was_ready:
+                    await self.manager.resync()
+                self.manager.tick()
+                if time.monotonic() - last_heartbeat >= self.settings.registration_interval_s:
+                    last_heartbeat = time.monotonic()
+                    self.hardware = await asyncio.to_thread(self.hardware_probe.detect)
+                    await self.manager.refresh_capacity()
+            except Exception:
+                LOGGER.exception("periodic runtime refresh failed")
 
-    # status -----------------------------------------------------------------------------------
+    # ---- the request path ------------------------------------------------------------------------
+
+    async def infer(self, request: FrameRequest, client_remaining_s: float | None = None) -> Outcome:
+        return await self.pipeline.infer(request, client_remaining_s)
+
+    def open_stream(self, emit: Callable[[Outcome], None]) -> StreamSession:
+        return StreamSession(self.pipeline, emit)
+
+    def _observe(self, route: Route, error: SidecarError | None, elapsed_ms: float) -> None:
+        self.metrics.observe(route.model_id, route.version, None if error is None else error.code.value,
+                             elapsed_ms / 1000.0)
+        self.manager.observe(route, error, elapsed_ms)
+
+    # ---- control ---------------------------------------------------------------------------------
+
+    async def rescan(self, model_id: str | None = None) -> list[dict[str, Any]]:
+        """A requested rescan (SIGHUP, admin call): also retries FAILED/INVALID/given-up versions."""
+        LOGGER.info("rescan requested%s", f" for {model_id}" if model_id else "")
+        return await self.manager.rescan(model_id, force=True)
+
+    # ---- health and status -----------------------------------------------------------------------
+
+    def live(self) -> bool:
+        return True
+
+    @property
+    def ready(self) -> bool:
+        """Ready when the initial loads are done, Triton is ready and a model is serving."""
+        return self.started and self.readiness.ready and self.manager.runtime_health().ready
+
+    def on_ready_change(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(ready)`` whenever :attr:`ready` changes (and once now)."""
+        self._ready_listeners.append(listener)
+        listener(self._ready)
+
+    def _on_change(self) -> None:
+        self.registrar.mark_dirty()
+        self._update_ready()
+
+    def _update_ready(self) -> None:
+        ready = self.ready
+        if ready != self._ready:
+            self._ready = ready
+            LOGGER.info("runtime %s", "ready" if ready else "NOT ready")
+            for listener in list(self._ready_listeners):
+                listener(ready)
+
+    def readiness_report(self) -> tuple[bool, dict[str, Any]]:
+        runtime = self.manager.runtime_health()
+        server = self.readiness.ready
+        ready = self.started and server and runtime.ready
+        body = {"ready": ready, "inference_server_ready": server, "initial_loads_done": self.started,
+                **runtime.to_dict()}
+        return ready, body
+
     def health(self) -> HealthReport:
-        """Runtime health from kept state: UNHEALTHY without Triton, else the worst VALID model."""
-        models = list(self.registry)
-        server_ready = self.lifecycle.server_ready
-        status = worst([m.health for m in models if m.valid]) if server_ready else Health.UNHEALTHY
-        if server_ready and hasattr(self.lifecycle, "runtime_health"):
-            status = self.lifecycle.runtime_health()  # the §6.5 table
-        return HealthReport(status, server_ready, models)
+        """Runtime health (§6.5) and every version's, from kept state: UNHEALTHY without Triton."""
+        views = self.model_status()
+        status = self.manager.runtime_health().status if self.readiness.ready else Health.UNHEALTHY
+        return HealthReport(status, self.readiness.ready, views)
 
-    def model_status(self, model_id: str = "", version: str = "") -> list[ModelRecord]:
-        """Models matching the filters (empty matches all); MODEL_NOT_FOUND when none does."""
-        found = [
-            m for m in self.registry
-            if (not model_id or m.model_id == model_id) and (not version or m.version == version)
-        ]
+    def model_status(self, model_id: str = "", version: str = "") -> list[ModelView]:
+        """Versions matching the filters (empty matches all); MODEL_NOT_FOUND when none does."""
+        found = []
+        for record in self.manager.registry:
+            if (model_id and record.model_id != model_id) or (version and record.version != version):
+                continue
+            snapshot = self.manager.snapshot(record.key)
+            found.append(ModelView(record, model_health(record, snapshot), snapshot))
         if not found and (model_id or version):
             raise ModelNotFound(f"no model matches model_id={model_id!r} version={version!r}")
         return found
 
+    def models(self, model_id: str | None = None, version: str | None = None) -> list[dict[str, Any]]:
+        """``GET /models``: state, reason, history, health, performance per version."""
+        found = []
+        for view in self.model_status(model_id or "", version or ""):
+            item = view.record.to_dict()
+            item["health"] = view.health.value
+            item["performance"] = view.snapshot.to_dict() if view.snapshot else None
+            item["fps_capacity"] = fps_capacity(view.record)
+            found.append(item)
+        return found
 
-def _bounds(record: ModelRecord) -> str:
-    high_w = record.max_width if record.max_width is not None else "any"
-    high_h = record.max_height if record.max_height is not None else "any"
-    return f"{record.min_width}x{record.min_height} to {high_w}x{high_h}"
+    def capabilities(self) -> dict[str, Any]:
+        declaration = build_declaration(
+            runtime_id=self.settings.runtime_id,
+            runtime_version=self.runtime_version,
+            records=list(self.manager.registry),
+            health=self.manager.snapshots(),
+            hardware=self.hardware,
+        )
+        declaration["registration"] = self.registrar.status.to_dict()
+        return declaration
+
+    def metrics_text(self) -> tuple[bytes, str]:
+        return self.metrics.render()
+
+    def _metrics_state(self) -> dict[str, Any]:
+        models = [
+            {
+                "model_id": v.record.model_id, "version": v.record.version, "state": v.record.state.value,
+                "health": v.health.value, "fps_capacity": fps_capacity(v.record),
+                "recovery_attempts": v.record.recovery_attempts,
+            }
+            for v in self.model_status()
+        ]
+        return {
+            "models": models,
+            "runtime_health": self.manager.runtime_health().status,
+            "registrations": self.registrar.status.to_dict(),
+            "loaded": sum(1 for r in self.manager.registry if is_loaded(r)),
+        }

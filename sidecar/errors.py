@@ -1,12 +1,15 @@
 """The sidecar's errors: one root, one subclass per kind, each carrying a transport-neutral code.
 
 :class:`ErrorCode` mirrors ``ruth.airuntime.v1.ErrorCode`` by name. The mapping of codes to gRPC
-status codes lives only in :mod:`sidecar.grpc.status`.
+status codes lives only in :mod:`sidecar.grpc.status`; :data:`ERROR_CODE_KEY` is the trailing
+metadata key that carries the code of a failed unary call (the server sets it, the client reads it).
 """
 
 from __future__ import annotations
 
 import enum
+
+ERROR_CODE_KEY = "ruth-error-code"
 
 
 class ErrorCode(str, enum.Enum):
@@ -80,3 +83,23 @@ class ManifestError(SidecarError):
     """The repository's manifest is missing or unreadable."""
 
     code = ErrorCode.INTERNAL
+
+
+class ModelProcessDied(InternalError):
+    """The model's process died under a request: the model must be reloaded before it answers again."""
+
+
+class ModelNotLoaded(ModelNotReady):
+    """The inference server does not have the model loaded (it restarted, or the model was unloaded)."""
+
+
+class SequenceNotStarted(SidecarError):
+    """The inference server refused a sequence request without START (the sequence was released)."""
+
+    code = ErrorCode.INTERNAL
+
+
+class ModelLoadError(SidecarError):
+    """The inference server could not load a model; ``message`` is its reason."""
+
+    code = ErrorCode.MODEL_NOT_READY

@@ -1,7 +1,10 @@
-"""The sidecar process: settings, the core, the gRPC server, and signal handling in one place.
+"""The sidecar process: composes the runtime from the settings and owns start, stop and signals.
 
-``python -m sidecar`` and the ``ruth-sidecar`` console script run :func:`main`; ``ruthgen up``
-runs :class:`Sidecar` in its own event loop next to the embedded Triton.
+:func:`build_core` is the one place where the settings choose the parts: the plugin folder the
+sidecar owns (``models_dir`` set: hot reload by watching it) or a repository built elsewhere
+(``models_dir`` unset: its manifest is polled), the stub killer of the tritonserver behind
+``triton_url``. :class:`Sidecar` runs the core with its gRPC and HTTP transports in one event loop;
+``python -m sidecar`` and the ``ruth-sidecar`` console script run :func:`main`.
 """
 
 from __future__ import annotations
@@ -13,28 +16,53 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
-from sidecar.core import RuntimeCore
+from ruthgen.fsutil import write_atomic
+from sidecar.control.recovery import StubKiller
+from sidecar.control.sources import PluginFolderSource, RepositorySource
+from sidecar.control.watcher import ManifestWatcher, ModelsWatcher
+from sidecar.core import RuntimeCore, WatcherFactory
 from sidecar.grpc.server import GrpcServer
 from sidecar.http.server import HttpServer
+from sidecar.request.triton import TritonAdapter
 from sidecar.settings import SidecarSettings, load_settings
-from sidecar.triton import TritonAdapter
 
 LOGGER = logging.getLogger("sidecar")
 GC_THRESHOLDS = (50_000, 50, 100)
 
 
+def build_core(
+    settings: SidecarSettings, adapter: TritonAdapter | None = None, **parts: Any
+) -> RuntimeCore:
+    """The runtime core the settings describe (``parts``: further keyword arguments of the core)."""
+    watcher: WatcherFactory | None = None
+    if settings.models_dir is not None:
+        models_dir = settings.models_dir
+        source: PluginFolderSource | RepositorySource = PluginFolderSource(
+            models_dir, settings.model_repository, settings.target
+        )
+        if settings.watch_models:
+            def watcher(on_change):
+                return ModelsWatcher(models_dir, on_change, debounce_s=settings.watch_debounce_s)
+    else:
+        repository = source = RepositorySource(settings.model_repository)
+        if settings.watch_models:
+            def watcher(on_change):
+                return ManifestWatcher(repository, on_change, interval_s=settings.manifest_poll_s)
+    parts.setdefault("stub_killer", StubKiller.for_server(settings.triton_pid, _port_of(settings.triton_url)))
+    adapter = adapter or TritonAdapter(settings.triton_url)
+    return RuntimeCore(settings, adapter, source, watcher=watcher, **parts)
+
+
 class Sidecar:
     """One running sidecar: ``async with Sidecar(settings) as s: ... s.port``."""
 
-    def __init__(self, settings: SidecarSettings) -> None:
+    def __init__(self, settings: SidecarSettings, core: RuntimeCore | None = None) -> None:
         self.settings = settings
-        self.core = RuntimeCore(settings, TritonAdapter(settings.triton_url))
+        self.core = core or build_core(settings)
         self.server = GrpcServer(settings, self.core)
-        operations = getattr(self.core.lifecycle, "operations", None)
-        serve_http = operations is not None and settings.http_port is not None
-        self.http = HttpServer(settings, operations) if serve_http else None
+        self.http = HttpServer(settings, self.core) if settings.http_port is not None else None
         self.port: int | None = None
         self.http_port: int | None = None
 
@@ -45,7 +73,7 @@ class Sidecar:
             await self.core.start()
             self.port = await self.server.start()
             if self.settings.port_file is not None:
-                _write_port(self.settings.port_file, self.port)
+                write_atomic(self.settings.port_file, f"{self.port}\n")
         except BaseException:
             await self.core.stop()
             if self.http is not None:
@@ -54,13 +82,9 @@ class Sidecar:
         return self.port
 
     async def rescan(self) -> None:
-        """SIGHUP: rescan the plugin folder (only when the sidecar manages it)."""
-        rescan = getattr(self.core.lifecycle, "rescan", None)
-        if rescan is None:
-            LOGGER.info("SIGHUP ignored: no models_dir is managed by this sidecar")
-            return
+        """SIGHUP: rescan every version."""
         try:
-            await rescan()
+            await self.core.rescan()
         except Exception:
             LOGGER.exception("rescan failed")
 
@@ -79,7 +103,7 @@ class Sidecar:
 
 
 async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) -> None:
-    """Run until SIGINT/SIGTERM (or until ``stop`` is set); SIGHUP rescans the plugin folder."""
+    """Run until SIGINT/SIGTERM (or until ``stop`` is set); SIGHUP rescans."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
@@ -106,10 +130,11 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) ->
             loop.remove_signal_handler(signum)
 
 
-def _write_port(path: Path, port: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{port}\n")
-    tmp.replace(path)
+def _port_of(url: str) -> int | None:
+    try:
+        return int(url.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,10 +9,7 @@ gets SIGTERM when its parent dies. `stop` sends SIGTERM, then kills after ``stop
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -21,20 +18,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import psutil
+
+from ruthgen.fsutil import die_with_parent
 from sidecar.errors import SidecarError
 
 LOGGER = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
-
 
 class SidecarStartError(SidecarError):
     """The sidecar process exited or did not bind its port in time."""
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class SidecarProcess:
@@ -84,7 +77,7 @@ class SidecarProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
-                self.command(port_file), stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+                self.command(port_file), stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
             )
         deadline = time.monotonic() + self.startup_timeout_s
         while not port_file.exists():
@@ -116,11 +109,11 @@ class SidecarProcess:
         return code
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the process has used (Linux /proc)."""
+        """User + system CPU time the process has used."""
         if self.process is None:
             raise SidecarError("the sidecar is not running")
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        times = psutil.Process(self.process.pid).cpu_times()
+        return times.user + times.system
 
     def __enter__(self) -> SidecarProcess:
         return self.start()

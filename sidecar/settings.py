@@ -6,13 +6,14 @@ Precedence: defaults < ``RUTH_*`` environment variables < command-line flags
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
-MANIFEST_NAME = "ruth-manifest.json"
+from ruthgen.manifest import MANIFEST_FILE
 
 
 class SidecarSettings(BaseSettings):
@@ -33,7 +34,7 @@ class SidecarSettings(BaseSettings):
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 picks a free one)")
     triton_url: str = Field("127.0.0.1:8001", description="host:port of Triton's gRPC endpoint")
     model_repository: Path = Field(
-        Path("model_repository"), description=f"the generated repository holding {MANIFEST_NAME}"
+        Path("model_repository"), description=f"the generated repository holding {MANIFEST_FILE}"
     )
     request_timeout_ms: int = Field(
         7000, gt=0, le=600_000, description="total time a request may take; a smaller client deadline wins"
@@ -50,9 +51,8 @@ class SidecarSettings(BaseSettings):
     max_frame_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="largest accepted frame; larger ones are INVALID_INPUT"
     )
-    load_models: bool = Field(True, description="at startup, load every VALID model Triton has not loaded")
     refresh_interval_s: float = Field(
-        5.0, gt=0, description="how often the model states are refreshed from Triton's repository index"
+        5.0, gt=0, description="how often Triton's readiness is checked and the health windows aged"
     )
     triton_connect_timeout_s: float = Field(60.0, gt=0, description="how long to wait for Triton at startup")
     tls_cert_file: Path | None = Field(None, description="server certificate (PEM); with the key enables TLS")
@@ -66,11 +66,19 @@ class SidecarSettings(BaseSettings):
     )
     # --- lifecycle, recovery, health, registration (docs/lifecycle.md) ---
     models_dir: Path | None = Field(
-        None, description="plugin folder; when set the sidecar regenerates, hot-reloads and recovers models"
+        None,
+        description="plugin folder the sidecar owns and regenerates entries from; unset: serve the "
+        "repository as built elsewhere (read-only), reloading what its manifest changes",
     )
     target: str = Field("cpu", description="build target of the entries it regenerates (cpu, gpu, jetson)")
-    watch_models: bool = Field(True, description="watch models_dir (else: SIGHUP or admin rescan)")
+    watch_models: bool = Field(
+        True, description="watch models_dir, or poll the manifest (else: SIGHUP or the admin rescan)"
+    )
     watch_debounce_s: float = Field(0.25, gt=0, description="quiet time before file changes are handled")
+    manifest_poll_s: float = Field(
+        2.0, gt=0, description="how often a read-only repository's manifest is checked for a rebuild"
+    )
+    calibrate: bool = Field(True, description="measure each model's fps capacity right after it loads")
     load_timeout_s: float = Field(60.0, gt=0, description="a load taking longer is FAILED and abandoned")
     unload_timeout_s: float = Field(10.0, gt=0, description="an unload taking longer gets its stubs killed")
     drain_timeout_s: float = Field(30.0, gt=0, description="how long an unload waits for in-flight requests")
@@ -89,7 +97,10 @@ class SidecarSettings(BaseSettings):
     backend_url: str | None = Field(None, description="backend base URL for registration (unset: off)")
     backend_token: str | None = Field(None, description="bearer token sent with each registration")
     registration_interval_s: float = Field(30.0, gt=0, description="registration heartbeat period")
-    runtime_id: str = Field("ruth-ai-runtime", description="runtime_id in the capability declaration")
+    runtime_id: str = Field(
+        default_factory=socket.gethostname,
+        description="runtime_id in the capability declaration (default: the host name, i.e. the pod's)",
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> SidecarSettings:
@@ -98,10 +109,6 @@ class SidecarSettings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file")
         return self
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.model_repository / MANIFEST_NAME
 
     @property
     def grpc_address(self) -> str:

@@ -1,4 +1,5 @@
-"""``ruthgen triton`` (also ``python -m ruthgen.embedded``) and ``ruthgen up``: thin over the library."""
+"""``ruthgen triton`` (also ``python -m ruthgen.embedded``): thin over the library; the helpers that
+serve until Ctrl-C are shared with ``ruthgen up`` (:mod:`ruthstack.cli`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from ruthgen.embedded.errors import EmbeddedTritonError
 from ruthgen.embedded.flags import ALL_MODELS
 from ruthgen.embedded.launcher import EmbeddedTriton
 from ruthgen.embedded.signals import interrupt_on_signals
-from ruthgen.embedded.up import Stack, UpOptions, format_table, running_stack
 from ruthgen.errors import RuthgenError
 
 DEFAULT_LOG = Path(".ruth/tritonserver.log")
@@ -52,52 +52,6 @@ def triton(
         return started
 
     serve_until_interrupted(server, ready)
-
-
-def up(
-    models: Annotated[Path, typer.Option("--models", "-m", help="The plugins folder.")] = Path("ai/models"),
-    out: Annotated[Path, typer.Option("--out", "-o", help="The model repository to write.")] = Path(
-        "model_repository"
-    ),
-    target: Annotated[str, typer.Option("--target", "-t", help="cpu, gpu or jetson.")] = "cpu",
-    host: HostOpt = "127.0.0.1",
-    grpc_port: PortOpt = None,
-    http_port: PortOpt = None,
-    metrics_port: PortOpt = None,
-    log_file: LogOpt = DEFAULT_LOG,
-    startup_timeout: TimeoutOpt = 300.0,
-    sidecar: Annotated[bool, typer.Option(help="Also start the AIRuntime sidecar.")] = True,
-    sidecar_port: Annotated[int, typer.Option(help="The sidecar's gRPC port.")] = 50051,
-    sidecar_http_port: Annotated[
-        int, typer.Option(help="The sidecar's HTTP port: /livez, /readyz, /models, /capabilities, /metrics.")
-    ] = 8080,
-    watch: Annotated[
-        bool, typer.Option(help="Let the sidecar watch the plugins folder: hot reload and recovery.")
-    ] = True,
-    backend_url: Annotated[
-        str | None, typer.Option(help="Register the runtime's capabilities with this backend.")
-    ] = None,
-) -> None:
-    """Build the repository from the plugins and serve every valid model until Ctrl-C (or SIGTERM)."""
-    options = UpOptions(
-        models_dir=models, repository=out, target=target, host=host, grpc_port=grpc_port,
-        http_port=http_port, metrics_port=metrics_port, log_path=log_file, startup_timeout_s=startup_timeout,
-        sidecar=sidecar, sidecar_port=sidecar_port, sidecar_http_port=sidecar_http_port, manage_models=watch,
-        sidecar_args=("--backend-url", backend_url) if backend_url else (),
-    )
-
-    def ready(stack: Stack) -> EmbeddedTriton:
-        typer.echo(format_table(stack.models()))
-        typer.echo(describe(stack.triton))
-        if stack.sidecar is not None:
-            typer.echo(f"sidecar (AIRuntime gRPC) on {stack.sidecar.address}, log {options.sidecar_log_path}")
-            if options.sidecar_http_port:
-                typer.echo(f"sidecar HTTP (/readyz, /models, /capabilities, /metrics) on "
-                           f"http://{options.host}:{options.sidecar_http_port}")
-        typer.echo(STOP_HINT)
-        return stack.triton
-
-    serve_until_interrupted(running_stack(options), ready)
 
 
 def serve_until_interrupted(

@@ -1,9 +1,9 @@
-"""``ruthgen up``: build the repository from the plugins and serve it, as one stack.
+"""Build the repository from the plugins and serve it with the embedded tritonserver, as one stack.
 
 `running_stack()` builds the repository, starts the embedded tritonserver with every VALID model
 loaded, and yields a `Stack`; leaving the block stops what it started, in reverse order. Further
-processes (the sidecar) join by entering their own context manager on ``stack.exit_stack``.
-Signal handling and waiting belong to the caller (the CLI command).
+processes (``ruthgen up`` adds the sidecar: :mod:`ruthstack.stack`) join by entering their own
+context manager on ``stack.exit_stack``. Signal handling and waiting belong to the caller.
 """
 
 from __future__ import annotations
@@ -15,17 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruthgen.embedded.errors import EmbeddedTritonError
 from ruthgen.embedded.launcher import EmbeddedTriton
 from ruthgen.manifest import valid_records
-from sidecar.process import SidecarProcess, SidecarStartError
 
 LOGGER = logging.getLogger(__name__)
 
 
 @dataclass
 class UpOptions:
-    """What ``ruthgen up`` builds and how it serves it (CLI flags map one to one)."""
+    """What the stack builds and how Triton serves it (CLI flags map one to one)."""
 
     models_dir: Path = Path("ai/models")
     repository: Path = Path("model_repository")
@@ -36,12 +34,6 @@ class UpOptions:
     metrics_port: int | None = None
     log_path: Path = Path(".ruth/tritonserver.log")
     startup_timeout_s: float = 300.0
-    sidecar: bool = True
-    sidecar_port: int = 50051
-    sidecar_http_port: int = 8080  # probes, /models, /capabilities, /metrics, admin rescan; 0 picks one
-    manage_models: bool = True  # the sidecar watches models_dir: hot reload, recovery, registration
-    sidecar_args: tuple[str, ...] = ()  # further `python -m sidecar` flags (e.g. --backend-url)
-    sidecar_log_path: Path = Path(".ruth/sidecar.log")
 
 
 @dataclass
@@ -63,7 +55,6 @@ class Stack:
     manifest: dict[str, Any]
     triton: EmbeddedTriton
     exit_stack: contextlib.ExitStack = field(repr=False)
-    sidecar: SidecarProcess | None = None
 
     def models(self) -> list[ModelRow]:
         return model_rows(self.manifest, self.triton.repository_index())
@@ -91,31 +82,7 @@ def running_stack(options: UpOptions) -> Iterator[Stack]:
                 startup_timeout_s=options.startup_timeout_s,
             )
         )
-        sidecar = None
-        if options.sidecar:  # stopped before Triton: the exit stack unwinds in reverse
-            process = SidecarProcess(
-                triton.grpc_url,
-                options.repository,
-                host=options.host,
-                port=options.sidecar_port,
-                log_path=options.sidecar_log_path,
-                extra_args=sidecar_arguments(options),
-            )
-            try:
-                sidecar = exit_stack.enter_context(process)
-            except SidecarStartError as e:
-                raise EmbeddedTritonError(str(e)) from e
-        yield Stack(
-            options=options, manifest=result.manifest, triton=triton, exit_stack=exit_stack, sidecar=sidecar
-        )
-
-
-def sidecar_arguments(options: UpOptions) -> list[str]:
-    """The sidecar's flags beyond Triton and the repository: it owns the plugin folder when managing."""
-    args = ["--http-host", options.host, "--http-port", str(options.sidecar_http_port)]
-    if options.manage_models:
-        args += ["--models-dir", str(options.models_dir), "--target", options.target]
-    return [*args, *options.sidecar_args]
+        yield Stack(options=options, manifest=result.manifest, triton=triton, exit_stack=exit_stack)
 
 
 def model_rows(manifest: dict[str, Any], index: list[dict[str, str]]) -> list[ModelRow]:

@@ -14,9 +14,9 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from sidecar._proto import airuntime_pb2 as pb
-from sidecar.core import FrameRequest, HealthReport, Outcome
+from sidecar.core import HealthReport, ModelView
 from sidecar.errors import InternalError
-from sidecar.registry import ModelRecord
+from sidecar.request.pipeline import FrameRequest, Outcome
 
 FORMAT_NAMES: tuple[str, ...] = ("", "jpeg", "png", "raw_rgb", "raw_bgr")
 FORMAT_VALUES: dict[str, int] = {name: value for value, name in enumerate(FORMAT_NAMES) if name}
@@ -40,24 +40,6 @@ def frame_request(message: pb.InferenceRequest) -> FrameRequest:
         frame.height,
         message.timestamp_ms,
         message.timeout_ms,
-    )
-
-
-def inference_request(request: FrameRequest) -> pb.InferenceRequest:
-    """The message for a :class:`FrameRequest` (clients use it)."""
-    return pb.InferenceRequest(
-        frame_id=request.frame_id,
-        camera_id=request.camera_id,
-        model_id=request.model_id,
-        version=request.version,
-        frame=pb.Frame(
-            data=request.data,
-            format=FORMAT_VALUES.get(request.format, 0),
-            width=request.width,
-            height=request.height,
-        ),
-        timestamp_ms=request.timestamp_ms,
-        timeout_ms=request.timeout_ms,
     )
 
 
@@ -97,9 +79,9 @@ def health_response(report: HealthReport) -> pb.HealthCheckResponse:
         status=_HEALTH[report.status.value],
         models=[
             pb.ModelHealth(
-                model_id=m.model_id,
-                version=m.version,
-                state=_STATES[m.state.value],
+                model_id=m.record.model_id,
+                version=m.record.version,
+                state=_STATES[m.record.state.value],
                 health=_HEALTH[m.health.value],
             )
             for m in report.models
@@ -110,33 +92,36 @@ def health_response(report: HealthReport) -> pb.HealthCheckResponse:
     )
 
 
-def model_status(record: ModelRecord) -> pb.ModelStatus:
-    stats = record.stats
+def model_status(view: ModelView) -> pb.ModelStatus:
+    record, snapshot = view.record, view.snapshot
     message = pb.ModelStatus(
         model_id=record.model_id,
         version=record.version,
         state=_STATES[record.state.value],
-        health=_HEALTH[record.health.value],
-        input_type=record.input_type,
-        last_error=record.last_error,
-        performance=pb.ModelPerformance(
-            requests=stats.requests,
-            successes=stats.successes,
-            errors=stats.errors,
-            timeouts=stats.timeouts,
-            error_rate=stats.error_rate,
-            avg_inference_ms=stats.avg_inference_ms,
-            last_inference_ms=stats.last_inference_ms,
-            last_request_unix_ms=stats.last_request_unix_ms,
-            consecutive_timeouts=stats.consecutive_timeouts,
-        ),
+        health=_HEALTH[view.health.value],
+        input_type=record.input_type or "",
+        last_error=record.last_error or "",
     )
-    if record.format:
-        message.accepted_formats.append(FORMAT_VALUES[record.format])
+    if snapshot is not None:
+        message.performance.CopyFrom(
+            pb.ModelPerformance(
+                requests=snapshot.requests,
+                successes=snapshot.successes,
+                errors=snapshot.errors,
+                timeouts=snapshot.timeouts,
+                error_rate=snapshot.error_rate,
+                avg_inference_ms=snapshot.avg_ms or 0.0,
+                last_inference_ms=snapshot.last_ms or 0.0,
+                last_request_unix_ms=int((snapshot.last_request_at or 0.0) * 1000),
+                consecutive_timeouts=snapshot.consecutive_timeouts,
+            )
+        )
+    if record.contract is not None:
+        message.accepted_formats.append(FORMAT_VALUES[record.contract.input.format])
     if record.output_schema:
         message.output_schema.CopyFrom(to_struct(record.output_schema))
     return message
 
 
-def status_response(records: list[ModelRecord]) -> pb.ModelStatusResponse:
-    return pb.ModelStatusResponse(models=[model_status(r) for r in records])
+def status_response(views: list[ModelView]) -> pb.ModelStatusResponse:
+    return pb.ModelStatusResponse(models=[model_status(v) for v in views])

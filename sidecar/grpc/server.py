@@ -71,7 +71,7 @@ class GrpcServer:
         await server.start()
         self._server = server
         self.port = port
-        self.core.lifecycle.on_server_ready_change(self._serving)
+        self.core.on_ready_change(self._serving)
         mode = "TLS" if credentials else "plaintext"
         LOGGER.info("AIRuntime gRPC on %s:%d (%s)", self.settings.grpc_host, port, mode)
         return port

@@ -13,7 +13,7 @@ from sidecar._proto import airuntime_pb2_grpc as pb_grpc
 from sidecar.core import RuntimeCore
 from sidecar.grpc import converters
 from sidecar.grpc.status import abort, handle_errors
-from sidecar.stream import StreamSession
+from sidecar.request.stream import StreamSession
 
 LOGGER = logging.getLogger("sidecar.grpc")
 
@@ -33,7 +33,7 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
 
     async def InferStream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
         queue: asyncio.Queue = asyncio.Queue()
-        session = StreamSession(self._core, queue.put_nowait)
+        session = self._core.open_stream(queue.put_nowait)
         reader = asyncio.get_running_loop().create_task(self._read(context, session, queue))
         write = context.write
         written = session.written

@@ -15,11 +15,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from sidecar.errors import ErrorCode, SidecarError
+from sidecar.errors import ERROR_CODE_KEY, ErrorCode, SidecarError
 
 LOGGER = logging.getLogger("sidecar.grpc")
-
-ERROR_CODE_KEY = "ruth-error-code"
 
 GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.MODEL_NOT_FOUND: grpc.StatusCode.NOT_FOUND,

@@ -17,13 +17,12 @@ from typing import Any, Protocol
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 
-from sidecar.errors import ModelNotFound
 from sidecar.http.errors import error_body
 
 
 class OperationsCore(Protocol):
     def live(self) -> bool: ...
-    def readiness(self) -> tuple[bool, dict[str, Any]]: ...
+    def readiness_report(self) -> tuple[bool, dict[str, Any]]: ...
     def capabilities(self) -> dict[str, Any]: ...
     def models(self, model_id: str | None = None, version: str | None = None) -> list[dict[str, Any]]: ...
     async def rescan(self, model_id: str | None = None) -> list[dict[str, Any]]: ...
@@ -40,7 +39,7 @@ def build_router(core: OperationsCore, admin_token: str | None) -> APIRouter:
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
-        ready, body = core.readiness()
+        ready, body = core.readiness_report()
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @router.get("/capabilities")
@@ -49,10 +48,7 @@ def build_router(core: OperationsCore, admin_token: str | None) -> APIRouter:
 
     @router.get("/models")
     async def models(model_id: str | None = None, version: str | None = None) -> dict[str, Any]:
-        found = core.models(model_id, version)
-        if not found and (model_id or version):
-            raise ModelNotFound(f"no model matches model_id={model_id!r} version={version!r}")
-        return {"models": found}
+        return {"models": core.models(model_id, version)}
 
     @router.get("/metrics")
     async def metrics() -> Response:

@@ -130,10 +130,13 @@ def test_compose_tritonserver_healthcheck_asks_triton_readiness_when_probed(comp
     assert "-f" in check["test"] or "-fsS" in check["test"]
 
 
-def test_compose_publishes_only_the_sidecar_grpc_port_when_up(compose):
+def test_compose_publishes_the_sidecar_grpc_port_and_its_http_port_on_loopback_only_when_up(compose):
     published = {name: s.get("ports", []) for name, s in compose["services"].items() if s.get("ports")}
-    port = SidecarSettings.model_fields["grpc_port"].default
-    assert published == {"sidecar": [f"{port}:{port}"]}
+    grpc = SidecarSettings.model_fields["grpc_port"].default
+    http = SidecarSettings.model_fields["http_port"].default
+    assert published == {"sidecar": [f"{grpc}:{grpc}", f"127.0.0.1:{http}:{http}"]}
+    environment = compose["services"]["sidecar"]["environment"]
+    assert (environment["RUTH_HTTP_HOST"], environment["RUTH_HTTP_PORT"]) == ("0.0.0.0", str(http))
 
 
 def test_compose_sidecar_settings_agree_with_triton_and_the_settings_model_when_set(compose):

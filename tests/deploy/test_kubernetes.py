@@ -180,7 +180,7 @@ def test_kubernetes_hpa_scales_the_runtime_deployment_when_applied(rendered):
 
 
 def test_kubernetes_hpa_metric_is_the_rate_of_a_counter_the_sidecar_exports_when_scraped(rendered):
-    from sidecar.metrics import RuntimeMetrics
+    from sidecar.report.metrics import RuntimeMetrics
 
     _, resources = rendered
     (metric,) = find(resources, "HorizontalPodAutoscaler", "ruth-runtime")["spec"]["metrics"]

@@ -1,4 +1,4 @@
-"""``ruthgen up``: the model table (unit), and build + serve + Ctrl-C end to end."""
+"""``ruthgen up``: the model table (unit), and build + serve + sidecar + Ctrl-C end to end."""
 
 import re
 import signal
@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from ruthgen.embedded import cleanup
-from ruthgen.embedded.up import ModelRow, UpOptions, format_table, model_rows, running_stack
+from ruthgen.embedded.up import ModelRow, UpOptions, format_table, model_rows
 from ruthgen.scaffold import scaffold_plugin
+from ruthstack.stack import SidecarOptions, running_stack
 
 
 def _record(model_id: str, version: str, state: str = "VALID", **extra) -> dict:
@@ -88,11 +89,10 @@ def _plugins(root: Path) -> Path:
 
 @pytest.mark.integration
 def test_running_stack_serves_every_valid_model_and_stops(tmp_path):
-    options = UpOptions(
-        models_dir=_plugins(tmp_path), repository=tmp_path / "repo", log_path=tmp_path / "log.txt",
-        sidecar_port=0, sidecar_http_port=0, sidecar_log_path=tmp_path / "sidecar.log",
-    )
-    with running_stack(options) as stack:
+    models = _plugins(tmp_path)
+    options = UpOptions(models_dir=models, repository=tmp_path / "repo", log_path=tmp_path / "log.txt")
+    companion = SidecarOptions(port=0, http_port=0, log_path=tmp_path / "sidecar.log")
+    with running_stack(options, companion) as stack:
         rows = {(row.model_id, row.version): row.state for row in stack.models()}
         prefix = stack.triton.shm_prefix
         assert stack.triton.is_ready()

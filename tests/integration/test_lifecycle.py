@@ -1,8 +1,15 @@
 """Lifecycle, hot reload, recovery, health and registration against the real embedded tritonserver.
 
-Each test gets its own plugin folder (copies of ``tests/testdata/plugins/lc_*``), an empty model
-repository, a fresh tritonserver and a sidecar that owns the folder (``models_dir``). A fake
-backend (a FastAPI app served by uvicorn on loopback) receives the capability registrations.
+Each test runs twice, once per entry source of the one lifecycle manager:
+
+* ``plugins``: the sidecar owns the plugin folder (``models_dir``, what ``ruthgen up`` runs) and
+  regenerates entries itself, watching the folder;
+* ``repository``: the repository is built elsewhere (``ruthgen build``, as the Compose generator
+  service or the Kubernetes bundle image do) and the sidecar serves it read-only, polling its
+  manifest; adding, editing or removing a plugin means rebuilding the repository.
+
+Each test gets its own plugin folder (copies of ``tests/testdata/plugins/lc_*``), model repository,
+tritonserver and sidecar. A stand-in backend (``tests/backend.py``) receives the registrations.
 """
 
 from __future__ import annotations
@@ -24,14 +31,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
-from fastapi import FastAPI, Request
 from PIL import Image
 
-from sidecar.capabilities import fps_from_statistics
+from ruthgen.writer import build_repository
 from sidecar.client import AIRuntimeClient, pb, result_dict
+from sidecar.control.capacity import fps_from_statistics
 from sidecar.main import Sidecar
 from sidecar.settings import load_settings
+from tests.backend import FakeBackend
 
 pytestmark = pytest.mark.integration
 
@@ -50,70 +57,64 @@ def jpeg(width: int = 64, height: int = 48) -> bytes:
 FRAME = jpeg()
 
 
-class FakeBackend:
-    """The backend's registration endpoint on a loopback port; keeps every declaration received."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.authorization: list[str | None] = []
-        app = FastAPI()
-
-        @app.post("/api/internal/runtime/register")
-        async def register(request: Request) -> dict[str, bool]:
-            self.received.append(await request.json())
-            self.authorization.append(request.headers.get("authorization"))
-            return {"accepted": True}
-
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        self._server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-        self._task: asyncio.Task[None] | None = None
-        self.url = ""
-
-    async def __aenter__(self) -> FakeBackend:
-        self._task = asyncio.get_running_loop().create_task(self._server.serve())
-        while not self._server.started:
-            await asyncio.sleep(0.01)
-        self.url = f"http://127.0.0.1:{self._server.servers[0].sockets[0].getsockname()[1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        assert self._task is not None
-        await self._task
-
-    def models(self, index: int = -1) -> dict[tuple[str, str], dict[str, Any]]:
-        return {(m["model_id"], m["version"]): m for m in self.received[index]["models"]}
-
-
 @pytest.fixture
 async def backend():
     async with FakeBackend() as running:
         yield running
 
 
-@pytest.fixture
-def folders(tmp_path):
-    models, repo = tmp_path / "models", tmp_path / "model_repository"
-    models.mkdir()
-    repo.mkdir()
-    return models, repo
+class Plugins:
+    """A plugin folder and its repository, as one of the two sources presents them to the sidecar."""
+
+    def __init__(self, source: str, root: Path) -> None:
+        self.source = source
+        self.models, self.repository = root / "models", root / "model_repository"
+        self.models.mkdir()
+        self.repository.mkdir()
+
+    def settings(self) -> dict[str, Any]:
+        if self.source == "plugins":
+            return {"models_dir": self.models, "watch_debounce_s": 0.2}
+        return {"manifest_poll_s": 0.2}
+
+    def add(self, *names: str) -> None:
+        for name in names:
+            shutil.copytree(PLUGINS / name, self.models / name)
+        self.publish()
+
+    def remove(self, name: str) -> None:
+        shutil.rmtree(self.models / name)
+        self.publish()
+
+    def write(self, relative: str, text: str) -> None:
+        (self.models / relative).write_text(text)
+        self.publish()
+
+    def publish(self) -> None:
+        """What the change takes to reach the sidecar: nothing when it watches the folder itself."""
+        if self.source == "repository":
+            build_repository(self.models, self.repository)
+
+    def copy_after_reload(self, model_id: str) -> str:
+        """The Triton name serving a version after one reload (its other slot, or the same entry)."""
+        return f"{model_id}__{V}__b" if self.source == "plugins" else f"{model_id}__{V}"
 
 
-def add_plugin(models: Path, name: str) -> None:
-    shutil.copytree(PLUGINS / name, models / name)
+@pytest.fixture(params=["plugins", "repository"])
+def folders(request, tmp_path) -> Plugins:
+    return Plugins(request.param, tmp_path)
 
 
 @contextlib.asynccontextmanager
-async def stack(triton_factory, folders, plugins, **overrides):
-    """tritonserver + a sidecar owning the plugin folder; yields (sidecar, http, client)."""
-    models, repo = folders
-    for name in plugins:
-        add_plugin(models, name)
-    triton = triton_factory(repo, load_models=[])
+async def stack(triton_factory, folders: Plugins, plugins, **overrides):
+    """tritonserver + a sidecar on the folders' source; yields (sidecar, http, client)."""
+    folders.add(*plugins)
+    triton = triton_factory(folders.repository, load_models=[])
     settings = load_settings(
-        grpc_port=0, http_port=0, triton_url=triton.grpc_url, model_repository=repo, models_dir=models,
-        triton_pid=triton.process.pid, admin_token="t0ken", watch_debounce_s=0.2,
-        recovery_cooldown_s=overrides.pop("recovery_cooldown_s", 0.3), unload_timeout_s=2.0, **overrides,
+        grpc_port=0, http_port=0, triton_url=triton.grpc_url, model_repository=folders.repository,
+        triton_pid=triton.process.pid, admin_token="t0ken",
+        recovery_cooldown_s=overrides.pop("recovery_cooldown_s", 0.3), unload_timeout_s=2.0,
+        **folders.settings(), **overrides,
     )
     async with Sidecar(settings) as sidecar, contextlib.AsyncExitStack() as clients:
         base = f"http://127.0.0.1:{sidecar.http_port}"
@@ -153,7 +154,6 @@ def error_code(response: pb.InferenceResponse) -> str | None:
 
 
 async def test_registration_at_startup_and_on_change_and_hot_add_and_delete(triton_factory, folders, backend):
-    models, _ = folders
     async with stack(triton_factory, folders, ["lc_echo"], backend_url=backend.url,
                      backend_token="b-token", registration_interval_s=300.0) as (_, http, client):
         await until(lambda: backend.received)
@@ -161,14 +161,14 @@ async def test_registration_at_startup_and_on_change_and_hot_add_and_delete(trit
         assert first[("lc_echo", V)]["state"] == "READY" and backend.authorization[0] == "Bearer b-token"
         assert backend.received[0]["hardware"]["type"] in ("cpu", "gpu", "jetson")
 
-        add_plugin(models, "lc_crash")  # copied in while serving: READY without a restart
+        folders.add("lc_crash")  # copied in while serving: READY without a restart
         await until(lambda: state_is(http, "lc_crash", "READY"))
         response = await client.infer("lc_crash", V, FRAME, frame_id="ok")
         assert result_dict(response) == {"alive": True}
         await until(lambda: ("lc_crash", V) in backend.models() and backend.models()[("lc_crash", V)]["state"]
                     == "READY")  # a registration on change: the heartbeat is 300 s away
 
-        shutil.rmtree(models / "lc_crash")
+        folders.remove("lc_crash")
         gone = await until(lambda: state_is(http, "lc_crash", "UNLOADED"))
         assert [h["to"] for h in gone["history"]][-2:] == ["UNLOADING", "UNLOADED"]
         response = await client.infer("lc_crash", V, FRAME, frame_id="ok")
@@ -198,22 +198,23 @@ async def test_registration_repeats_by_heartbeat_with_measured_capacity(triton_f
 # ---- SIGHUP ---------------------------------------------------------------------------------------
 
 
-async def test_sighup_rescans_the_plugin_folder(triton_factory, folders):
-    models, repo = folders
-    add_plugin(models, "lc_echo")
-    triton = triton_factory(repo, load_models=[])
+async def test_sighup_rescans_the_source(triton_factory, folders):
+    folders.add("lc_echo")
+    triton = triton_factory(folders.repository, load_models=[])
     env = {
         **os.environ, "RUTH_GRPC_PORT": "0", "RUTH_HTTP_PORT": "0", "RUTH_TRITON_URL": triton.grpc_url,
-        "RUTH_MODEL_REPOSITORY": str(repo), "RUTH_MODELS_DIR": str(models), "RUTH_WATCH_MODELS": "false",
+        "RUTH_MODEL_REPOSITORY": str(folders.repository), "RUTH_WATCH_MODELS": "false",
         "RUTH_TRITON_PID": str(triton.process.pid),
     }
+    if folders.source == "plugins":
+        env["RUTH_MODELS_DIR"] = str(folders.models)
     process = subprocess.Popen([sys.executable, "-m", "sidecar"], cwd=ROOT, env=env, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)
     try:
         port = await asyncio.to_thread(_read_http_port, process)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             await until(lambda: state_is(http, "lc_echo", "READY"))
-            add_plugin(models, "lc_crash")
+            folders.add("lc_crash")
             await asyncio.sleep(1.5)
             assert await model(http, "lc_crash") is None, "no watcher: nothing happens before SIGHUP"
             process.send_signal(signal.SIGHUP)
@@ -259,7 +260,7 @@ async def test_crashed_plugin_is_detected_and_reloaded(triton_factory, folders):
         assert "process died" in recovered["last_error"]
         response = await client.infer("lc_crash", V, FRAME, frame_id="ok")
         assert result_dict(response) == {"alive": True}, response.error
-        assert recovered["triton_name"] == "lc_crash__1.0.0__b"
+        assert recovered["triton_name"] == folders.copy_after_reload("lc_crash")
 
 
 async def _after_error(http, model_id):
@@ -320,7 +321,6 @@ async def test_plugin_that_keeps_failing_ends_in_error_after_3_retries(triton_fa
 
 
 async def test_reload_under_load_drops_nothing_and_invalid_edit_keeps_serving(triton_factory, folders):
-    models, _ = folders
     async with stack(triton_factory, folders, ["lc_echo"]) as (_, http, client):
         await until(lambda: state_is(http, "lc_echo", "READY"))
         generations: list[int] = []
@@ -340,11 +340,11 @@ async def test_reload_under_load_drops_nothing_and_invalid_edit_keeps_serving(tr
         workers = [asyncio.ensure_future(load(i)) for i in range(4)]
         try:
             await until(lambda: len(generations) > 50)
-            (models / "lc_echo" / V / "config.yaml").write_text("generation: 2\n")
+            folders.write(f"lc_echo/{V}/config.yaml", "generation: 2\n")
             await until(lambda: generations and generations[-1] == 2)
             count = len(generations)
             await until(lambda: len(generations) > count + 50)
-            (models / "lc_echo" / V / "model.yaml").write_text("model_id: lc_echo\nversion: '1.0.0'\n")
+            folders.write(f"lc_echo/{V}/model.yaml", "model_id: lc_echo\nversion: '1.0.0'\n")
             rejected = await until(lambda: _rejected(http))
             count = len(generations)
             await until(lambda: len(generations) > count + 50)
@@ -355,7 +355,7 @@ async def test_reload_under_load_drops_nothing_and_invalid_edit_keeps_serving(tr
         assert generations[0] == 1 and generations[-1] == 2
         assert generations == sorted(generations), "no answer from the old copy after the switch"
         assert rejected["state"] == "READY" and "invalid" in rejected["rejected_change"]["reason"]
-        assert rejected["triton_name"] == "lc_echo__1.0.0__b"
+        assert rejected["triton_name"] == folders.copy_after_reload("lc_echo")
 
 
 async def _rejected(http):
@@ -367,7 +367,6 @@ async def _rejected(http):
 
 
 async def test_runtime_health_follows_the_6_5_table(triton_factory, folders):
-    models, _ = folders
     async with stack(triton_factory, folders, ["lc_echo", "lc_crash"],
                      recovery_cooldown_s=600.0) as (_, http, client):
         await until(lambda: state_is(http, "lc_crash", "READY"))
@@ -383,7 +382,7 @@ async def test_runtime_health_follows_the_6_5_table(triton_factory, folders):
         summary = (await http.get("/capabilities")).json()["health_summary"]
         assert summary["status"] == "degraded" and "lc_crash" in summary["last_error"]
 
-        shutil.rmtree(models / "lc_echo")
+        folders.remove("lc_echo")
         await until(lambda: state_is(http, "lc_echo", "UNLOADED"))
         assert pb.HealthStatus.Name((await client.health()).status) == "UNHEALTHY"
         ready = await http.get("/readyz")

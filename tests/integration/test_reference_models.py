@@ -67,8 +67,8 @@ def triton(module_triton_factory, repository):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def sidecar(triton, repository):
-    settings = load_settings(grpc_port=0, triton_url=triton.grpc_url, model_repository=repository,
-                             refresh_interval_s=0.5, request_timeout_ms=60_000)
+    settings = load_settings(grpc_port=0, http_port=0, triton_url=triton.grpc_url,
+                             model_repository=repository, refresh_interval_s=0.5, request_timeout_ms=60_000)
     async with Sidecar(settings) as running:
         yield running
 
@@ -164,7 +164,7 @@ async def test_ruthgen_infer_annotate_draws_the_persons_found_when_given_a_photo
 
     from typer.testing import CliRunner
 
-    from ruthgen.cli import app
+    from ruthstack.cli import app
 
     image = tmp_path / "astronaut.jpg"
     image.write_bytes(jpeg(photo("astronaut")))

@@ -18,8 +18,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 from typer.testing import CliRunner
 
-from ruthgen.cli import app
 from ruthgen.writer import build_repository
+from ruthstack.cli import app
 from sidecar.client import AIRuntimeClient, infer_files, make_request, pb, result_dict
 from sidecar.main import Sidecar
 from sidecar.settings import load_settings
@@ -59,9 +59,11 @@ def triton(module_triton_factory, repository):
 def sidecar_settings(triton, repository, **overrides):
     return load_settings(
         grpc_port=0,
+        http_port=0,
         triton_url=triton.grpc_url,
         model_repository=repository,
         refresh_interval_s=0.5,
+        recovery_cooldown_s=0.5,
         **overrides,
     )
 
@@ -336,20 +338,14 @@ async def test_standard_health_and_reflection_answer(sidecar):
 
 
 def test_up_stack_starts_triton_and_sidecar_together(tmp_path):
-    from ruthgen.embedded.up import UpOptions, running_stack
+    from ruthstack.stack import SidecarOptions, UpOptions, running_stack
 
     models = tmp_path / "models"
     shutil.copytree(PLUGINS / "sc_echo", models / "sc_echo")
-    options = UpOptions(
-        models_dir=models,
-        repository=tmp_path / "repo",
-        log_path=tmp_path / "triton.log",
-        sidecar_port=0,
-        sidecar_http_port=0,
-        sidecar_log_path=tmp_path / "sidecar.log",
-    )
+    options = UpOptions(models_dir=models, repository=tmp_path / "repo", log_path=tmp_path / "triton.log")
+    companion = SidecarOptions(port=0, http_port=0, log_path=tmp_path / "sidecar.log")
     image = _write(tmp_path / "frame.jpg", FRAME)
-    with running_stack(options) as stack:
+    with running_stack(options, companion) as stack:
         assert stack.sidecar is not None and stack.sidecar.port
         process = stack.sidecar.process
         answers = infer_files(stack.sidecar.address, "sc_echo", V, [image])
@@ -378,20 +374,15 @@ def test_up_stack_reports_a_sidecar_that_cannot_bind_its_port(tmp_path):
     import socket
 
     from ruthgen.embedded.errors import EmbeddedTritonError
-    from ruthgen.embedded.up import UpOptions, running_stack
+    from ruthstack.stack import SidecarOptions, UpOptions, running_stack
 
     models = tmp_path / "models"
     shutil.copytree(PLUGINS / "sc_echo", models / "sc_echo")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        options = UpOptions(
-            models_dir=models,
-            repository=tmp_path / "repo",
-            log_path=tmp_path / "triton.log",
-            sidecar_port=taken.getsockname()[1],
-            sidecar_http_port=0,
-            sidecar_log_path=tmp_path / "sidecar.log",
-        )
-        with pytest.raises(EmbeddedTritonError, match="the sidecar exited"), running_stack(options):
+        options = UpOptions(models_dir=models, repository=tmp_path / "repo", log_path=tmp_path / "t.log")
+        companion = SidecarOptions(port=taken.getsockname()[1], http_port=0, log_path=tmp_path / "s.log")
+        exited = pytest.raises(EmbeddedTritonError, match="the sidecar exited")
+        with exited, running_stack(options, companion):
             pass

@@ -1,10 +1,11 @@
-"""Unit-test fixtures of the sidecar: a manifest on disk and a fake Triton adapter.
+"""Unit-test fixtures of the sidecar: a real repository of small plugins and a fake Triton adapter.
 
-The fake stands in for ``sidecar.triton.TritonAdapter`` only to test the code in front of
-Triton; tests/integration/test_sidecar.py proves the same paths against the real server.
-It receives the real ``ModelInferRequest`` messages the sidecar builds and answers them by model
-name: ``behaviours[triton_name]`` is a function ``(request) -> bytes | str | None`` returning the
-RESULT JSON, a Triton error message (str), or None for a model that never answers.
+The repository is built by ruthgen from plugins written here (``write_plugin``), so the sidecar
+reads a real manifest. The fake stands in for ``sidecar.request.triton.TritonAdapter`` only to test
+the code in front of Triton; tests/integration/test_sidecar.py proves the same paths against the
+real server. It receives the real ``ModelInferRequest`` messages the sidecar builds and answers them
+by model name: ``behaviours[triton_name]`` is a function ``(request) -> bytes | str | None``
+returning the RESULT JSON, a Triton error message (str), or None for a model that never answers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sidecar.core import RuntimeCore
-from sidecar.registry import IndexEntry
+from ruthgen.writer import build_repository
+from sidecar.errors import ModelLoadError
+from sidecar.main import build_core
+from sidecar.request.triton import IndexEntry, error_from_triton
 from sidecar.settings import SidecarSettings, load_settings
-from sidecar.triton import ModelLoadError, error_from_triton
 
 Behaviour = Callable[[Any], "bytes | str | None"]
 
@@ -35,38 +38,39 @@ def image_bytes(width: int = 64, height: int = 48, fmt: str = "JPEG") -> bytes:
     return buffer.getvalue()
 
 
-def manifest_entry(model_id: str, version: str = "1.0.0", **input_spec: Any) -> dict[str, Any]:
+def write_plugin(models: Path, model_id: str, version: str = "1.0.0", **input_spec: Any) -> Path:
+    """A minimal plugin (``model.yaml`` + ``inference.py``); ``input_spec`` overrides the input block."""
     spec = {"type": "frame", "format": "jpeg", "min_width": 8, "min_height": 8, **input_spec}
-    sequence = spec["type"] == "temporal"
-    return {
-        "model_id": model_id,
-        "version": version,
-        "triton_name": f"{model_id}__{version}",
-        "state": "VALID",
-        "errors": [],
-        "warnings": [],
-        "contract_digest": "sha256:c",
-        "source_digest": "sha256:s",
-        "path": f"{model_id}__{version}",
-        "contract": {"model_id": model_id, "version": version, "input": spec},
-        "output_json_schema": {"type": "object"},
-        "triton": {
-            "max_batch_size": 1 if sequence else 0,
-            "input": "FRAME",
-            "input_dims": [-1] if spec["format"] in ("jpeg", "png") else [-1, -1, 3],
-            "output": "RESULT",
-            "sequence": sequence,
-            "instance_kind": "KIND_CPU",
-            "instance_count": 1,
-        },
-    }
+    folder = models / model_id / version
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = "\n".join(f"  {key}: {value}" for key, value in spec.items())
+    (folder / "model.yaml").write_text(
+        f'model_id: {model_id}\nversion: "{version}"\ndisplay_name: {model_id}\ninput:\n{lines}\n'
+        "output:\n  schema:\n    ok: {type: boolean}\n"
+    )
+    (folder / "inference.py").write_text(
+        textwrap.dedent(
+            """
+            def load(context):
+                return None
+
+            def infer(state, frame):
+                return {"ok": True}
+            """
+        )
+    )
+    return folder
 
 
-def write_manifest(repository: Path, entries: list[dict[str, Any]]) -> Path:
-    repository.mkdir(parents=True, exist_ok=True)
-    path = repository / "ruth-manifest.json"
-    path.write_text(json.dumps({"manifest_version": 1, "target": "cpu", "models": entries}))
-    return path
+def plugins(models: Path) -> Path:
+    """The plugins the unit tests route to: two versions of alpha, png, raw, temporal, an invalid one."""
+    write_plugin(models, "alpha", max_width=1920, max_height=1080)
+    write_plugin(models, "alpha", "2.0.0")
+    write_plugin(models, "beta", format="png")
+    write_plugin(models, "rawcam", format="raw_rgb")
+    write_plugin(models, "tracker", type="temporal")
+    write_plugin(models, "broken", format="gif")
+    return models
 
 
 def echo(request) -> bytes:
@@ -157,6 +161,9 @@ class FakeTriton:
         self.unloads.append(name)
         self.index[name] = ("UNAVAILABLE", "unloaded")
 
+    async def model_statistics(self, name: str, timeout_s: float = 5.0) -> dict[str, Any]:
+        return {}
+
     async def infer(self, request, timeout_s: float) -> bytes:
         self.requests.append(request)
         answer = self.answer(request)
@@ -180,41 +187,30 @@ def fake_triton() -> FakeTriton:
     return FakeTriton()
 
 
+@pytest.fixture(scope="session")
+def built_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sidecar-unit")
+    repository = root / "model_repository"
+    build_repository(plugins(root / "models"), repository)
+    return repository
+
+
 @pytest.fixture
-def repository(tmp_path: Path) -> Path:
-    write_manifest(
-        tmp_path,
-        [
-            manifest_entry("alpha", max_width=1920, max_height=1080),
-            manifest_entry("alpha", "2.0.0"),
-            manifest_entry("beta", format="png"),
-            manifest_entry("rawcam", format="raw_rgb"),
-            manifest_entry("tracker", type="temporal"),
-            {
-                "model_id": "broken",
-                "version": "1.0.0",
-                "state": "INVALID",
-                "triton_name": "broken__1.0.0",
-                "errors": [
-                    {"check": "unknown_input_format", "message": "bad format", "path": "input.format"}
-                ],
-                "warnings": [],
-            },
-        ],
-    )
-    return tmp_path
+def repository(built_repository: Path) -> Path:
+    return built_repository
 
 
 @pytest.fixture
 def settings(repository: Path) -> SidecarSettings:
     return load_settings(
-        grpc_port=0, model_repository=repository, triton_connect_timeout_s=0.5, refresh_interval_s=0.05
+        grpc_port=0, http_port=None, model_repository=repository, triton_connect_timeout_s=0.5,
+        refresh_interval_s=0.05, calibrate=False, watch_models=False, recovery_cooldown_s=0.0,
     )
 
 
 @pytest.fixture
 async def core(settings: SidecarSettings, fake_triton: FakeTriton):
-    runtime = RuntimeCore(settings, fake_triton)  # type: ignore[arg-type]
+    runtime = build_core(settings, fake_triton)  # type: ignore[arg-type]
     await runtime.start()
     yield runtime
     await runtime.stop()

@@ -6,7 +6,7 @@ import socket
 
 from typer.testing import CliRunner
 
-from ruthgen.cli import app
+from ruthstack.cli import app
 from tests.sidecar.conftest import image_bytes
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from sidecar.errors import InvalidInput
-from sidecar.images import jpeg_size, png_size, raw_size
+from sidecar.request.images import jpeg_size, png_size, raw_size
 
 
 def encode(width: int, height: int, fmt: str, **options) -> bytes:

@@ -10,7 +10,7 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 
 from sidecar.errors import ModelNotReady, RequestTimeout
-from sidecar.triton import TritonAdapter
+from sidecar.request.triton import TritonAdapter
 
 
 class FakeCall:

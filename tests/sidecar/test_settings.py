@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -17,17 +18,18 @@ def test_settings_have_documented_defaults(monkeypatch):
     assert settings.grpc_port == 50051
     assert settings.request_timeout_ms == 7000
     assert settings.triton_url == "127.0.0.1:8001"
-    assert settings.manifest_path == Path("model_repository/ruth-manifest.json")
+    assert settings.model_repository == Path("model_repository") and settings.models_dir is None
+    assert settings.runtime_id == socket.gethostname()
     assert all(field.description for field in SidecarSettings.model_fields.values())
 
 
 def test_settings_take_environment_then_flags(monkeypatch):
     monkeypatch.setenv("RUTH_GRPC_PORT", "6000")
     monkeypatch.setenv("RUTH_TRITON_URL", "triton:8001")
-    settings = load_settings(["--triton-url", "other:9001", "--no-load-models", "--max-frame-bytes", "4096"])
+    settings = load_settings(["--triton-url", "other:9001", "--no-watch-models", "--max-frame-bytes", "4096"])
     assert settings.grpc_port == 6000
     assert settings.triton_url == "other:9001"
-    assert settings.load_models is False
+    assert settings.watch_models is False
     assert settings.max_frame_bytes == 4096
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
-from sidecar.core import FrameRequest, Outcome, RuntimeCore
 from sidecar.errors import ErrorCode, ModelNotReady
-from sidecar.stream import StreamSession
+from sidecar.main import build_core
+from sidecar.request.pipeline import FrameRequest, Outcome
+from sidecar.request.stream import StreamSession
 from tests.sidecar.conftest import image_bytes
 
 JPEG = image_bytes(32, 32)
@@ -24,7 +26,7 @@ def open_session(core, outcomes: list[Outcome]) -> StreamSession:
         outcomes.append(outcome)
         session.written()
 
-    session = StreamSession(core, emit)
+    session = core.open_stream(emit)
     return session
 
 
@@ -36,7 +38,7 @@ async def collect(session: StreamSession, outcomes: list[Outcome], requests: lis
 
 async def test_stream_answers_each_request_once_when_models_and_cameras_are_mixed(settings, fake_triton):
     # a burst of 120 requests: the per-model share is the whole window, so none is OVERLOADED
-    core = RuntimeCore(settings.model_copy(update={"max_in_flight_per_model": 64}), fake_triton)
+    core = build_core(settings.model_copy(update={"max_in_flight_per_model": 64}), fake_triton)
     await core.start()
     fake_triton.delays["alpha__2.0.0"] = 0.01
     fake_triton.behaviours["alpha__2.0.0"] = lambda r: (
@@ -81,7 +83,7 @@ async def test_stream_times_out_hung_model_without_stalling_the_others(core, fak
 
 
 async def test_stream_answers_overloaded_when_one_model_holds_its_share(settings, fake_triton):
-    runtime = RuntimeCore(
+    runtime = build_core(
         settings.model_copy(update={"max_in_flight_per_model": 2, "request_timeout_ms": 300}), fake_triton
     )
     await runtime.start()
@@ -104,7 +106,7 @@ async def test_stream_answers_overloaded_when_one_model_holds_its_share(settings
 
 
 async def test_stream_stops_taking_requests_when_window_is_full(settings, fake_triton):
-    runtime = RuntimeCore(settings.model_copy(update={"max_in_flight_per_stream": 4}), fake_triton)
+    runtime = build_core(settings.model_copy(update={"max_in_flight_per_stream": 4}), fake_triton)
     await runtime.start()
     try:
         fake_triton.delays["alpha__1.0.0"] = 0.1
@@ -189,11 +191,11 @@ async def test_stream_drops_pending_without_answers_when_client_goes_away(core, 
 
 
 async def test_stream_stops_taking_requests_when_client_does_not_read_answers(settings, fake_triton):
-    runtime = RuntimeCore(settings.model_copy(update={"max_in_flight_per_stream": 3}), fake_triton)
+    runtime = build_core(settings.model_copy(update={"max_in_flight_per_stream": 3}), fake_triton)
     await runtime.start()
     try:
         unread: list[Outcome] = []
-        session = StreamSession(runtime, unread.append)  # answers emitted, never written
+        session = StreamSession(runtime.pipeline, unread.append)  # answers emitted, never written
         for n in range(3):
             await session.submit(frame("alpha", str(n)))
         await asyncio.sleep(0.02)
@@ -237,19 +239,31 @@ async def test_stream_restarts_a_released_sequence_once_when_several_frames_were
 
 async def test_stream_holds_a_lease_on_the_copy_each_request_went_to_until_it_is_answered(core):
     leases: list[tuple[str, str]] = []
-    core.begin = lambda name: leases.append(("begin", name))
-    core.end = lambda name: leases.append(("end", name))
+    begin, end = core.leases.begin, core.leases.end
+    core.leases.begin = lambda name: (leases.append(("begin", name)), begin(name))
+    core.leases.end = lambda name: (leases.append(("end", name)), end(name))
     outcomes: list[Outcome] = []
     session = open_session(core, outcomes)
     requests = [frame("alpha", "a1"), frame("alpha", "a2")]
     for request in requests[:1]:
         await session.submit(request)
-    # A reload switches the record to its other copy while a1 is in flight: a2 goes there, and the
-    # lease of a1 stays on the copy it was sent to.
-    core.registry.get("alpha", "1.0.0").triton_name = "alpha__1.0.0__b"
+    # A reload publishes the version's route to its other copy while a1 is in flight: a2 goes there,
+    # and the lease of a1 stays on the copy it was sent to.
+    route = core.routes.get("alpha", "1.0.0")
+    core.routes.publish(dataclasses.replace(route, triton_name="alpha__1.0.0__b"))
     await collect(session, outcomes, requests[1:])
     assert sorted(o.request.frame_id for o in outcomes) == ["a1", "a2"]
     assert sorted(leases) == sorted([
         ("begin", "alpha__1.0.0"), ("end", "alpha__1.0.0"),
         ("begin", "alpha__1.0.0__b"), ("end", "alpha__1.0.0__b"),
     ])
+    assert core.leases.count("alpha__1.0.0") == core.leases.count("alpha__1.0.0__b") == 0
+
+
+async def test_stream_ends_the_leases_of_pending_requests_when_the_client_goes_away(core, fake_triton):
+    fake_triton.behaviours["alpha__1.0.0"] = lambda r: None
+    session = open_session(core, [])
+    await session.submit(frame("alpha", "1"))
+    assert core.leases.count("alpha__1.0.0") == 1
+    await session.close()
+    assert core.leases.count("alpha__1.0.0") == 0

@@ -6,15 +6,17 @@ import grpc
 import pytest
 from tritonclient.grpc import service_pb2 as pb
 
-from sidecar.errors import ErrorCode, ModelNotReady, PluginError, RequestTimeout
-from sidecar.registry import ModelRecord
-from sidecar.triton import (
+from sidecar.errors import (
+    ErrorCode,
+    ModelNotLoaded,
+    ModelNotReady,
     ModelProcessDied,
+    PluginError,
+    RequestTimeout,
     SequenceNotStarted,
-    build_request,
-    error_from_triton,
-    result_of,
 )
+from sidecar.request.routes import Route
+from sidecar.request.triton import build_request, error_from_triton, result_of, set_sequence_start
 
 
 @pytest.mark.parametrize(
@@ -50,7 +52,7 @@ from sidecar.triton import (
             ErrorCode.INTERNAL,
             None,
         ),
-        ("Request for unknown model: 'm' is not found", None, ModelNotReady, ErrorCode.MODEL_NOT_READY, None),
+        ("Request for unknown model: 'm' is not found", None, ModelNotLoaded, ErrorCode.MODEL_NOT_READY, ""),
         ("failed to connect", grpc.StatusCode.UNAVAILABLE, ModelNotReady, ErrorCode.MODEL_NOT_READY, None),
         ("something else", None, Exception, ErrorCode.INTERNAL, "something else"),
     ],
@@ -63,8 +65,8 @@ def test_error_from_triton_maps_messages_to_codes(message, status, kind, code, t
         assert text in error.message
 
 
-def record(**kw) -> ModelRecord:
-    return ModelRecord("m", "1.0.0", "m__1.0.0", valid=True, **kw)
+def record(**kw) -> Route:
+    return Route("m", "1.0.0", "READY", triton_name="m__1.0.0", **kw)
 
 
 @pytest.mark.parametrize(
@@ -96,6 +98,8 @@ def test_build_request_sends_camera_as_sequence_id_when_temporal():
     assert request.parameters["sequence_id"].string_param == "cam9"
     assert request.parameters["sequence_start"].bool_param is True
     assert "frame_id" not in request.parameters
+    set_sequence_start(request, False)
+    assert request.parameters["sequence_start"].bool_param is False
 
 
 def test_result_of_reads_one_bytes_element():

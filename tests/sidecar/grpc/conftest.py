@@ -5,14 +5,12 @@ from __future__ import annotations
 import pytest
 
 from sidecar.client import AIRuntimeClient
-from sidecar.main import Sidecar
+from sidecar.main import Sidecar, build_core
 
 
 @pytest.fixture
 async def sidecar(settings, fake_triton):
-    running = Sidecar(settings)
-    running.core.adapter = fake_triton
-    running.core.lifecycle.adapter = fake_triton
+    running = Sidecar(settings, build_core(settings, fake_triton))
     await running.start()
     yield running
     await running.stop(grace=0.5)

@@ -125,14 +125,14 @@ async def test_model_status_fails_not_found_when_nothing_matches(sidecar):
     assert raised.value.code() is grpc.StatusCode.NOT_FOUND
 
 
-async def test_standard_health_service_follows_triton_readiness(sidecar, fake_triton):
+async def test_standard_health_service_follows_the_runtimes_readiness(sidecar, fake_triton):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for service in ("", "ruth.airuntime.v1.AIRuntime"):
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=service))
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         fake_triton.ready = False
-        await sidecar.core.lifecycle.refresh()
+        await sidecar.core.readiness.check()
         await asyncio.sleep(0.01)
         reply = await stub.Check(health_pb2.HealthCheckRequest(service=""))
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -172,7 +172,7 @@ def test_every_error_code_has_a_grpc_status_and_a_proto_value():
     ],
 )
 def test_response_carries_the_result_as_a_struct(document):
-    from sidecar.core import FrameRequest, Outcome
+    from sidecar.request.pipeline import FrameRequest, Outcome
 
     expected = struct_pb2.Struct()
     expected.update(document)
@@ -182,7 +182,7 @@ def test_response_carries_the_result_as_a_struct(document):
 
 
 def test_response_reports_internal_when_result_is_not_an_object():
-    from sidecar.core import FrameRequest, Outcome
+    from sidecar.request.pipeline import FrameRequest, Outcome
 
     request = FrameRequest("f", "c", "m", "1.0.0", b"", "jpeg")
     for result in (b"[1, 2]", b"not json", None):

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from sidecar.client import AIRuntimeClient
-from sidecar.main import Sidecar
+from sidecar.main import Sidecar, build_core
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -59,9 +59,8 @@ def pki(tmp_path_factory) -> Path:
 
 
 async def _serve(settings, fake_triton, **tls):
-    running = Sidecar(settings.model_copy(update=tls))
-    running.core.adapter = fake_triton
-    running.core.lifecycle.adapter = fake_triton
+    configured = settings.model_copy(update=tls)
+    running = Sidecar(configured, build_core(configured, fake_triton))
     await running.start()
     return running
 

@@ -1,3 +1,6 @@
+"""The HTTP app (httpx's ASGI transport, no socket) over a runtime core whose Triton and entry
+source are fakes; tests/integration/test_lifecycle.py serves the same routes for real."""
+
 from __future__ import annotations
 
 import sys
@@ -9,13 +12,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lifecycle"))
 
-from lifecycle_fakes import FakeControl, FakeEntries, FakeKiller
+from lifecycle_fakes import FakeEntries
 
-from sidecar.hardware import HardwareProbe
+from sidecar.control.manager import route_of
+from sidecar.core import RuntimeCore
+from sidecar.errors import SidecarError
 from sidecar.http import create_app
-from sidecar.manager import LifecycleManager
-from sidecar.operations import RuntimeOperations
-from sidecar.recovery import RecoveryPolicy
+from sidecar.report.hardware import HardwareProbe
+from sidecar.settings import load_settings
 
 TOKEN = "admin-s3cret"
 
@@ -34,13 +38,19 @@ def entries() -> FakeEntries:
 
 
 @pytest.fixture
-async def ops(entries, tmp_path):
-    manager = LifecycleManager(FakeControl(), entries, stub_killer=FakeKiller(),
-                               policy=RecoveryPolicy(cooldown_s=60.0))
+async def runtime(entries, fake_triton, tmp_path):
+    settings = load_settings(http_port=None, calibrate=False, recovery_cooldown_s=60.0,
+                             triton_connect_timeout_s=0.5, refresh_interval_s=60.0)
     probe = HardwareProbe(tegra_release=tmp_path / "none", nvml=None, smi=None)
-    ops = RuntimeOperations(manager, hardware=probe, watch=False, tick_s=60.0)
-    yield ops
-    await ops.stop()
+    core = RuntimeCore(settings, fake_triton, entries, hardware=probe)
+    yield core
+    await core.stop()
+
+
+def observe(core: RuntimeCore, model_id: str, version: str, error: SidecarError | None = None,
+            latency_ms: float = 1.0) -> None:
+    """One answered request, as the request pipeline reports it."""
+    core._observe(route_of(core.manager.registry.get(model_id, version)), error, latency_ms)
 
 
 def _client(app) -> httpx.AsyncClient:
@@ -48,12 +58,12 @@ def _client(app) -> httpx.AsyncClient:
 
 
 @pytest.fixture
-async def client(ops):
-    async with _client(create_app(SimpleNamespace(admin_token=TOKEN), ops)) as client:
+async def client(runtime):
+    async with _client(create_app(SimpleNamespace(admin_token=TOKEN), runtime)) as client:
         yield client
 
 
 @pytest.fixture
-async def client_without_token(ops):
-    async with _client(create_app(SimpleNamespace(admin_token=None), ops)) as client:
+async def client_without_token(runtime):
+    async with _client(create_app(SimpleNamespace(admin_token=None), runtime)) as client:
         yield client

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import logging
 
+from sidecar.errors import ErrorCode, PluginError, RequestTimeout
 from sidecar.http.app import HealthEndpointFilter
+from tests.sidecar.http.conftest import observe
 
 
 async def test_livez_answers_200_when_the_process_serves(client):
@@ -16,23 +18,23 @@ async def test_readyz_answers_503_before_the_initial_loads(client):
     assert response.json()["initial_loads_done"] is False and response.json()["healthy_models"] == 0
 
 
-async def test_readyz_answers_200_when_a_model_is_healthy(client, ops):
-    await ops.start()
+async def test_readyz_answers_200_when_a_model_is_healthy(client, runtime):
+    await runtime.start()
     response = await client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["status"] == "healthy" and response.json()["total_models"] == 1
 
 
-async def test_readyz_answers_503_when_no_model_is_healthy(client, ops):
-    await ops.start()
+async def test_readyz_answers_503_when_no_model_is_healthy(client, runtime):
+    await runtime.start()
     for _ in range(3):
-        ops.observe("fall_detection", "1.0.0", ok=False, latency_ms=7000.0, code="TIMEOUT")
+        observe(runtime, "fall_detection", "1.0.0", RequestTimeout("no answer"), latency_ms=7000.0)
     response = await client.get("/readyz")
     assert response.status_code == 503 and response.json()["status"] == "unhealthy"
 
 
-async def test_capabilities_returns_the_declaration(client, ops):
-    await ops.start()
+async def test_capabilities_returns_the_declaration(client, runtime):
+    await runtime.start()
     body = (await client.get("/capabilities")).json()
     assert body["hardware"]["type"] == "cpu"
     states = {m["model_id"]: m["state"] for m in body["models"]}
@@ -41,9 +43,9 @@ async def test_capabilities_returns_the_declaration(client, ops):
     assert body["health_summary"]["status"] == "healthy"
 
 
-async def test_models_lists_state_history_and_health(client, ops):
-    await ops.start()
-    ops.observe("fall_detection", "1.0.0", ok=True, latency_ms=12.0)
+async def test_models_lists_state_history_and_health(client, runtime):
+    await runtime.start()
+    observe(runtime, "fall_detection", "1.0.0", latency_ms=12.0)
     body = (await client.get("/models", params={"model_id": "fall_detection"})).json()
     (model,) = body["models"]
     assert model["state"] == "READY" and model["health"] == "HEALTHY"
@@ -51,16 +53,17 @@ async def test_models_lists_state_history_and_health(client, ops):
     assert model["performance"]["requests"] == 1 and model["performance"]["avg_inference_ms"] == 12.0
 
 
-async def test_models_answers_404_when_nothing_matches(client, ops):
-    await ops.start()
+async def test_models_answers_404_when_nothing_matches(client, runtime):
+    await runtime.start()
     response = await client.get("/models", params={"model_id": "nope"})
     assert response.status_code == 404 and response.json()["error"]["code"] == "MODEL_NOT_FOUND"
 
 
-async def test_metrics_exposes_requests_latency_state_and_health(client, ops):
-    await ops.start()
-    ops.observe("fall_detection", "1.0.0", ok=True, latency_ms=12.0)
-    ops.observe("fall_detection", "1.0.0", ok=False, latency_ms=3.0, code="INFERENCE_ERROR")
+async def test_metrics_exposes_requests_latency_state_and_health(client, runtime):
+    await runtime.start()
+    observe(runtime, "fall_detection", "1.0.0", latency_ms=12.0)
+    failure = PluginError("infer: boom", ErrorCode.INFERENCE_ERROR)
+    observe(runtime, "fall_detection", "1.0.0", failure, latency_ms=3.0)
     response = await client.get("/metrics")
     text = response.text
     assert response.headers["content-type"].startswith("text/plain")
@@ -85,8 +88,8 @@ async def test_admin_rescan_answers_401_when_the_token_is_wrong(client):
     assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
 
 
-async def test_admin_rescan_loads_new_plugins_when_authorized(client, ops, entries, token):
-    await ops.start()
+async def test_admin_rescan_loads_new_plugins_when_authorized(client, runtime, entries, token):
+    await runtime.start()
     entries.add("crowd", "2.0.0")
     response = await client.post("/admin/rescan", params={"model_id": "crowd"},
                                  headers={"Authorization": f"Bearer {token}"})

@@ -3,9 +3,10 @@ from __future__ import annotations
 import pytest
 from lifecycle_fakes import FakeControl, FakeEntries, FakeKiller
 
-from sidecar.health import HealthPolicy
-from sidecar.manager import LifecycleManager
-from sidecar.recovery import RecoveryPolicy
+from sidecar.control.health import HealthPolicy
+from sidecar.control.manager import LifecycleManager
+from sidecar.control.recovery import RecoveryPolicy
+from sidecar.request.routes import Leases, RouteTable
 
 
 @pytest.fixture
@@ -31,6 +32,6 @@ def policy() -> RecoveryPolicy:
 
 @pytest.fixture
 def manager(control, entries, killer, policy):
-    manager = LifecycleManager(control, entries, policy=policy, stub_killer=killer,
+    manager = LifecycleManager(control, entries, RouteTable(), Leases(), policy=policy, stub_killer=killer,
                                health_policy=HealthPolicy(min_requests=5))
     yield manager

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from sidecar.entries import PluginCheck, StagedEntry, StageError
+from ruthgen.contract import ModelContract
+from ruthgen.manifest import ManifestEntry, TritonFacts
+from sidecar.control.sources import PluginCheck, StageError
+from sidecar.request.triton import IndexEntry
 
 
 class LoadFailed(Exception):
@@ -52,6 +54,9 @@ class FakeControl:
     async def model_statistics(self, name: str) -> dict[str, Any]:
         return self.stats.get(name, {})
 
+    async def repository_index(self, timeout_s: float = 5.0) -> list[IndexEntry]:
+        return [IndexEntry(name, "1", "READY", "") for name in sorted(self.loaded)]
+
     def count(self, action: str, name: str | None = None) -> int:
         return sum(1 for a, n in self.calls if a == action and (name is None or n == name))
 
@@ -66,46 +71,65 @@ class FakePlugin:
     max_batch_size: int = 0
 
 
+def contract(model_id: str, version: str, plugin: FakePlugin) -> ModelContract:
+    performance: dict[str, Any] = {"recommended_batch_size": max(1, plugin.max_batch_size)}
+    if plugin.hint_ms is not None:
+        performance["inference_time_hint_ms"] = plugin.hint_ms
+    return ModelContract.model_validate({
+        "model_id": model_id, "version": version, "display_name": model_id,
+        "input": {"type": plugin.input_type, "format": "jpeg"},
+        "output": {"schema": {"ok": {"type": "boolean"}}},
+        "performance": performance,
+    })
+
+
 @dataclass
 class FakeEntries:
+    """The entry source's interface; two slots per version, or one (``one_slot``, a read-only repository)."""
+
     plugins_: dict[tuple[str, str], FakePlugin] = field(default_factory=dict)
     staged: list[str] = field(default_factory=list)
     discarded: list[str] = field(default_factory=list)
     forgotten: list[tuple[str, str]] = field(default_factory=list)
+    one_slot: bool = False
 
     def add(self, model_id: str, version: str, **kwargs: Any) -> FakePlugin:
         plugin = FakePlugin(**kwargs)
         self.plugins_[(model_id, version)] = plugin
         return plugin
 
-    def plugins(self, model_id: str | None = None) -> dict[tuple[str, str], Path]:
-        return {k: Path("/models", *k) for k in self.plugins_ if model_id is None or k[0] == model_id}
+    def versions(self) -> set[tuple[str, str]]:
+        return set(self.plugins_)
 
-    def digest(self, model_id: str, version: str) -> str:
-        return self.plugins_[(model_id, version)].digest
+    def digest(self, key: tuple[str, str]) -> str:
+        return self.plugins_[key].digest
 
-    def check(self, model_id: str, version: str) -> PluginCheck:
-        plugin = self.plugins_[(model_id, version)]
+    def check(self, key: tuple[str, str]) -> PluginCheck:
+        plugin = self.plugins_[key]
         if not plugin.valid:
             return PluginCheck(False, plugin.reason)
-        return PluginCheck(True, "valid", {"input_type": plugin.input_type, "output_schema_version": "1",
-                                           "inference_time_hint_ms": plugin.hint_ms})
+        return PluginCheck(True, "valid", contract(*key, plugin))
 
-    def stage(self, model_id: str, version: str, name: str) -> StagedEntry:
-        plugin = self.plugins_.get((model_id, version))
+    def slots(self, key: tuple[str, str]) -> tuple[str, ...]:
+        name = f"{key[0]}__{key[1]}"
+        return (name,) if self.one_slot else (name, name + "__b")
+
+    def stage(self, key: tuple[str, str], name: str) -> ManifestEntry:
+        plugin = self.plugins_.get(key)
         if plugin is None or not plugin.valid:
             raise StageError(plugin.reason if plugin else "gone")
         self.staged.append(name)
-        contract = {"input": {"type": plugin.input_type}, "schema_version": "1",
-                    "performance": {"inference_time_hint_ms": plugin.hint_ms}}
-        return StagedEntry(name, {"contract": contract, "triton": {"max_batch_size": plugin.max_batch_size,
-                                                                 "instance_count": 1}})
+        return ManifestEntry(
+            model_id=key[0], version=key[1], triton_name=name, state="VALID",
+            contract=contract(*key, plugin),
+            triton=TritonFacts(max_batch_size=plugin.max_batch_size, instance_count=1),
+        )
 
     def discard(self, name: str) -> None:
         self.discarded.append(name)
 
-    def forget(self, model_id: str, version: str) -> None:
-        self.forgotten.append((model_id, version))
+    def forget(self, key: tuple[str, str]) -> None:
+        self.forgotten.append(key)
 
 
 class FakeKiller:

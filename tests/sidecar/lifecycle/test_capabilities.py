@@ -1,9 +1,13 @@
 from __future__ import annotations
 
-from sidecar.capabilities import build_declaration, fps_from_statistics
-from sidecar.hardware import HardwareInfo
-from sidecar.health import HealthPolicy, ModelHealthTracker
-from sidecar.states import ModelRegistry, ModelState
+from lifecycle_fakes import FakePlugin, contract
+
+from ruthgen.manifest import TritonFacts
+from sidecar.control.capacity import fps_from_statistics
+from sidecar.control.health import HealthPolicy, ModelHealthTracker
+from sidecar.control.states import ModelRegistry, ModelState
+from sidecar.report.capabilities import build_declaration
+from sidecar.report.hardware import HardwareInfo
 
 S = ModelState
 
@@ -12,8 +16,9 @@ def _ready(registry, model_id, version, fps, batch=1):
     record = registry.add(model_id, version)
     for state in (S.VALIDATING, S.LOADING, S.READY):
         record.transition(state, "x")
-    record.input_type, record.output_schema_version = "frame", "1"
-    record.fps_capacity, record.max_batch_size = fps, batch
+    record.contract = contract(model_id, version, FakePlugin(max_batch_size=batch))
+    record.triton = TritonFacts(max_batch_size=batch)
+    record.fps_capacity = fps
     return record
 
 
@@ -56,7 +61,8 @@ def test_declaration_has_the_7_2_shape_with_measured_figures():
     assert models["broken"]["state"] == "INVALID" and models["broken"]["health"] == "UNHEALTHY"
     assert declaration["health_summary"] == {
         "status": "degraded", "total_models": 2, "healthy_models": 1, "degraded_models": 1,
-        "unhealthy_models": 0, "last_error": "helmet_detection:0.1.0: inference timeout at 10:02:15",
+        "unhealthy_models": 0,
+        "last_error": "helmet_detection:0.1.0: inference timeout at 2026-01-14T10:02:15.000Z",
     }
 
 
@@ -70,7 +76,8 @@ def test_declaration_is_unhealthy_with_zero_capacity_when_nothing_is_loaded():
 def test_declaration_falls_back_to_the_latency_hint_when_not_measured():
     registry = ModelRegistry()
     record = _ready(registry, "m", "1.0.0", None)
-    record.inference_time_hint_ms, record.instance_count = 25.0, 2
+    record.contract = contract("m", "1.0.0", FakePlugin(hint_ms=25.0))
+    record.triton = TritonFacts(instance_count=2)
     declaration = build_declaration(runtime_id="r", runtime_version="v", records=[record], health={},
                                     hardware=HardwareInfo(type="cpu", supports_gpu=False), now=0.0)
     assert declaration["models"][0]["performance"]["fps_capacity"] == 80.0

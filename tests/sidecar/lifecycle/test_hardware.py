@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from sidecar.hardware import HardwareProbe
+from sidecar.report.hardware import HardwareProbe
 
 SMI_QUERY_OUT = "NVIDIA Tesla T4, 15360, 12000, 535.104.05\n"
 SMI_PLAIN_OUT = "| NVIDIA-SMI 535.104.05   Driver Version: 535.104.05   CUDA Version: 12.2     |\n"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.health import Health, HealthPolicy, ModelHealthTracker, aggregate, counts_against_model
+from sidecar.control.health import Health, HealthPolicy, ModelHealthTracker, aggregate, counts_against_model
 
 H = Health
 

@@ -1,13 +1,41 @@
+"""The lifecycle manager in front of fake Triton control and a fake entry source."""
+
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
-from sidecar.health import Health
-from sidecar.states import ModelState
-from sidecar.watcher import Change
+from sidecar.control.health import Health
+from sidecar.control.manager import LifecycleManager, route_of
+from sidecar.control.states import ModelState
+from sidecar.control.watcher import Change
+from sidecar.errors import InternalError, ModelNotLoaded, ModelProcessDied, RequestTimeout, SidecarError
 
 S = ModelState
 A, B = "m__1.0.0", "m__1.0.0__b"
+
+
+def route(manager: LifecycleManager, model_id: str = "m", version: str = "1.0.0") -> str | None:
+    """The copy requests for the version go to now (None when they are refused)."""
+    published = manager.routes.get(model_id, version)
+    return published.triton_name if published is not None and published.serving else None
+
+
+def observe(manager, model_id="m", version="1.0.0", error: SidecarError | None = None, *, name=None,
+            latency_ms=1.0) -> None:
+    """One answered request, as the pipeline reports it (``name``: the copy it went to)."""
+    sent = route_of(manager.registry.get(model_id, version))
+    if name is not None:
+        sent = dataclasses.replace(sent, triton_name=name)
+    manager.observe(sent, error, latency_ms)
+
+
+def dead_stub() -> ModelProcessDied:
+    return ModelProcessDied("the model's process (m__1.0.0_0_0) died")
+
+
+def timeout() -> RequestTimeout:
+    return RequestTimeout("no answer within 1000 ms")
 
 
 async def _until(predicate, timeout=3.0):
@@ -26,7 +54,7 @@ async def test_rescan_loads_a_new_plugin_to_ready(manager, control, entries):
     await manager.rescan()
     record = manager.registry.get("m", "1.0.0")
     assert _states(record) == [S.DISCOVERED, S.VALIDATING, S.LOADING, S.READY]
-    assert record.active_name == A and manager.route("m", "1.0.0") == A
+    assert record.active_name == A and route(manager) == A
     assert record.input_type == "batch" and control.loaded == {A}
 
 
@@ -35,7 +63,7 @@ async def test_rescan_marks_an_invalid_plugin_invalid_without_loading(manager, c
     await manager.rescan()
     record = manager.registry.get("m", "1.0.0")
     assert record.state is S.INVALID and "model_yaml_missing" in record.reason
-    assert control.calls == [] and manager.route("m", "1.0.0") is None
+    assert control.calls == [] and route(manager) is None
 
 
 async def test_load_failure_keeps_tritons_reason_and_is_not_retried(manager, control, entries):
@@ -44,7 +72,7 @@ async def test_load_failure_keeps_tritons_reason_and_is_not_retried(manager, con
     await manager.rescan()
     record = manager.registry.get("m", "1.0.0")
     assert record.state is S.FAILED and "No module named 'cv9'" in record.reason
-    await manager.on_files_changed([Change("other", None)])
+    await manager.on_changes([Change("other", None)])
     await manager.rescan()  # a rescan without changes and without force does not retry
     assert control.count("load") == 1
 
@@ -74,28 +102,28 @@ async def test_new_version_loads_without_touching_the_running_one(manager, contr
     entries.add("m", "1.0.0")
     await manager.rescan()
     entries.add("m", "1.1.0")
-    await manager.on_files_changed([Change("m", "1.1.0")])
-    assert manager.route("m", "1.1.0") == "m__1.1.0" and manager.route("m", "1.0.0") == A
+    await manager.on_changes([Change("m", "1.1.0")])
+    assert route(manager, "m", "1.1.0") == "m__1.1.0" and route(manager) == A
     assert control.calls == [("load", A), ("load", "m__1.1.0")]
 
 
 async def test_changed_plugin_reloads_into_the_other_slot_then_unloads_the_old(manager, control, entries):
     plugin = entries.add("m", "1.0.0")
     await manager.rescan()
-    manager.begin(A)  # a request in flight on the old copy
+    manager.leases.begin(A)  # a request in flight on the old copy
     plugin.digest = "d2"
-    task = asyncio.ensure_future(manager.on_files_changed([Change("m", "1.0.0")]))
-    await _until(lambda: manager.route("m", "1.0.0") == B)
+    task = asyncio.ensure_future(manager.on_changes([Change("m", "1.0.0")]))
+    await _until(lambda: route(manager) == B)
     await asyncio.sleep(0.05)
     assert control.count("unload", A) == 0, "the old copy is unloaded only after its requests finished"
-    manager.end(A)
+    manager.leases.end(A)
     await task
     record = manager.registry.get("m", "1.0.0")
     assert record.state is S.READY and _states(record)[-1] is S.READY and record.source_digest == "d2"
     assert control.calls[-2:] == [("load", B), ("unload", A)]
     plugin.digest = "d3"
-    await manager.on_files_changed([Change("m", "1.0.0")])
-    assert manager.route("m", "1.0.0") == A and control.calls[-2:] == [("load", A), ("unload", B)]
+    await manager.on_changes([Change("m", "1.0.0")])
+    assert route(manager) == A and control.calls[-2:] == [("load", A), ("unload", B)]
     assert B in entries.discarded
 
 
@@ -103,9 +131,9 @@ async def test_invalid_change_is_rejected_and_the_running_copy_keeps_serving(man
     plugin = entries.add("m", "1.0.0")
     await manager.rescan()
     plugin.digest, plugin.valid, plugin.reason = "d2", False, "output_schema_invalid: bad type"
-    await manager.on_files_changed([Change("m", "1.0.0")])
+    await manager.on_changes([Change("m", "1.0.0")])
     record = manager.registry.get("m", "1.0.0")
-    assert record.state is S.READY and manager.route("m", "1.0.0") == A
+    assert record.state is S.READY and route(manager) == A
     assert "output_schema_invalid" in record.rejected_change.reason
     assert control.calls == [("load", A)]
     assert record.to_dict()["rejected_change"]["source_digest"] == "d2"
@@ -116,40 +144,39 @@ async def test_failed_load_of_a_change_rolls_back_to_the_running_copy(manager, c
     await manager.rescan()
     plugin.digest = "d2"
     control.fail[B] = "Internal: warmup.infer: ZeroDivisionError"
-    await manager.on_files_changed([Change("m", "1.0.0")])
+    await manager.on_changes([Change("m", "1.0.0")])
     record = manager.registry.get("m", "1.0.0")
-    assert manager.route("m", "1.0.0") == A and record.state is S.READY
+    assert route(manager) == A and record.state is S.READY
     assert "warmup.infer" in record.rejected_change.reason and control.count("unload", A) == 0
 
 
 async def test_deleted_plugin_is_unloaded_after_in_flight_requests(manager, control, entries):
     entries.add("m", "1.0.0")
     await manager.rescan()
-    manager.begin(A)
+    manager.leases.begin(A)
     del entries.plugins_[("m", "1.0.0")]
-    task = asyncio.ensure_future(manager.on_files_changed([Change("m", None)]))
+    task = asyncio.ensure_future(manager.on_changes([Change("m", None)]))
     record = manager.registry.get("m", "1.0.0")
     await _until(lambda: record.state is S.UNLOADING)
-    assert manager.route("m", "1.0.0") is None and control.count("unload") == 0
-    manager.end(A)
+    assert route(manager) is None and control.count("unload") == 0
+    manager.leases.end(A)
     await task
     assert record.state is S.UNLOADED and control.calls[-1] == ("unload", A)
     assert entries.forgotten == [("m", "1.0.0")]
     entries.add("m", "1.0.0")
-    await manager.on_files_changed([Change("m", "1.0.0")])
+    await manager.on_changes([Change("m", "1.0.0")])
     assert record.state is S.READY
 
 
 async def test_dead_stub_moves_to_error_then_recovers_by_reload(manager, control, entries):
     entries.add("m", "1.0.0")
     await manager.rescan()
-    manager.observe("m", "1.0.0", ok=False, latency_ms=1.0, code="INTERNAL",
-                    message="Stub process 'm__1.0.0_0_0' is not healthy.")
+    observe(manager, error=dead_stub())
     record = manager.registry.get("m", "1.0.0")
-    assert record.state is S.ERROR and manager.route("m", "1.0.0") is None
+    assert record.state is S.ERROR and route(manager) is None
     await _until(lambda: record.state is S.READY)
     assert _states(record)[-3:] == [S.ERROR, S.LOADING, S.READY]
-    assert manager.route("m", "1.0.0") == B
+    assert route(manager) == B
     await _until(lambda: control.count("unload", A) == 1)
 
 
@@ -157,14 +184,14 @@ async def test_consecutive_timeouts_kill_the_hung_stubs_and_reload(manager, cont
     entries.add("m", "1.0.0")
     await manager.rescan()
     for _ in range(2):
-        manager.observe("m", "1.0.0", ok=False, latency_ms=1000.0, code="TIMEOUT")
+        observe(manager, error=timeout(), latency_ms=1000.0)
     assert manager.registry.get("m", "1.0.0").state is S.READY
-    manager.observe("m", "1.0.0", ok=False, latency_ms=1000.0, code="TIMEOUT")
+    observe(manager, error=timeout(), latency_ms=1000.0)
     record = manager.registry.get("m", "1.0.0")
     assert record.state is S.ERROR and "3 consecutive timeouts" in record.reason
     assert manager.trackers[record.key].health is Health.UNHEALTHY
     await _until(lambda: record.state is S.READY)
-    assert killer.killed == [A] and manager.route("m", "1.0.0") == B
+    assert killer.killed == [A] and route(manager) == B
     assert manager.trackers[record.key].health is Health.HEALTHY
 
 
@@ -175,8 +202,7 @@ async def test_model_that_keeps_failing_ends_in_error_after_max_retries(manager,
     for _ in range(4):
         await _until(lambda: record.state in (S.READY, S.ERROR))
         if record.state is S.READY:
-            manager.observe("m", "1.0.0", ok=False, latency_ms=1.0, code="INTERNAL",
-                            message="Stub process 'x' is not healthy.", name=record.active_name)
+            observe(manager, error=dead_stub())
         await _until(lambda: record.state is S.ERROR)
         await asyncio.sleep(0.15)
     assert record.state is S.ERROR and record.recovery_attempts == 3
@@ -192,7 +218,7 @@ async def test_recovery_reload_failure_stays_error_and_retries(manager, control,
     entries.add("m", "1.0.0")
     await manager.rescan()
     control.fail_prefix["m__"] = "Internal: initialize() raised"
-    manager.observe("m", "1.0.0", ok=False, latency_ms=1.0, process_died=True)
+    observe(manager, error=dead_stub())
     record = manager.registry.get("m", "1.0.0")
     await _until(lambda: record.recovery_attempts == 3 and record.state is S.ERROR
                  and "gave up" in (record.last_error or ""))
@@ -202,18 +228,18 @@ async def test_recovery_reload_failure_stays_error_and_retries(manager, control,
 async def test_success_after_recovery_resets_the_retry_budget(manager, control, entries):
     entries.add("m", "1.0.0")
     await manager.rescan()
-    manager.observe("m", "1.0.0", ok=False, latency_ms=1.0, process_died=True)
+    observe(manager, error=dead_stub())
     record = manager.registry.get("m", "1.0.0")
     await _until(lambda: record.state is S.READY)
     assert record.recovery_attempts == 1
-    manager.observe("m", "1.0.0", ok=True, latency_ms=1.0)
+    observe(manager)
     assert record.recovery_attempts == 0
 
 
 async def test_answers_from_a_retired_copy_are_ignored(manager, control, entries):
     entries.add("m", "1.0.0")
     await manager.rescan()
-    manager.observe("m", "1.0.0", ok=False, latency_ms=1.0, process_died=True, name=B)
+    observe(manager, error=dead_stub(), name=B)
     assert manager.registry.get("m", "1.0.0").state is S.READY
 
 
@@ -224,12 +250,27 @@ async def test_runtime_health_follows_the_models(manager, control, entries):
     await manager.rescan()
     assert manager.runtime_health().status is Health.HEALTHY
     for _ in range(3):
-        manager.observe("a", "1.0.0", ok=False, latency_ms=5.0, code="TIMEOUT")
+        observe(manager, "a", error=timeout(), latency_ms=5.0)
     health = manager.runtime_health()
     assert (health.status, health.healthy, health.unhealthy) == (Health.DEGRADED, 1, 1)
 
 
+async def test_calibration_sets_the_fps_capacity(manager, entries):
+    class Capacity:
+        async def calibrate(self, route, max_batch_size, instance_count):
+            assert (route.triton_name, max_batch_size, instance_count) == (A, 0, 1)
+            return 123.456
+
+    manager.capacity = Capacity()
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    await _until(lambda: manager.registry.get("m", "1.0.0").fps_capacity == 123.5)
+
+
 async def test_capacity_is_refreshed_from_live_statistics(manager, control, entries):
+    from sidecar.control.capacity import Capacity
+
+    manager.capacity = Capacity(control)
     entries.add("m", "1.0.0")
     await manager.rescan()
     control.stats[A] = {"inference_count": 100, "inference_stats": {"compute_infer": {"ns": 500_000_000}}}
@@ -239,14 +280,49 @@ async def test_capacity_is_refreshed_from_live_statistics(manager, control, entr
     assert manager.registry.get("m", "1.0.0").fps_capacity == 200.0 and changes
 
 
-async def test_calibration_sets_the_fps_capacity(control, entries, policy):
-    from sidecar.manager import LifecycleManager
-
-    async def calibrate(record):
-        return 123.456
-
-    manager = LifecycleManager(control, entries, policy=policy, calibrate=calibrate)
+async def test_a_request_error_that_is_the_callers_does_not_count_against_the_model(manager, entries):
     entries.add("m", "1.0.0")
     await manager.rescan()
-    await _until(lambda: manager.registry.get("m", "1.0.0").fps_capacity == 123.5)
-    await manager.stop()
+    for _ in range(20):
+        observe(manager, error=InternalError("inference server error: boom"))
+    assert manager.snapshot(("m", "1.0.0")).errors == 20
+    from sidecar.errors import InvalidInput, Overloaded
+
+    observe(manager, error=InvalidInput("frame.data is empty"))
+    observe(manager, error=Overloaded("slow down"))
+    assert manager.snapshot(("m", "1.0.0")).errors == 20
+
+
+async def test_a_model_the_server_lost_is_reloaded_at_once(manager, control, entries):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    observe(manager, error=ModelNotLoaded("the model is not loaded in the inference server"))
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state in (S.ERROR, S.LOADING)
+    await _until(lambda: record.state is S.READY)
+    assert "lost it" in record.last_error and route(manager) == B
+
+
+async def test_one_slot_source_reloads_in_place_on_change_and_recovers_out_then_in(manager, control, entries):
+    entries.one_slot = True
+    plugin = entries.add("m", "1.0.0")
+    await manager.rescan()
+    plugin.digest = "d2"
+    await manager.on_changes([Change("m", "1.0.0")])
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state is S.READY and record.source_digest == "d2" and route(manager) == A
+    assert control.calls == [("load", A), ("load", A)]  # Triton swaps the copy in place
+    observe(manager, error=dead_stub())
+    await _until(lambda: record.state is S.READY)
+    assert control.calls[-2:] == [("unload", A), ("load", A)] and route(manager) == A
+
+
+async def test_resync_reloads_the_versions_the_server_no_longer_serves(manager, control, entries):
+    entries.add("m", "1.0.0")
+    entries.add("n", "1.0.0")
+    await manager.rescan()
+    control.loaded.discard(A)  # the server restarted and has not loaded m again
+    await manager.resync()
+    record = manager.registry.get("m", "1.0.0")
+    await _until(lambda: record.state is S.READY and route(manager) == B)
+    assert manager.registry.get("n", "1.0.0").recovery_attempts == 0

@@ -1,70 +1,100 @@
+"""The stub killer against real processes: only the stubs of one model, only under our server."""
+
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
-from sidecar.recovery import StubKiller, is_dead_stub_error
+import psutil
+import pytest
 
-STUB = "/opt/tritonserver/backends/python/triton_python_backend_stub"
+from ruthgen.embedded.stubs import find_server
+from sidecar.control.recovery import StubKiller
 
-
-def _proc(root: Path, pid: int, ppid: int, argv: list[str], state: str = "S") -> None:
-    folder = root / str(pid)
-    folder.mkdir(parents=True)
-    (folder / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
-    (folder / "stat").write_text(f"{pid} (some (odd) name) {state} {ppid} 1 1 0 -1\n")
-
-
-def _tree(root: Path) -> None:
-    _proc(root, 100, 1, ["/x/tritonserver", "--model-repository", "/r"])
-    args = ["/r/hang__1.0.0/1/model.py", "shm", "1", "2", "100", "/lib", "h"]
-    _proc(root, 101, 100, [STUB, *args, "hang__1.0.0_0_0"])
-    _proc(root, 102, 100, [STUB, *args, "hang__1.0.0_0_1"])
-    _proc(root, 103, 100, [STUB, "/r/hang__1.0.0__b/1/model.py", "x", "hang__1.0.0__b_0_0"])  # the other slot
-    _proc(root, 104, 100, [STUB, "/r/other__1.0.0/1/model.py", "x", "other__1.0.0_0_0"])
-    _proc(root, 200, 1, ["/y/tritonserver"])  # somebody else's server
-    _proc(root, 201, 200, [STUB, "/r2/hang__1.0.0/1/model.py", "x", "hang__1.0.0_0_0"])
-    _proc(root, 105, 100, ["/bin/bash", "-c", "hang__1.0.0_0_0"])  # not a stub
+_SPAWNER = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    stub, names = sys.argv[1], sys.argv[2:]
+    sleep = "import time; time.sleep(60)"
+    children = [subprocess.Popen([stub, "-c", sleep, "/r/model.py", n]) for n in names]
+    print(" ".join(str(c.pid) for c in children), flush=True)
+    time.sleep(60)
+    """
+)
 
 
-def test_is_dead_stub_error_matches_tritons_message():
-    assert is_dead_stub_error("Stub process 'crash_0_0' is not healthy.")
-    assert not is_dead_stub_error("[RUTH:INFERENCE_ERROR] infer: boom")
-    assert not is_dead_stub_error(None)
+@pytest.fixture
+def servers(tmp_path: Path):
+    """Two fake servers, each the parent of processes whose command lines look like stubs."""
+    stub = tmp_path / "triton_python_backend_stub"
+    stub.symlink_to(sys.executable)
+    started: list[subprocess.Popen] = []
+
+    def server(*instances: str) -> tuple[int, list[int]]:
+        process = subprocess.Popen([sys.executable, "-c", _SPAWNER, str(stub), *instances],
+                                   stdout=subprocess.PIPE, text=True)
+        started.append(process)
+        pids = [int(p) for p in process.stdout.readline().split()]
+        return process.pid, pids
+
+    yield server
+    for process in started:
+        for child in psutil.Process(process.pid).children(recursive=True):
+            child.kill()
+        process.kill()
+        process.wait()
 
 
-def test_stub_killer_finds_only_our_servers_stubs_of_that_model(tmp_path):
-    _tree(tmp_path)
-    killer = StubKiller(lambda: 100, proc=tmp_path)
-    assert killer.find("hang__1.0.0") == [101, 102]
-    assert killer.find("hang__1.0.0__b") == [103]
+def _until_found(killer: StubKiller, name: str, count: int) -> list[int]:
+    deadline = time.monotonic() + 10
+    while len(found := killer.find(name)) < count and time.monotonic() < deadline:  # until they exec'd
+        time.sleep(0.02)
+    return found
+
+
+def test_stub_killer_finds_only_our_servers_stubs_of_that_model(servers):
+    ours, (hang0, hang1, other_slot, _other_model) = servers(
+        "hang__1.0.0_0_0", "hang__1.0.0_0_1", "hang__1.0.0__b_0_0", "other__1.0.0_0_0"
+    )
+    servers("hang__1.0.0_0_0")  # somebody else's server
+    killer = StubKiller(lambda: ours)
+    assert _until_found(killer, "hang__1.0.0", 2) == sorted([hang0, hang1])
+    assert _until_found(killer, "hang__1.0.0__b", 1) == [other_slot]
     assert killer.find("missing__1.0.0") == []
 
 
-def test_stub_killer_finds_nothing_when_the_server_is_not_visible(tmp_path):
-    _tree(tmp_path)
-    assert StubKiller(lambda: None, proc=tmp_path).find("hang__1.0.0") == []
+def test_stub_killer_kills_the_stubs_and_spares_the_rest(servers):
+    ours, (hang, other) = servers("hang__1.0.0_0_0", "other__1.0.0_0_0")
+    killer = StubKiller(lambda: ours)
+    _until_found(killer, "hang__1.0.0", 1)
+    assert killer.kill("hang__1.0.0", wait_s=5.0) == [hang]
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(hang) and psutil.Process(hang).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert psutil.Process(other).is_running() and psutil.Process(ours).is_running()
 
 
-def test_stub_killer_kills_a_real_descendant_process(tmp_path):
-    # A real process tree: this test process -> a child whose argv mimics a stub of model "m__1.0.0".
-    fake_stub = tmp_path / "triton_python_backend_stub"
-    fake_stub.symlink_to(sys.executable)
-    child = subprocess.Popen(
-        [str(fake_stub), "-c", "import time; time.sleep(60)", "m__1.0.0_0_0"], start_new_session=False
-    )
+def test_stub_killer_finds_nothing_when_the_server_is_not_visible(servers):
+    servers("hang__1.0.0_0_0")
+    assert StubKiller(lambda: None).find("hang__1.0.0") == []
+
+
+def test_find_server_knows_a_tritonserver_by_its_grpc_port(tmp_path):
+    binary = tmp_path / "tritonserver"
+    binary.symlink_to(sys.executable)
+    process = subprocess.Popen([str(binary), "-c", "import time; time.sleep(60)", "--grpc-port=18321"])
     try:
-        killer = StubKiller(lambda: os.getpid())
         deadline = time.monotonic() + 10
-        while not killer.find("m__1.0.0") and time.monotonic() < deadline:  # until the child has exec'd
-            time.sleep(0.01)
-        assert killer.find("m__1.0.0") == [child.pid]
-        assert killer.kill("m__1.0.0", wait_s=5.0) == [child.pid]
-        assert child.wait(timeout=5) == -9
+        while find_server(18321) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert find_server(18321) == process.pid
+        assert find_server(18322) is None
+        assert StubKiller.for_server(None, 18321)._server_pid() == process.pid
+        assert StubKiller.for_server(77, 18321)._server_pid() == 77
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        process.kill()
+        process.wait()

@@ -5,7 +5,7 @@ import json
 
 import httpx
 
-from sidecar.registration import Registrar, RegistrationConfig
+from sidecar.report.registration import Registrar, RegistrationConfig
 
 
 class Backend:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.states import TRANSITIONS, IllegalTransition, ModelRegistry, ModelState
+from sidecar.control.states import TRANSITIONS, IllegalTransition, ModelRegistry, ModelState
 
 S = ModelState
 APPENDIX_A = [

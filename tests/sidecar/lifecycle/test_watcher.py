@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-from sidecar.watcher import Change, ModelsWatcher, change_for
+from sidecar.control.watcher import Change, ModelsWatcher, change_for
 
 
 def test_change_for_maps_paths_to_plugin_versions(tmp_path):

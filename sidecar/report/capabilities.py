@@ -1,7 +1,7 @@
 """The capability declaration of architecture §7.2, built from the runtime's state (a pure function).
 
 Inputs: the model records (lifecycle), their request-health snapshots, the hardware and the clock.
-The same JSON is POSTed to the backend (:mod:`sidecar.registration`) and served at
+The same JSON is POSTed to the backend (:mod:`sidecar.report.registration`) and served at
 ``GET /capabilities``.
 
 * ``models``: every known version but UNLOADED ones, with ``state`` and ``health`` (READY: its
@@ -19,27 +19,13 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sidecar.hardware import HardwareInfo
-from sidecar.health import Health, HealthSnapshot, aggregate
-from sidecar.states import ModelRecord, ModelState
+from ruthgen.fsutil import iso_time
+from sidecar.control.health import Health, HealthSnapshot, aggregate, is_loaded, model_health
+from sidecar.control.states import ModelRecord, ModelState
+from sidecar.report.hardware import HardwareInfo
 
 MAX_STREAMS = 10
 FPS_PER_STREAM = 10
-_COMPUTE_PHASES = ("compute_input", "compute_infer", "compute_output")
-
-
-def model_health(record: ModelRecord, snapshot: HealthSnapshot | None) -> Health:
-    """The health reported for one model version."""
-    if record.state is ModelState.READY:
-        return snapshot.health if snapshot is not None else Health.HEALTHY
-    return Health.UNHEALTHY
-
-
-def is_loaded(record: ModelRecord) -> bool:
-    """True for versions that count in the runtime's health: serving, broken, or being recovered."""
-    return record.state in (ModelState.READY, ModelState.ERROR) or (
-        record.state is ModelState.LOADING and record.recovery_attempts > 0
-    )
 
 
 def fps_capacity(record: ModelRecord) -> float | None:
@@ -49,21 +35,6 @@ def fps_capacity(record: ModelRecord) -> float | None:
     if record.inference_time_hint_ms:
         return round(1000.0 / record.inference_time_hint_ms * max(1, record.instance_count), 1)
     return None
-
-
-def fps_from_statistics(stats: Mapping[str, Any], instance_count: int, min_count: int = 20) -> float | None:
-    """Frames per second the model's instances can compute, from Triton's statistics of one model.
-
-    ``stats`` is one ``model_stats`` item of Triton's statistics JSON: ``inference_count`` frames in
-    ``execution_count`` executions whose compute time (input + infer + output, ns) is summed in
-    ``inference_stats``. None until ``min_count`` frames were seen.
-    """
-    frames = int(stats.get("inference_count") or 0)
-    timings = stats.get("inference_stats") or {}
-    busy_ns = sum(int((timings.get(k) or {}).get("ns") or 0) for k in _COMPUTE_PHASES)
-    if frames < min_count or busy_ns <= 0:
-        return None
-    return round(max(1, instance_count) * frames / (busy_ns / 1e9), 1)
 
 
 def build_declaration(
@@ -95,7 +66,7 @@ def build_declaration(
     return {
         "runtime_id": runtime_id,
         "version": runtime_version,
-        "timestamp": _iso(now),
+        "timestamp": iso_time(now),
         "hardware": hardware.to_dict(),
         "capacity": {
             "max_fps_total": round(total_fps, 1),
@@ -138,13 +109,10 @@ def _last_error(records: list[ModelRecord]) -> str | None:
     if not dated:
         return None
     newest = max(dated, key=lambda r: r.last_error_at or 0.0)
-    at = time.strftime("%H:%M:%S", time.gmtime(newest.last_error_at))
+    at = iso_time(newest.last_error_at or 0.0)
     return f"{newest.model_id}:{newest.version}: {newest.last_error} at {at}"
 
 
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
-
-def _iso(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"

@@ -1,4 +1,9 @@
-"""Watches the models folder and reports which plugin versions changed (debounced).
+"""What tells the lifecycle manager that versions changed: the plugin folder, or a manifest.
+
+:class:`ModelsWatcher` watches the models folder and reports which plugin versions changed
+(debounced); :class:`ManifestWatcher` polls a read-only repository's manifest and reports the
+versions whose records changed. Both call ``on_change`` with a sorted list of :class:`Change`.
+
 
 A watchdog observer (its own thread) hands each file event to the asyncio loop, which maps the
 path ``<models>/<model_id>/<version>/...`` to a :class:`Change` and, once no event has come for
@@ -20,6 +25,8 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+
+from sidecar.control.sources import RepositorySource
 
 LOGGER = logging.getLogger(__name__)
 _IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", ".swx", ".tmp", "~")
@@ -114,6 +121,55 @@ class ModelsWatcher:
             await self.on_change(changes)
         except Exception:
             LOGGER.exception("handling plugin changes failed")
+
+
+class ManifestWatcher:
+    """Polls the manifest of a read-only repository every ``interval_s``; reports changed versions."""
+
+    def __init__(
+        self,
+        source: RepositorySource,
+        on_change: Callable[[list[Change]], Awaitable[None]],
+        *,
+        interval_s: float = 2.0,
+    ) -> None:
+        self.source = source
+        self.on_change = on_change
+        self.interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="ruth-manifest-watch")
+        LOGGER.info("watching %s for a rebuilt manifest", self.source.repository)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        signature = self.source.signature()
+        digests = await asyncio.to_thread(self._digests)
+        while True:
+            await asyncio.sleep(self.interval_s)
+            current = self.source.signature()
+            if current == signature:
+                continue
+            signature = current
+            try:
+                fresh = await asyncio.to_thread(self._digests)
+                changed = sorted(k for k in fresh.keys() | digests.keys() if fresh.get(k) != digests.get(k))
+                digests = fresh
+                if changed:
+                    LOGGER.info("manifest changed: %s", ", ".join(f"{m}:{v}" for m, v in changed))
+                    await self.on_change([Change(m, v) for m, v in changed])
+            except Exception:
+                LOGGER.exception("handling the changed manifest failed")
+
+    def _digests(self) -> dict[tuple[str, str], str]:
+        return {key: self.source.digest(key) for key in self.source.versions()}
 
 
 def _sort_key(change: Change) -> tuple[str, str]:

@@ -1,16 +1,22 @@
-"""RuntimeCore in front of a fake Triton: routing, input checks, deadlines, unary inference, loads."""
+"""The runtime core in front of a fake Triton: routing, input checks, deadlines, unary inference,
+loads from a read-only repository, recovery, health."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 
 import pytest
 
-from sidecar.core import FrameRequest, RuntimeCore
+from ruthgen.writer import build_repository
+from sidecar.control.health import Health
+from sidecar.control.states import ModelState
+from sidecar.core import RuntimeCore
 from sidecar.errors import ErrorCode
-from sidecar.registry import Health, ModelState
-from tests.sidecar.conftest import FakeTriton, image_bytes
+from sidecar.main import build_core
+from sidecar.request.pipeline import FrameRequest
+from tests.sidecar.conftest import FakeTriton, image_bytes, write_plugin
 
 JPEG = image_bytes(64, 48)
 
@@ -25,20 +31,23 @@ async def test_core_loads_every_valid_model_when_starting(core: RuntimeCore, fak
     assert sorted(fake_triton.loads) == sorted(
         ["alpha__1.0.0", "alpha__2.0.0", "beta__1.0.0", "rawcam__1.0.0", "tracker__1.0.0"]
     )
-    assert core.registry.get("alpha", "1.0.0").state is ModelState.READY
-    assert core.registry.get("broken", "1.0.0").state is ModelState.INVALID
+    assert record(core, "alpha").state is ModelState.READY
+    assert record(core, "broken").state is ModelState.INVALID
+
+
+def record(core: RuntimeCore, model_id: str, version: str = "1.0.0"):
+    return core.manager.registry.get(model_id, version)
 
 
 async def test_core_records_failed_with_tritons_reason_when_a_load_fails(settings, fake_triton: FakeTriton):
     fake_triton.load_failures["beta__1.0.0"] = "Internal: LoadError: weights file is corrupt"
-    fake_triton.index["alpha__1.0.0"] = ("READY", "")
-    runtime = RuntimeCore(settings, fake_triton)
+    runtime = build_core(settings, fake_triton)
     await runtime.start()
     try:
-        record = runtime.registry.get("beta", "1.0.0")
-        assert record.state is ModelState.FAILED
-        assert "weights file is corrupt" in record.last_error
-        assert "alpha__1.0.0" not in fake_triton.loads  # already READY in Triton
+        beta = record(runtime, "beta")
+        assert beta.state is ModelState.FAILED
+        assert "weights file is corrupt" in beta.last_error
+        assert record(runtime, "alpha").state is ModelState.READY
         outcome = await runtime.infer(frame("beta", fmt="png", data=image_bytes(fmt="PNG")))
         assert outcome.error.code is ErrorCode.MODEL_NOT_READY
         assert "FAILED" in outcome.error.message and "weights file is corrupt" in outcome.error.message
@@ -52,7 +61,7 @@ async def test_core_records_failed_with_tritons_reason_when_a_load_fails(setting
         ("nope", "1.0.0", ErrorCode.MODEL_NOT_FOUND, "no model 'nope'"),
         ("alpha", "", ErrorCode.VERSION_REQUIRED, "available: 1.0.0, 2.0.0"),
         ("alpha", "9.9.9", ErrorCode.MODEL_NOT_FOUND, "no version '9.9.9'"),
-        ("broken", "1.0.0", ErrorCode.MODEL_NOT_READY, "INVALID: unknown_input_format: bad format"),
+        ("broken", "1.0.0", ErrorCode.MODEL_NOT_READY, "INVALID: unknown_input_format: input.format"),
     ],
 )
 async def test_core_answers_routing_error_when_model_cannot_serve(core, model_id, version, code, needle):
@@ -83,7 +92,7 @@ async def test_core_answers_invalid_input_when_frame_is_wrong(core, fake_triton,
 
 
 async def test_core_answers_invalid_input_when_frame_exceeds_size_limit(settings, fake_triton):
-    runtime = RuntimeCore(settings.model_copy(update={"max_frame_bytes": 1024}), fake_triton)
+    runtime = build_core(settings.model_copy(update={"max_frame_bytes": 1024}), fake_triton)
     await runtime.start()
     try:
         outcome = await runtime.infer(frame(data=image_bytes(200, 200)))
@@ -114,7 +123,7 @@ async def test_core_returns_result_and_counts_it_when_triton_answers(core, fake_
     assert list(request.inputs[0].shape) == [len(JPEG)]
     assert request.raw_input_contents[0] == JPEG
     assert request.parameters["camera_id"].string_param == "cam1"
-    stats = core.registry.get("alpha", "1.0.0").stats
+    stats = core.manager.snapshot(("alpha", "1.0.0"))
     assert (stats.requests, stats.successes) == (1, 1)
 
 
@@ -123,7 +132,8 @@ async def test_core_maps_plugin_error_and_degrades_health_when_plugin_fails(core
     outcome = await core.infer(frame())
     assert outcome.error.code is ErrorCode.POSTPROCESS_ERROR
     assert outcome.error.message == "postprocess: KeyError: 'x'"
-    assert core.registry.get("alpha", "1.0.0").health is Health.UNHEALTHY  # 1 of 1 failed
+    (view,) = core.model_status("alpha", "1.0.0")
+    assert view.health is Health.DEGRADED  # 1 of 1 failed: too few requests to call it UNHEALTHY
 
 
 async def test_core_answers_timeout_within_deadline_when_model_hangs(core, fake_triton):
@@ -134,20 +144,20 @@ async def test_core_answers_timeout_within_deadline_when_model_hangs(core, fake_
     elapsed = loop.time() - started
     assert outcome.error.code is ErrorCode.TIMEOUT
     assert 0.19 <= elapsed < 0.22
-    assert core.registry.get("alpha", "1.0.0").stats.timeouts == 1
+    assert core.manager.snapshot(("alpha", "1.0.0")).timeouts == 1
 
 
 def test_core_deadline_takes_the_smallest_of_setting_request_and_client(settings, fake_triton):
-    runtime = RuntimeCore(settings, fake_triton)
-    assert runtime.deadline_s(frame()) == pytest.approx(7.0)
-    assert runtime.deadline_s(frame(timeout_ms=500)) == pytest.approx(0.5)
-    assert runtime.deadline_s(frame(timeout_ms=500), client_remaining_s=0.2) == pytest.approx(0.18)
-    assert runtime.deadline_s(frame(), client_remaining_s=3.0) == pytest.approx(2.95)
+    pipeline = build_core(settings, fake_triton).pipeline
+    assert pipeline.deadline_s(frame()) == pytest.approx(7.0)
+    assert pipeline.deadline_s(frame(timeout_ms=500)) == pytest.approx(0.5)
+    assert pipeline.deadline_s(frame(timeout_ms=500), client_remaining_s=0.2) == pytest.approx(0.18)
+    assert pipeline.deadline_s(frame(), client_remaining_s=3.0) == pytest.approx(2.95)
 
 
 async def test_core_answers_overloaded_when_unary_limit_is_reached(settings, fake_triton):
     fake_triton.delays["alpha__1.0.0"] = 0.2
-    runtime = RuntimeCore(settings.model_copy(update={"max_in_flight_unary": 2}), fake_triton)
+    runtime = build_core(settings.model_copy(update={"max_in_flight_unary": 2}), fake_triton)
     await runtime.start()
     try:
         outcomes = await asyncio.gather(*(runtime.infer(frame(frame_id=str(i))) for i in range(3)))
@@ -181,20 +191,21 @@ async def test_core_marks_error_and_reloads_when_model_process_dies(core, fake_t
     fake_triton.behaviours["alpha__1.0.0"] = lambda r: "Stub process 'alpha__1.0.0_0_0' is not healthy."
     outcome = await core.infer(frame())
     assert outcome.error.code is ErrorCode.INTERNAL
-    record = core.registry.get("alpha", "1.0.0")
+    alpha = record(core, "alpha")
+    assert alpha.state in (ModelState.ERROR, ModelState.LOADING)
     del fake_triton.behaviours["alpha__1.0.0"]
     for _ in range(100):
-        if record.state is ModelState.READY and "alpha__1.0.0" in fake_triton.unloads:
+        if alpha.state is ModelState.READY:
             break
         await asyncio.sleep(0.01)
-    assert record.state is ModelState.READY
+    assert alpha.state is ModelState.READY
+    assert fake_triton.unloads == ["alpha__1.0.0"]  # one copy in a read-only repository: out, then in
     assert fake_triton.loads.count("alpha__1.0.0") == 2
     assert (await core.infer(frame())).error is None
 
 
 async def test_core_answers_not_ready_while_model_is_in_error(core, fake_triton):
-    record = core.registry.get("alpha", "1.0.0")
-    record.set_state(ModelState.ERROR, "the model's process died")
+    core.manager.recovery.fail(record(core, "alpha"), "the model's process died", hung=False, delay_s=60)
     outcome = await core.infer(frame())
     assert outcome.error.code is ErrorCode.MODEL_NOT_READY
     assert "is ERROR: the model's process died" in outcome.error.message
@@ -203,35 +214,67 @@ async def test_core_answers_not_ready_while_model_is_in_error(core, fake_triton)
 async def test_core_health_is_unhealthy_when_triton_is_not_ready(core, fake_triton):
     assert core.health().status is Health.HEALTHY
     fake_triton.ready = False
-    await core.lifecycle.refresh()
+    await core.readiness.check()
     report = core.health()
     assert report.status is Health.UNHEALTHY and not report.server_ready
+    assert not core.ready
 
 
-async def test_core_rereads_manifest_and_loads_new_models_when_it_changes(core, fake_triton, repository):
-    from tests.sidecar.conftest import manifest_entry, write_manifest
+async def test_core_reloads_what_triton_lost_when_triton_comes_back(core, fake_triton):
+    fake_triton.ready = False
+    await asyncio.sleep(0.15)  # a tick sees Triton gone
+    fake_triton.index.clear()  # it restarted with nothing loaded
+    loads = len(fake_triton.loads)
+    fake_triton.ready = True
+    for _ in range(100):
+        if len(fake_triton.loads) >= loads + 5 and record(core, "tracker").state is ModelState.READY:
+            break
+        await asyncio.sleep(0.02)
+    assert sorted(fake_triton.loads[loads:]) == sorted(
+        ["alpha__1.0.0", "alpha__2.0.0", "beta__1.0.0", "rawcam__1.0.0", "tracker__1.0.0"]
+    )
+    assert (await core.infer(frame())).error is None
 
-    path = write_manifest(repository, [manifest_entry("alpha"), manifest_entry("gamma")])
-    import os
 
-    os.utime(path, ns=(1, 1))  # a different mtime even within the same clock tick
-    await core.lifecycle.refresh()
-    assert core.registry.get("gamma", "1.0.0").state is ModelState.READY
-    assert core.registry.get("beta", "1.0.0") is None
-    assert core.model_status("gamma")[0].model_id == "gamma"
+async def test_core_loads_new_versions_and_unloads_vanished_ones_when_the_manifest_changes(
+    tmp_path, settings, fake_triton
+):
+    models, repository = tmp_path / "models", tmp_path / "repo"
+    write_plugin(models, "alpha")
+    write_plugin(models, "beta", format="png")
+    build_repository(models, repository)
+    settings = settings.model_copy(update={"model_repository": repository, "watch_models": True,
+                                           "manifest_poll_s": 0.05})
+    runtime = build_core(settings, fake_triton)
+    await runtime.start()
+    try:
+        shutil.rmtree(models / "beta")
+        write_plugin(models, "gamma")
+        build_repository(models, repository)
+        for _ in range(100):
+            gamma, beta = record(runtime, "gamma"), record(runtime, "beta")
+            if gamma is not None and gamma.state is ModelState.READY and beta.state is ModelState.UNLOADED:
+                break
+            await asyncio.sleep(0.02)
+        assert record(runtime, "gamma").state is ModelState.READY
+        assert record(runtime, "beta").state is ModelState.UNLOADED
+        assert "beta__1.0.0" in fake_triton.unloads
+        assert runtime.model_status("gamma")[0].record.model_id == "gamma"
+        assert (await runtime.infer(frame("gamma"))).error is None
+    finally:
+        await runtime.stop()
 
 
 async def test_core_holds_a_lease_on_the_copy_while_a_unary_request_is_in_flight(core, fake_triton):
-    events: list[str] = []
-    core.begin = lambda name: events.append(f"begin {name}")
-    core.end = lambda name: events.append(f"end {name}")
+    counts: list[int] = []
     real_infer = fake_triton.infer
 
     async def infer(request, timeout_s):
-        events.append(f"sent {request.model_name}")
+        counts.append(core.leases.count(request.model_name))
         return await real_infer(request, timeout_s)
 
     fake_triton.infer = infer
     outcome = await core.infer(frame())
     assert outcome.error is None
-    assert events == ["begin alpha__1.0.0", "sent alpha__1.0.0", "end alpha__1.0.0"]
+    assert counts == [1]
+    assert core.leases.count("alpha__1.0.0") == 0

@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar.control.states import ModelRecord, ModelState
+
 
 class Health(str, enum.Enum):
     HEALTHY = "HEALTHY"
@@ -227,6 +229,20 @@ class RuntimeHealth:
             "degraded_models": self.degraded,
             "unhealthy_models": self.unhealthy,
         }
+
+
+def model_health(record: ModelRecord, snapshot: HealthSnapshot | None) -> Health:
+    """The health reported for one model version: its request health while READY, else UNHEALTHY."""
+    if record.state is ModelState.READY:
+        return snapshot.health if snapshot is not None else Health.HEALTHY
+    return Health.UNHEALTHY
+
+
+def is_loaded(record: ModelRecord) -> bool:
+    """True for versions that count in the runtime's health: serving, broken, or being recovered."""
+    return record.state in (ModelState.READY, ModelState.ERROR) or (
+        record.state is ModelState.LOADING and record.recovery_attempts > 0
+    )
 
 
 def aggregate(healths: Iterable[Health]) -> RuntimeHealth:

@@ -1,7 +1,8 @@
 """The Triton adapter: the only module that talks to Triton (its gRPC stubs from tritonclient).
 
 Requests are built by hand as ``ModelInferRequest`` with ``raw_input_contents`` (the cheapest
-path measured here). Camera traffic goes through :class:`TritonStream`, one Triton
+path measured here); the rest of the sidecar holds them as opaque messages (Triton's protobuf
+types stay in this module). Camera traffic goes through :class:`TritonStream`, one Triton
 ``ModelStreamInfer`` stream per model per client stream, matched by request id. Unary requests
 travel on reused streams too (:class:`_Lane`, one request at a time each): a message on an open
 stream costs less than a new ``ModelInfer`` call (see ``benchmarks/README.md``). Every Triton or
@@ -15,39 +16,33 @@ import contextlib
 import functools
 import logging
 import re
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from ruthgen.spec import INPUT_NAME
+from ruthgen.wrapper.ruth_errors import REQUEST_CODES, parse_message
 from sidecar.errors import (
     ErrorCode,
     InferenceServerUnavailable,
     InternalError,
+    ModelLoadError,
+    ModelNotLoaded,
     ModelNotReady,
+    ModelProcessDied,
     PluginError,
     RequestTimeout,
+    SequenceNotStarted,
     SidecarError,
 )
-from sidecar.registry import IndexEntry, ModelRecord
+from sidecar.request.routes import Route
 
 LOGGER = logging.getLogger(__name__)
 
-INPUT_NAME = "FRAME"
-_RUTH_ERROR = re.compile(r"\[RUTH:([A-Z_]+)\]\s*(.*)", re.S)
-_PLUGIN_CODES = frozenset(
-    {
-        "INVALID_INPUT",
-        "PREPROCESS_ERROR",
-        "INFERENCE_ERROR",
-        "POSTPROCESS_ERROR",
-        "OUTPUT_SCHEMA_VIOLATION",
-        "TIMEOUT",
-    }
-)
 _STUB_DEAD = re.compile(r"Stub process '([^']*)' is not healthy")
 _NOT_LOADED = ("unknown model", "is not found", "has no available versions", "is not at ready state")
 _SEQUENCE_NOT_STARTED = "must specify the START flag"
@@ -59,30 +54,24 @@ _CHANNEL_OPTIONS = [
 ]
 
 
-class ModelProcessDied(InternalError):
-    """The model's process died under a request: the model must be reloaded before it answers again."""
+@dataclass(frozen=True)
+class IndexEntry:
+    """One row of Triton's repository index."""
 
-
-class SequenceNotStarted(SidecarError):
-    """Triton refused a sequence request without START (the sequence was released or never began)."""
-
-    code = ErrorCode.INTERNAL
-
-
-class ModelLoadError(SidecarError):
-    """Triton could not load a model; ``message`` is Triton's reason."""
-
-    code = ErrorCode.MODEL_NOT_READY
+    name: str
+    version: str
+    state: str
+    reason: str
 
 
 def error_from_triton(message: str, status: grpc.StatusCode | None = None) -> SidecarError:
     """The sidecar error for a failed Triton inference (message of the error and gRPC status)."""
-    match = _RUTH_ERROR.search(message)
-    if match and match.group(1) in _PLUGIN_CODES:
-        code = ErrorCode(match.group(1))
+    parsed = parse_message(message)
+    if parsed is not None and parsed[0] in REQUEST_CODES:
+        code, text = ErrorCode(parsed[0]), parsed[1].strip()
         if code is ErrorCode.TIMEOUT:
-            return RequestTimeout(match.group(2).strip())
-        return PluginError(match.group(2).strip(), code)
+            return RequestTimeout(text)
+        return PluginError(text, code)
     if status is grpc.StatusCode.DEADLINE_EXCEEDED:
         return RequestTimeout("the model did not answer before the deadline")
     if status is grpc.StatusCode.UNAVAILABLE:
@@ -93,12 +82,12 @@ def error_from_triton(message: str, status: grpc.StatusCode | None = None) -> Si
     if _SEQUENCE_NOT_STARTED in message:
         return SequenceNotStarted(message)
     if any(part in message for part in _NOT_LOADED):
-        return ModelNotReady(f"the model is not loaded in the inference server ({message})")
+        return ModelNotLoaded(f"the model is not loaded in the inference server ({message})")
     return InternalError(f"inference server error: {message}")
 
 
 def build_request(
-    record: ModelRecord,
+    route: Route,
     request_id: str,
     data: bytes,
     width: int,
@@ -108,15 +97,15 @@ def build_request(
     timestamp_ms: int,
     sequence_start: bool = False,
 ) -> pb.ModelInferRequest:
-    """The Triton request for one frame of ``record`` (FRAME as raw bytes, ids as parameters)."""
-    request = pb.ModelInferRequest(model_name=record.triton_name, id=request_id)
+    """The Triton request for one frame sent along ``route`` (FRAME as raw bytes, ids as parameters)."""
+    request = pb.ModelInferRequest(model_name=route.triton_name, id=request_id)
     tensor = request.inputs.add()
     tensor.name = INPUT_NAME
     tensor.datatype = "UINT8"
-    if record.raw:
-        shape = (1, height, width, 3) if record.batched else (height, width, 3)
+    if route.raw:
+        shape = (1, height, width, 3) if route.batched else (height, width, 3)
     else:
-        shape = (1, len(data)) if record.batched else (len(data),)
+        shape = (1, len(data)) if route.batched else (len(data),)
     tensor.shape.extend(shape)
     request.raw_input_contents.append(data)
     params = request.parameters
@@ -126,10 +115,15 @@ def build_request(
         params["camera_id"].string_param = camera_id
     if timestamp_ms:
         params["timestamp_ms"].string_param = str(timestamp_ms)
-    if record.sequence:
+    if route.sequence:
         params["sequence_id"].string_param = camera_id
         params["sequence_start"].bool_param = sequence_start
     return request
+
+
+def set_sequence_start(request: pb.ModelInferRequest, start: bool) -> None:
+    """Mark a sequence request built by :func:`build_request` as starting (or continuing) its sequence."""
+    request.parameters["sequence_start"].bool_param = start
 
 
 def result_of(response: pb.ModelInferResponse) -> bytes:
@@ -379,36 +373,3 @@ class TritonAdapter:
     ) -> TritonStream:
         return TritonStream(self.stub, on_reply, on_close)
 
-
-class ServerReadiness:
-    """Whether Triton is ready, as last seen; listeners hear every change (both lifecycles use it)."""
-
-    def __init__(self) -> None:
-        self.ready = False
-        self._listeners: list[Callable[[bool], None]] = []
-
-    def subscribe(self, listener: Callable[[bool], None]) -> None:
-        """Call ``listener(ready)`` whenever the readiness changes (and once now)."""
-        self._listeners.append(listener)
-        listener(self.ready)
-
-    async def check(self, adapter: TritonAdapter) -> bool:
-        """Ask Triton, record the answer, return it."""
-        ready = await adapter.server_ready()
-        if ready != self.ready:
-            LOGGER.info("inference server %s is %s", adapter.url, "ready" if ready else "NOT ready")
-            self.ready = ready
-            for listener in self._listeners:
-                listener(ready)
-        return ready
-
-    @staticmethod
-    async def wait(adapter: TritonAdapter, timeout_s: float) -> bool:
-        """Poll until Triton is ready or ``timeout_s`` passed (then log it and go on)."""
-        deadline = time.monotonic() + timeout_s
-        while not await adapter.server_ready():
-            if time.monotonic() >= deadline:
-                LOGGER.error("inference server %s is not ready; will keep trying", adapter.url)
-                return False
-            await asyncio.sleep(0.2)
-        return True

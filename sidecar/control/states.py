@@ -14,7 +14,7 @@ Appendix A's graph, plus what rescans and recovery need (each marked below and i
   recovery attempt stays in ERROR for the next retry).
 
 A reload of a READY model (new files, or a zero-drop recovery) keeps the record READY: the new copy
-loads beside the serving one, and only the routing switches (see :mod:`sidecar.manager`).
+loads beside the serving one, and only the routing switches (see :mod:`sidecar.control.manager`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from ruthgen.contract import ModelContract
+from ruthgen.fsutil import iso_time
+from ruthgen.manifest import TritonFacts
 
 
 class ModelState(str, enum.Enum):
@@ -97,11 +101,10 @@ class ModelRecord:
     since: float = field(default_factory=time.time)
     history: deque[Transition] = field(default_factory=lambda: deque(maxlen=DEFAULT_HISTORY))
     #: what the contract declares (None until validated)
-    input_type: str | None = None
-    output_schema_version: str | None = None
-    inference_time_hint_ms: float | None = None
-    max_batch_size: int = 0
-    instance_count: int = 1
+    contract: ModelContract | None = None
+    #: what the serving copy's config.pbtxt says, and the JSON Schema of its results
+    triton: TritonFacts | None = None
+    output_schema: dict[str, Any] | None = None
     #: the Triton name requests go to (None when nothing is loaded)
     active_name: str | None = None
     source_digest: str | None = None
@@ -119,6 +122,30 @@ class ModelRecord:
     @property
     def key(self) -> tuple[str, str]:
         return (self.model_id, self.version)
+
+    @property
+    def input_type(self) -> str | None:
+        return self.contract.input.type if self.contract else None
+
+    @property
+    def output_schema_version(self) -> str | None:
+        return self.contract.schema_version if self.contract else None
+
+    @property
+    def inference_time_hint_ms(self) -> float | None:
+        return self.contract.performance.inference_time_hint_ms if self.contract else None
+
+    @property
+    def max_batch_size(self) -> int:
+        if self.triton is not None:
+            return self.triton.max_batch_size
+        return self.contract.performance.recommended_batch_size if self.contract else 0
+
+    @property
+    def instance_count(self) -> int:
+        if self.triton is not None:
+            return self.triton.instance_count
+        return self.contract.performance.instance_count if self.contract else 1
 
     def can_transition(self, target: ModelState) -> bool:
         return target in TRANSITIONS[self.state]
@@ -194,6 +221,3 @@ class ModelRegistry:
         for listener in self._listeners:
             listener(record, step)
 
-
-def iso_time(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"

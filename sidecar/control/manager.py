@@ -1,0 +1,470 @@
+"""The lifecycle manager: discovery, loads, zero-drop reloads, unloads and recovery (§3, §6.3).
+
+One manager, whatever its :class:`~sidecar.control.sources.EntrySource`: the plugin folder the
+sidecar owns, or a repository built elsewhere. It reconciles the source's versions with Triton, one
+version at a time (a lock per version, so a slow load never holds up another model):
+
+* a new version: DISCOVERED -> VALIDATING -> (INVALID | LOADING -> READY | FAILED);
+* a changed version that is READY: the new copy is staged and loaded (into the other slot when the
+  source has two; in place otherwise, which Triton swaps itself), Triton's load includes the
+  wrapper's warmup, then the route switches and the old copy is drained and unloaded. If the new
+  copy is invalid or fails to load, the old one keeps serving and ``rejected_change`` says why;
+* a version that is gone: READY -> UNLOADING (new requests are refused, in-flight ones finish) ->
+  UNLOADED;
+* a load has a time limit (``load_timeout_s``): past it the version is FAILED and the load is
+  abandoned (its stubs killed, an unload requested). Load failures keep Triton's reason and are
+  retried only when the files change or a rescan forces it;
+* recovery (:class:`~sidecar.control.recovery.Recovery`): a dead stub, a model the server no longer
+  has loaded, or ``max_consecutive_timeouts`` timeouts in a row (a hung instance) move a READY
+  version to ERROR; it is reloaded after the cooldown (a hung instance's stubs killed first).
+
+The request path never calls the manager: every change of a version's state or serving copy is
+published as a new :class:`~sidecar.request.routes.Route`, and :meth:`LifecycleManager.observe`
+takes each answered request (cheap: counters, and maybe a recovery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from ruthgen.manifest import ManifestEntry
+from sidecar.control.capacity import Capacity
+from sidecar.control.health import (
+    HealthPolicy,
+    HealthSnapshot,
+    ModelHealthTracker,
+    RuntimeHealth,
+    aggregate,
+    counts_against_model,
+    is_loaded,
+    model_health,
+)
+from sidecar.control.recovery import Recovery, RecoveryPolicy, StubKiller
+from sidecar.control.sources import EntrySource, Key, StageError
+from sidecar.control.states import ModelRecord, ModelRegistry, ModelState, RejectedChange, Transition
+from sidecar.control.watcher import Change
+from sidecar.errors import ModelNotLoaded, ModelProcessDied, SidecarError
+from sidecar.request.routes import Leases, Route, RouteTable
+from sidecar.request.triton import IndexEntry
+
+LOGGER = logging.getLogger(__name__)
+S = ModelState
+LOAD_CONCURRENCY = 4
+
+
+class ModelControl(Protocol):
+    """What the manager needs of the Triton adapter."""
+
+    async def load_model(self, name: str, timeout_s: float = ...) -> None: ...
+    async def unload_model(self, name: str, timeout_s: float = ...) -> None: ...
+    async def repository_index(self, timeout_s: float = ...) -> list[IndexEntry]: ...
+
+
+class LifecycleManager:
+    def __init__(
+        self,
+        control: ModelControl,
+        source: EntrySource,
+        routes: RouteTable,
+        leases: Leases,
+        *,
+        health_policy: HealthPolicy | None = None,
+        policy: RecoveryPolicy | None = None,
+        stub_killer: StubKiller | None = None,
+        capacity: Capacity | None = None,
+    ) -> None:
+        self.control = control
+        self.source = source
+        self.routes = routes
+        self.leases = leases
+        self.health_policy = health_policy or HealthPolicy()
+        self.policy = policy or RecoveryPolicy()
+        self.stub_killer = stub_killer
+        self.capacity = capacity
+        self.registry = ModelRegistry()
+        self.trackers: dict[Key, ModelHealthTracker] = {}
+        self.recovery = Recovery(self.policy, self._recover_locked, self._lock, self._changed)
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._change_listeners: list[Callable[[], None]] = []
+        self.registry.add_listener(self._on_transition)
+
+    # ---- listeners -------------------------------------------------------------------------------
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """``listener()`` after every state, health or routing change (e.g. mark registration dirty)."""
+        self._change_listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._change_listeners:
+            try:
+                listener()
+            except Exception:
+                LOGGER.exception("change listener failed")
+
+    def _on_transition(self, record: ModelRecord, step: Transition) -> None:
+        LOGGER.info(
+            "%s:%s %s -> %s (%s)", record.model_id, record.version,
+            step.source.value if step.source else "-", step.target.value, step.reason,
+        )
+        self._publish(record)
+        self._changed()
+
+    def _publish(self, record: ModelRecord) -> None:
+        """The request path's view of ``record``, swapped in whole."""
+        self.routes.publish(route_of(record))
+
+    # ---- the request path's outcomes -------------------------------------------------------------
+
+    def observe(self, route: Route, error: SidecarError | None, elapsed_ms: float) -> None:
+        """Take one answered request into the model's health, and start recovery when needed."""
+        key = (route.model_id, route.version)
+        tracker = self.trackers.get(key)
+        record = self.registry.get(*key)
+        if tracker is None or record is None or route.triton_name != record.active_name:
+            return  # an answer from a copy that no longer serves says nothing about the new one
+        code = None if error is None else error.code.value
+        changed = False
+        if error is None or counts_against_model(code):
+            changed = tracker.record(error is None, elapsed_ms, timeout=code == "TIMEOUT")
+        if record.state is S.READY:
+            if error is None:
+                record.recovery_attempts = 0
+            elif isinstance(error, ModelProcessDied):
+                self.recovery.fail(record, f"the model's process died: {error.message}", hung=False)
+            elif isinstance(error, ModelNotLoaded):
+                self.recovery.fail(record, f"the inference server lost it: {error.message}", hung=False,
+                                   delay_s=0.0)
+            elif tracker.consecutive_timeouts >= self.policy.max_consecutive_timeouts:
+                reason = f"{tracker.consecutive_timeouts} consecutive timeouts: instance hung"
+                self.recovery.fail(record, reason, hung=True)
+        if changed:
+            self._changed()
+
+    # ---- status ----------------------------------------------------------------------------------
+
+    def snapshots(self) -> dict[Key, HealthSnapshot]:
+        return {key: tracker.snapshot() for key, tracker in self.trackers.items()}
+
+    def snapshot(self, key: Key) -> HealthSnapshot | None:
+        tracker = self.trackers.get(key)
+        return tracker.snapshot() if tracker is not None else None
+
+    def runtime_health(self) -> RuntimeHealth:
+        return aggregate(model_health(r, self.snapshot(r.key)) for r in self.registry if is_loaded(r))
+
+    def tick(self) -> None:
+        """Age the health windows (called periodically): health recovers when errors grow old."""
+        if any([t.refresh() for t in self.trackers.values()]):
+            self._changed()
+
+    async def refresh_capacity(self) -> None:
+        """Refresh ``fps_capacity`` of READY versions from Triton's live statistics."""
+        if self.capacity is None:
+            return
+        for record in list(self.registry):
+            if record.state is not S.READY or record.active_name is None:
+                continue
+            fps = await self.capacity.from_statistics(record.active_name, record.instance_count)
+            if fps is not None and fps != record.fps_capacity:
+                record.fps_capacity = fps
+                self._changed()
+
+    # ---- discovery -------------------------------------------------------------------------------
+
+    async def rescan(self, model_id: str | None = None, *, force: bool = False) -> list[dict[str, Any]]:
+        """Reconcile every version (or one model's) with what is loaded.
+
+        ``force`` (SIGHUP, the admin call) also retries FAILED and INVALID versions whose files did
+        not change, and ERROR versions whose automatic recovery gave up.
+        """
+        present = {k for k in await asyncio.to_thread(self.source.versions) if model_id in (None, k[0])}
+        known = {r.key for r in self.registry if model_id in (None, r.model_id)}
+        keys = sorted(present | known)
+        limit = asyncio.Semaphore(LOAD_CONCURRENCY)
+
+        async def one(key: Key) -> None:
+            async with limit:
+                await self.reconcile(key, key in present, force=force)
+
+        await asyncio.gather(*(one(k) for k in keys))
+        return [r.to_dict() for k in keys if (r := self.registry.get(*k)) is not None]
+
+    async def on_changes(self, changes: list[Change]) -> None:
+        """A watcher's callback: reconcile just the versions that changed."""
+        present = await asyncio.to_thread(self.source.versions)
+        keys: set[Key] = set()
+        for change in changes:
+            if change.version is not None:
+                keys.add((change.model_id, change.version))
+            else:
+                keys.update(k for k in present if k[0] == change.model_id)
+                keys.update(r.key for r in self.registry if r.model_id == change.model_id)
+        await asyncio.gather(*(self.reconcile(k, k in present) for k in sorted(keys)))
+
+    async def resync(self) -> None:
+        """The inference server came back: reload what it no longer serves, retry what failed with it."""
+        try:
+            index = {e.name: e for e in await self.control.repository_index()}
+        except SidecarError as exc:
+            LOGGER.warning("cannot read the inference server's models: %s", exc.message)
+            return
+        for record in list(self.registry):
+            async with self._lock(record.key):
+                served = index.get(record.active_name or "")
+                if record.state is S.READY and (served is None or served.state != "READY"):
+                    self.recovery.fail(record, "the inference server no longer serves it", hung=False,
+                                       delay_s=0.0)
+                elif record.state is S.ERROR:
+                    record.recovery_attempts = 0
+                    self.recovery.schedule(record, 0.0)
+
+    async def reconcile(self, key: Key, present: bool, *, force: bool = False) -> None:
+        async with self._lock(key):
+            record = self.registry.get(*key)
+            if not present:
+                if record is not None:
+                    await self._retire(record)
+                return
+            digest = await asyncio.to_thread(self.source.digest, key)
+            if record is None:
+                record = self.registry.add(*key)
+                await self._bring_up(record, digest)
+                return
+            changed = digest != record.source_digest
+            state = record.state
+            if state is S.UNLOADED:
+                record.transition(S.DISCOVERED, "found again")
+                await self._bring_up(record, digest)
+            elif state is S.INVALID and (changed or force):
+                record.transition(S.DISCOVERED, "files changed" if changed else "rescan requested")
+                await self._bring_up(record, digest)
+            elif state is S.FAILED and (changed or force):
+                record.transition(S.UNLOADING, "cleaning up a failed load before loading again")
+                await self._unload_all(record)
+                record.transition(S.UNLOADED, "cleaned up")
+                record.transition(S.DISCOVERED, "files changed" if changed else "rescan requested")
+                await self._bring_up(record, digest)
+            elif state is S.READY and changed:
+                rejected = record.rejected_change
+                if force or rejected is None or rejected.source_digest != digest:
+                    await self._replace(record, digest)
+            elif state is S.ERROR and (changed or force or self.recovery.gave_up(record)):
+                self.recovery.cancel(key)
+                record.recovery_attempts = 0
+                if not await self._recover_once(record, digest if changed else None):
+                    self.recovery.schedule(record)
+
+    # ---- transitions with Triton -----------------------------------------------------------------
+
+    async def _bring_up(self, record: ModelRecord, digest: str) -> None:
+        record.transition(S.VALIDATING, "checking the contract and the files")
+        check = await asyncio.to_thread(self.source.check, record.key)
+        record.source_digest = digest
+        record.rejected_change = None
+        if not check.valid:
+            record.contract = None
+            record.transition(S.INVALID, check.reason)
+            return
+        record.contract = check.contract
+        record.transition(S.LOADING, "loading into the inference server")
+        name = self.source.slots(record.key)[0]
+        staged, error = await self._load_copy(record, name)
+        if staged is None:
+            record.transition(S.FAILED, error)
+            return
+        self._switch(record, name, staged)
+        record.transition(S.READY, f"loaded as {name}")
+        self._calibrate_later(record)
+
+    async def _replace(self, record: ModelRecord, digest: str) -> None:
+        """Zero-drop reload of a READY version with new files; on any failure the old copy stays."""
+        check = await asyncio.to_thread(self.source.check, record.key)
+        if not check.valid:
+            self._reject(record, f"the changed version is invalid: {check.reason}", digest)
+            return
+        old, new = record.active_name, self._other_slot(record)
+        staged, error = await self._load_copy(record, new)
+        if staged is None:
+            self._reject(record, f"the changed version failed to load: {error}", digest)
+            return
+        record.source_digest, record.rejected_change = digest, None
+        self._switch(record, new, staged)
+        LOGGER.info("%s:%s now served by %s (reloaded)", record.model_id, record.version, new)
+        self._changed()
+        if old is not None and old != new:
+            await self._retire_copy(old, kill_first=False)
+        self._calibrate_later(record)
+
+    async def _recover_locked(self, record: ModelRecord) -> bool:
+        return await self._recover_once(record, None)
+
+    async def _recover_once(self, record: ModelRecord, digest: str | None) -> bool:
+        """ERROR -> LOADING -> READY (reloaded, into the other slot when there is one) or back to ERROR."""
+        record.recovery_attempts += 1
+        attempt = f"{record.recovery_attempts}/{self.policy.max_retries}"
+        record.transition(S.LOADING, f"recovery reload {attempt}")
+        old, new = record.active_name, self._other_slot(record)
+        hung = record.key in self.recovery.hung
+        if old is not None and old == new:  # one copy only: it goes before it comes back
+            await self._retire_copy(old, kill_first=hung)
+        elif old is not None and hung and self.stub_killer is not None:
+            await asyncio.to_thread(self.stub_killer.kill, old)
+        staged, error = await self._load_copy(record, new)
+        if staged is None:
+            record.transition(S.ERROR, f"recovery reload {attempt} failed: {error}")
+            return False
+        if digest is not None:
+            record.source_digest = digest
+        self._switch(record, new, staged)
+        record.transition(S.READY, f"recovered by reload {attempt} as {new}")
+        if old is not None and old != new:
+            self._spawn(self._retire_copy(old, kill_first=False))
+        return True
+
+    async def _retire(self, record: ModelRecord) -> None:
+        """The version is gone: stop routing, let in-flight requests finish, unload."""
+        if record.state is S.UNLOADED:
+            return
+        if record.state is S.INVALID:
+            record.transition(S.UNLOADED, "removed")
+            return
+        self.recovery.cancel(record.key)
+        record.transition(S.UNLOADING, "removed")
+        await self._unload_all(record)
+        await asyncio.to_thread(self.source.forget, record.key)
+        record.transition(S.UNLOADED, "removed")
+
+    async def _unload_all(self, record: ModelRecord) -> None:
+        old, record.active_name = record.active_name, None
+        self._publish(record)
+        if old is not None:
+            await self._retire_copy(old, kill_first=record.key in self.recovery.hung)
+        self.recovery.hung.discard(record.key)
+
+    async def _load_copy(self, record: ModelRecord, name: str) -> tuple[ManifestEntry | None, str]:
+        """Stage copy ``name`` and load it; (its record, "") or (None, why it failed)."""
+        started = time.monotonic()
+        try:
+            staged = await asyncio.to_thread(self.source.stage, record.key, name)
+        except StageError as exc:
+            return None, exc.reason
+        generated = time.monotonic()
+        timeout = self.policy.load_timeout_s
+        try:
+            await asyncio.wait_for(self.control.load_model(name, timeout_s=timeout), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            self._spawn(self._abandon(name))
+            return None, f"loading did not finish within {timeout:g} s; abandoned"
+        except Exception as exc:
+            return None, getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        loaded = time.monotonic()
+        LOGGER.info("%s staged in %.3f s, loaded in %.3f s", name, generated - started, loaded - generated)
+        return staged, ""
+
+    async def _abandon(self, name: str) -> None:
+        if self.stub_killer is not None:
+            await asyncio.to_thread(self.stub_killer.kill, name)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.control.unload_model(name, timeout_s=self.policy.unload_timeout_s),
+                                   self.policy.unload_timeout_s)
+
+    async def _retire_copy(self, name: str, *, kill_first: bool) -> None:
+        """Drain ``name`` (in-flight requests), unload it, kill its stubs if the unload hangs."""
+        if kill_first and self.stub_killer is not None:
+            await asyncio.to_thread(self.stub_killer.kill, name)
+        await self.leases.drained(name, self.policy.drain_timeout_s)
+        timeout = self.policy.unload_timeout_s
+        unload = asyncio.ensure_future(self.control.unload_model(name, timeout_s=timeout * 3))
+        try:
+            await asyncio.wait_for(asyncio.shield(unload), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            LOGGER.warning("unloading %s takes longer than %g s: killing its stubs", name, timeout)
+            if self.stub_killer is not None:
+                await asyncio.to_thread(self.stub_killer.kill, name)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(unload, timeout * 2)
+        except Exception as exc:
+            LOGGER.warning("unloading %s failed: %s", name, exc)
+        await asyncio.to_thread(self.source.discard, name)
+
+    def _switch(self, record: ModelRecord, name: str, staged: ManifestEntry) -> None:
+        """Requests go to copy ``name`` from now on (a new health window for it)."""
+        record.active_name = name
+        record.contract, record.triton = staged.contract, staged.triton
+        record.output_schema = staged.output_json_schema
+        self.trackers[record.key] = ModelHealthTracker(self.health_policy, record.inference_time_hint_ms)
+        self.recovery.hung.discard(record.key)
+        self._publish(record)
+
+    def _reject(self, record: ModelRecord, reason: str, digest: str) -> None:
+        LOGGER.warning("%s:%s keeps serving its running copy: %s", record.model_id, record.version, reason)
+        record.rejected_change = RejectedChange(reason, time.time(), digest)
+        record.note_error(reason)
+        self._changed()
+
+    def _other_slot(self, record: ModelRecord) -> str:
+        slots = self.source.slots(record.key)
+        if len(slots) == 1 or record.active_name is None:
+            return slots[0]
+        return slots[1] if record.active_name == slots[0] else slots[0]
+
+    # ---- capacity --------------------------------------------------------------------------------
+
+    def _calibrate_later(self, record: ModelRecord) -> None:
+        if self.capacity is not None:
+            self._spawn(self._calibrate(record, route_of(record)))
+
+    async def _calibrate(self, record: ModelRecord, route: Route) -> None:
+        assert self.capacity is not None
+        try:
+            fps = await self.capacity.calibrate(route, record.max_batch_size, record.instance_count)
+        except SidecarError as exc:
+            LOGGER.info("calibration of %s failed: %s", route.triton_name, exc.message)
+            if isinstance(exc, ModelProcessDied):  # the model broke: that is news for recovery
+                self.observe(route, exc, 0.0)
+            return
+        if fps is not None and record.state is S.READY and record.active_name == route.triton_name:
+            record.fps_capacity = round(fps, 1)
+            self._changed()
+
+    # ---- plumbing --------------------------------------------------------------------------------
+
+    def _lock(self, key: Key) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def stop(self) -> None:
+        await self.recovery.stop()
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def route_of(record: ModelRecord) -> Route:
+    """The route the request path follows for ``record`` as it is now."""
+    state = record.state.value
+    reason = record.reason if record.state is not S.READY else ""
+    contract, triton = record.contract, record.triton
+    if contract is None or triton is None or record.active_name is None:
+        return Route(record.model_id, record.version, state if record.state is not S.READY else "LOADING",
+                     reason)
+    spec = contract.input
+    return Route(
+        record.model_id, record.version, state, reason, record.active_name,
+        input_type=spec.type, format=spec.format, min_width=spec.min_width, min_height=spec.min_height,
+        max_width=spec.max_width, max_height=spec.max_height, batched=triton.max_batch_size > 0,
+        sequence=triton.sequence,
+    )

@@ -1,0 +1,284 @@
+"""The one request pipeline of both transports: prepare -> send -> settle.
+
+* :meth:`Pipeline.prepare` routes a :class:`FrameRequest` (the published :class:`Route`), checks
+  the frame against it (format, size, bounds, camera of a temporal model), computes its deadline
+  and builds the Triton message (a sequence's START flag included): a :class:`Pending`;
+* the transport-specific part sends it: :meth:`Pipeline.infer` on a unary lane, the stream
+  session (:mod:`sidecar.request.stream`) on its client stream's Triton streams. Both begin a lease
+  on the copy (:meth:`Pipeline.begin`), and both resend once with START when Triton released an
+  idle sequence (:meth:`Pipeline.restart_sequence`);
+* :meth:`Pipeline.settle` ends the lease, reports the outcome to the control plane's ``observe``
+  callback and returns the :class:`Outcome`.
+
+Every request gets exactly one :class:`Outcome`; a request refused before it was sent (a routing or
+input error, OVERLOADED) is answered without a lease and is not observed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sidecar.errors import InvalidInput, Overloaded, SequenceNotStarted, SidecarError
+from sidecar.request.images import jpeg_size, png_size, raw_size
+from sidecar.request.routes import Leases, Route, RouteTable
+from sidecar.request.triton import TritonAdapter, build_request, set_sequence_start
+from sidecar.settings import SidecarSettings
+
+LOGGER = logging.getLogger(__name__)
+
+_SIZE_READERS = {"jpeg": jpeg_size, "png": png_size}
+
+#: ``observe(route, error, elapsed_ms)``: one answered request (``error`` None on success).
+Observer = Callable[[Route, "SidecarError | None", float], None]
+
+
+class FrameRequest:
+    """One inference request, as every transport hands it to the pipeline."""
+
+    __slots__ = (
+        "camera_id",
+        "data",
+        "format",
+        "frame_id",
+        "height",
+        "model_id",
+        "timeout_ms",
+        "timestamp_ms",
+        "version",
+        "width",
+    )
+
+    def __init__(
+        self,
+        frame_id: str,
+        camera_id: str,
+        model_id: str,
+        version: str,
+        data: bytes,
+        format: str,
+        width: int = 0,
+        height: int = 0,
+        timestamp_ms: int = 0,
+        timeout_ms: int = 0,
+    ) -> None:
+        self.frame_id = frame_id
+        self.camera_id = camera_id
+        self.model_id = model_id
+        self.version = version
+        self.data = data
+        self.format = format
+        self.width = width
+        self.height = height
+        self.timestamp_ms = timestamp_ms
+        self.timeout_ms = timeout_ms
+
+
+class Outcome:
+    """The answer to one :class:`FrameRequest`: RESULT JSON bytes or an error, never both."""
+
+    __slots__ = ("error", "inference_ms", "request", "result")
+
+    def __init__(
+        self, request: FrameRequest, result: bytes | None, error: SidecarError | None, inference_ms: float
+    ) -> None:
+        self.request = request
+        self.result = result
+        self.error = error
+        self.inference_ms = inference_ms
+
+
+class Pending:
+    """A prepared request on its way: its route, deadline and Triton message (opaque here)."""
+
+    __slots__ = ("deadline", "epoch", "message", "name", "request", "request_id", "retried", "route",
+                 "started", "timer")
+
+    def __init__(
+        self, request: FrameRequest, route: Route, request_id: str, message: Any, started: float,
+        deadline: float, start: bool, epoch: int,
+    ) -> None:
+        self.request = request
+        self.route = route
+        self.name = route.triton_name  # the copy it is sent to, whatever the route becomes meanwhile
+        self.request_id = request_id
+        self.message = message
+        self.started = started
+        self.deadline = deadline
+        self.retried = start  # a request that started its sequence is never resent with START
+        self.epoch = epoch
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Pipeline:
+    """Routing, checks, deadlines, sequences and outcomes: what every request goes through."""
+
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        adapter: TritonAdapter,
+        routes: RouteTable,
+        leases: Leases,
+        observe: Observer,
+    ) -> None:
+        self.settings = settings
+        self.adapter = adapter
+        self.routes = routes
+        self.leases = leases
+        self._observe = observe
+        self._timeout_s = settings.request_timeout_ms / 1000.0
+        self._max_frame_bytes = settings.max_frame_bytes
+        self._max_unary = settings.max_in_flight_unary
+        self._unary_in_flight = 0
+        self._sequences: dict[tuple[str, str], int] = {}  # started (copy, camera) -> restarts
+        self._ids = 0
+
+    # ---- prepare ---------------------------------------------------------------------------------
+
+    def prepare(
+        self, request: FrameRequest, started: float, client_remaining_s: float | None = None
+    ) -> Pending:
+        """Route and check ``request`` and build its Triton message; raises the refusal."""
+        route = self.routes.resolve(request.model_id, request.version)
+        width, height = self._check(route, request)
+        if route.sequence:
+            start, epoch = self._sequence_start(route.triton_name, request.camera_id)
+        else:
+            start, epoch = False, 0
+        self._ids += 1
+        request_id = str(self._ids)
+        message = build_request(
+            route, request_id, request.data, width, height, request.frame_id, request.camera_id,
+            request.timestamp_ms, start,
+        )
+        deadline = started + self.deadline_s(request, client_remaining_s)
+        return Pending(request, route, request_id, message, started, deadline, start, epoch)
+
+    def _check(self, route: Route, request: FrameRequest) -> tuple[int, int]:
+        data = request.data
+        size = len(data)
+        if not size:
+            raise InvalidInput("frame.data is empty")
+        if size > self._max_frame_bytes:
+            raise InvalidInput(f"frame is {size} bytes; the limit is {self._max_frame_bytes}")
+        fmt = request.format
+        if fmt != route.format:
+            if not fmt:
+                raise InvalidInput(
+                    f"frame.format is missing; {route.model_id} {route.version} takes {route.format}"
+                )
+            raise InvalidInput(f"{route.model_id} {route.version} takes {route.format} frames, not {fmt}")
+        reader = _SIZE_READERS.get(fmt)
+        if reader is None:
+            width, height = raw_size(data, request.width, request.height)
+        else:
+            width, height = reader(data)
+            if (request.width and request.width != width) or (request.height and request.height != height):
+                raise InvalidInput(
+                    f"frame.width/height {request.width}x{request.height} disagree with the "
+                    f"{fmt} header ({width}x{height})"
+                )
+        if (
+            width < route.min_width
+            or height < route.min_height
+            or (route.max_width is not None and width > route.max_width)
+            or (route.max_height is not None and height > route.max_height)
+        ):
+            raise InvalidInput(
+                f"frame is {width}x{height}; {route.model_id} {route.version} accepts {route.bounds()}"
+            )
+        if route.sequence and not request.camera_id:
+            raise InvalidInput(f"{route.model_id} {route.version} is temporal: camera_id is required")
+        return width, height
+
+    def deadline_s(self, request: FrameRequest, client_remaining_s: float | None = None) -> float:
+        """Seconds this request may take: the request timeout, or less if the client asks for less.
+
+        A client's gRPC deadline is shortened by a small margin so that the TIMEOUT answer
+        reaches the client before its own deadline expires.
+        """
+        timeout = self._timeout_s
+        if request.timeout_ms:
+            timeout = min(timeout, request.timeout_ms / 1000.0)
+        if client_remaining_s is not None:
+            margin = min(0.05, client_remaining_s * 0.1)
+            timeout = min(timeout, max(0.001, client_remaining_s - margin))
+        return timeout
+
+    # ---- sequences (temporal models) -------------------------------------------------------------
+
+    def _sequence_start(self, name: str, camera_id: str) -> tuple[bool, int]:
+        """(start, epoch): start is True on a camera's first frame for the copy on this sidecar;
+        epoch counts the sequence's restarts."""
+        key = (name, camera_id)
+        epoch = self._sequences.get(key)
+        if epoch is None:
+            self._sequences[key] = 0
+            return True, 0
+        return False, epoch
+
+    def restart_sequence(self, pending: Pending) -> bool:
+        """Triton refused ``pending`` because its sequence was released: prepare the resend.
+
+        False when it must not be resent (it was already sent with START). Only the first refused
+        frame of a sequence restarts it; frames sent before that restart and refused with it are
+        resent without START, in order behind it.
+        """
+        if pending.retried:
+            return False
+        pending.retried = True
+        key = (pending.name, pending.request.camera_id)
+        current = self._sequences.get(key, 0)
+        if current > pending.epoch:
+            pending.epoch = current
+            set_sequence_start(pending.message, False)
+            return True
+        self._sequences[key] = pending.epoch = current + 1
+        set_sequence_start(pending.message, True)
+        return True
+
+    # ---- send and settle -------------------------------------------------------------------------
+
+    def begin(self, pending: Pending) -> None:
+        """The request is about to be sent: its copy is not unloaded until it is settled."""
+        self.leases.begin(pending.name)
+
+    def settle(
+        self, pending: Pending, result: bytes | None, error: SidecarError | None, now: float
+    ) -> Outcome:
+        """End the request's lease, tell the control plane, and answer."""
+        self.leases.end(pending.name)
+        elapsed_ms = (now - pending.started) * 1000.0
+        self._observe(pending.route, error, elapsed_ms)
+        return Outcome(pending.request, result, error, elapsed_ms)
+
+    async def infer(self, request: FrameRequest, client_remaining_s: float | None = None) -> Outcome:
+        """Answer one unary request (a refusal or failure is in the outcome, never raised)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            pending = self.prepare(request, started, client_remaining_s)
+        except SidecarError as e:
+            return Outcome(request, None, e, 0.0)
+        if self._unary_in_flight >= self._max_unary:
+            return Outcome(request, None, Overloaded("too many requests in flight; retry later"), 0.0)
+        self._unary_in_flight += 1
+        self.begin(pending)
+        result = error = None
+        try:
+            result = await self._send_unary(pending, loop)
+        except SidecarError as e:
+            error = e
+        finally:
+            self._unary_in_flight -= 1
+        return self.settle(pending, result, error, loop.time())
+
+    async def _send_unary(self, pending: Pending, loop: asyncio.AbstractEventLoop) -> bytes:
+        try:
+            return await self.adapter.infer(pending.message, max(0.001, pending.deadline - loop.time()))
+        except SequenceNotStarted:
+            if not self.restart_sequence(pending):
+                raise
+        return await self.adapter.infer(pending.message, max(0.001, pending.deadline - loop.time()))

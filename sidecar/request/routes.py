@@ -1,0 +1,127 @@
+"""Where requests for a model version go: one immutable :class:`Route` per version, and leases.
+
+The control plane builds a new :class:`Route` whenever a version's state or serving copy changes
+and publishes it with :meth:`RouteTable.publish`: one dictionary assignment, so a request sees
+either the old route or the new one, never a mix. :class:`Leases` counts the requests in flight
+per Triton copy; a copy being retired is unloaded once :meth:`Leases.drained` says none is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sidecar.errors import ModelNotFound, ModelNotReady, VersionRequired
+
+READY = "READY"
+ENCODED_FORMATS = ("jpeg", "png")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One model version as the request path sees it.
+
+    ``serving`` is true only in state READY; then ``triton_name`` is the copy requests go to.
+    Otherwise ``state`` and ``reason`` say why requests are refused (MODEL_NOT_READY).
+    """
+
+    model_id: str
+    version: str
+    state: str
+    reason: str = ""
+    triton_name: str = ""
+    input_type: str = "frame"
+    format: str = ""
+    min_width: int = 1
+    min_height: int = 1
+    max_width: int | None = None
+    max_height: int | None = None
+    batched: bool = False
+    sequence: bool = False
+
+    @property
+    def serving(self) -> bool:
+        return self.state == READY
+
+    @property
+    def raw(self) -> bool:
+        return self.format not in ENCODED_FORMATS
+
+    def bounds(self) -> str:
+        high_w = self.max_width if self.max_width is not None else "any"
+        high_h = self.max_height if self.max_height is not None else "any"
+        return f"{self.min_width}x{self.min_height} to {high_w}x{high_h}"
+
+
+class RouteTable:
+    """The published route of every known version, by ``(model_id, version)``."""
+
+    def __init__(self) -> None:
+        self._routes: dict[tuple[str, str], Route] = {}
+
+    def publish(self, route: Route) -> None:
+        self._routes[(route.model_id, route.version)] = route
+
+    def withdraw(self, model_id: str, version: str) -> None:
+        self._routes.pop((model_id, version), None)
+
+    def get(self, model_id: str, version: str) -> Route | None:
+        return self._routes.get((model_id, version))
+
+    def __iter__(self) -> Iterator[Route]:
+        return iter(list(self._routes.values()))
+
+    def resolve(self, model_id: str, version: str) -> Route:
+        """The serving route of ``(model_id, version)``, or the routing error (§5.2, §3.6)."""
+        route = self._routes.get((model_id, version))
+        if route is not None and route.state == READY:
+            return route
+        if route is None:
+            versions = sorted(v for m, v in self._routes if m == model_id)
+            if not versions:
+                raise ModelNotFound(f"no model {model_id!r}")
+            available = ", ".join(versions)
+            if not version:
+                raise VersionRequired(f"version is required for {model_id!r} (available: {available})")
+            raise ModelNotFound(f"model {model_id!r} has no version {version!r} (available: {available})")
+        reason = f": {route.reason.strip().splitlines()[0]}" if route.reason.strip() else ""
+        raise ModelNotReady(f"{model_id} {version} is {route.state}{reason}")
+
+
+class Leases:
+    """Requests in flight per Triton copy."""
+
+    def __init__(self) -> None:
+        self._count: dict[str, int] = {}
+        self._drained: dict[str, asyncio.Event] = {}
+
+    def begin(self, name: str) -> None:
+        self._count[name] = self._count.get(name, 0) + 1
+
+    def end(self, name: str) -> None:
+        left = self._count.get(name, 1) - 1
+        if left > 0:
+            self._count[name] = left
+            return
+        self._count.pop(name, None)
+        event = self._drained.get(name)
+        if event is not None:
+            event.set()
+
+    def count(self, name: str) -> int:
+        return self._count.get(name, 0)
+
+    async def drained(self, name: str, timeout_s: float) -> bool:
+        """Wait until no request is in flight on ``name`` (at most ``timeout_s``); True when none is."""
+        if not self._count.get(name):
+            return True
+        event = self._drained.setdefault(name, asyncio.Event())
+        event.clear()
+        try:
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout_s)
+        finally:
+            self._drained.pop(name, None)
+        return not self._count.get(name)

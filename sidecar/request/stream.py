@@ -1,0 +1,162 @@
+"""The camera path: one client stream multiplexing many cameras and models.
+
+Each client stream gets one Triton ``ModelStreamInfer`` stream per model copy it uses, opened on
+the copy's first request; requests are matched to replies by request id. One stream per copy, not
+one for all: Triton answers a stream's requests in the order they were sent, so a hung model on a
+shared stream would hold back the answers of every model behind it.
+
+Every request gets exactly one :class:`~sidecar.request.pipeline.Outcome` through ``emit``:
+Triton's reply, a check error, OVERLOADED, or TIMEOUT from a per-request timer. The window counts
+requests in flight plus answers the transport has not yet written (it calls
+:meth:`StreamSession.written`), so a client that stops reading its answers is not sent more work.
+When ``max_in_flight_per_stream`` are in the window :meth:`StreamSession.submit` waits (the
+transport stops reading its client: backpressure). A request for a model that already holds
+``max_in_flight_per_model`` requests in flight is answered OVERLOADED at once, so one stuck model
+cannot take the whole stream's window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+
+from sidecar.errors import ModelNotReady, Overloaded, RequestTimeout, SequenceNotStarted, SidecarError
+from sidecar.request.pipeline import FrameRequest, Outcome, Pending, Pipeline
+from sidecar.request.triton import TritonStream
+
+LOGGER = logging.getLogger(__name__)
+
+
+class StreamSession:
+    """The state of one client stream; ``emit`` receives every :class:`Outcome`."""
+
+    def __init__(self, pipeline: Pipeline, emit: Callable[[Outcome], None]) -> None:
+        self._pipeline = pipeline
+        self._emit = emit
+        self._loop = asyncio.get_running_loop()
+        settings = pipeline.settings
+        self._max_in_flight = settings.max_in_flight_per_stream
+        self._max_per_model = settings.max_in_flight_per_model
+        self._pending: dict[str, Pending] = {}
+        self._per_model: dict[str, int] = {}
+        self._streams: dict[str, TritonStream] = {}
+        self._space: asyncio.Future | None = None
+        self._idle: asyncio.Future | None = None
+        self._closed = False
+        self._unwritten = 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def submit(self, request: FrameRequest) -> None:
+        """Take one request; waits while the stream's window is full."""
+        while len(self._pending) + self._unwritten >= self._max_in_flight:
+            self._space = self._loop.create_future()
+            await self._space
+        pipeline = self._pipeline
+        try:
+            pending = pipeline.prepare(request, self._loop.time())
+        except SidecarError as e:
+            self._answer(Outcome(request, None, e, 0.0))
+            return
+        name = pending.name
+        count = self._per_model.get(name, 0)
+        if count >= self._max_per_model:
+            route = pending.route
+            error = Overloaded(f"{count} requests for {route.model_id} {route.version} already in flight "
+                               "on this stream; slow down")
+            self._answer(Outcome(request, None, error, 0.0))
+            return
+        request_id = pending.request_id
+        pending.timer = self._loop.call_at(pending.deadline, self._expire, request_id)
+        self._pending[request_id] = pending
+        self._per_model[name] = count + 1
+        pipeline.begin(pending)
+        stream = self._streams.get(name)
+        if stream is None:
+            stream = self._streams[name] = pipeline.adapter.open_stream(
+                self._on_reply, functools.partial(self._on_stream_closed, name)
+            )
+        try:
+            await stream.send(pending.message)
+        except SidecarError as e:
+            self._on_reply(request_id, None, e)
+
+    def _on_reply(self, request_id: str, result: bytes | None, error: SidecarError | None) -> None:
+        pending = self._pending.get(request_id)
+        if pending is None:  # answered already (timed out)
+            return
+        if type(error) is SequenceNotStarted and self._pipeline.restart_sequence(pending):
+            self._loop.create_task(self._resend(pending))
+            return
+        del self._pending[request_id]
+        self._finish(pending, result, error)
+
+    def _expire(self, request_id: str) -> None:
+        pending = self._pending.pop(request_id, None)
+        if pending is not None:
+            pending.timer = None
+            waited = round((self._loop.time() - pending.started) * 1000)
+            self._finish(pending, None, RequestTimeout(f"no answer from the model within {waited} ms"))
+
+    def _finish(self, pending: Pending, result: bytes | None, error: SidecarError | None) -> None:
+        if pending.timer is not None:
+            pending.timer.cancel()
+        self._per_model[pending.name] -= 1
+        self._answer(self._pipeline.settle(pending, result, error, self._loop.time()))
+        if not self._pending and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+
+    def _answer(self, outcome: Outcome) -> None:
+        self._unwritten += 1
+        self._emit(outcome)
+
+    def written(self, count: int = 1) -> None:
+        """The transport wrote ``count`` answers to its client: they leave the window."""
+        self._unwritten -= count
+        space = self._space
+        if space is not None and not space.done():
+            space.set_result(None)
+            self._space = None
+
+    async def _resend(self, pending: Pending) -> None:
+        stream = self._streams.get(pending.name)
+        try:
+            if stream is None:
+                raise ModelNotReady("inference server stream closed")
+            await stream.send(pending.message)
+        except SidecarError as e:
+            self._on_reply(pending.request_id, None, e)
+
+    def _on_stream_closed(self, name: str, error: SidecarError) -> None:
+        """A copy's Triton stream ended: answer what is pending on it; the next request reopens it."""
+        self._streams.pop(name, None)
+        if not self._closed:
+            LOGGER.warning("inference server stream of %s ended: %s", name, error.message)
+        for request_id, pending in list(self._pending.items()):
+            if pending.name == name:
+                del self._pending[request_id]
+                self._finish(pending, None, error)
+
+    async def drain(self) -> None:
+        """Wait until every request taken so far has been answered (the client stopped sending)."""
+        if self._pending:
+            self._idle = self._loop.create_future()
+            await self._idle
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop: the client is gone; pending requests are dropped without answers."""
+        self._closed = True
+        leases = self._pipeline.leases
+        for pending in self._pending.values():
+            if pending.timer is not None:
+                pending.timer.cancel()
+            leases.end(pending.name)
+        self._pending.clear()
+        streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:
+            await stream.close()
