@@ -45,6 +45,8 @@ RUN apt-get update \
 # of the interpreter that builds it, and the runtime stage has only /usr/bin/python3.
 COPY pyproject.toml README.md /opt/ruth/src/
 COPY ruthgen /opt/ruth/src/ruthgen
+# The CLI imports the sidecar's modules (`ruthgen up`); their third-party packages are not needed.
+COPY sidecar /opt/ruth/src/sidecar
 COPY templates /opt/ruth/src/templates
 RUN python3 -m pip install -c /opt/ruth/constraints.txt \
         jinja2 \

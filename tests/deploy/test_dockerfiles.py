@@ -174,6 +174,10 @@ def test_triton_ruthgen_stage_installs_what_ruthgen_build_imports_when_built(tmp
     required |= {m for m in foreign if distributions_of(m)}
     assert {"jinja2", "pydantic", "typer", "yaml"} <= required
     _assert_covers(_installed(TRITON, "ruthgen"), TRITON_PYTHON, required)
+    # The project's own packages the command loaded are in the image's source copy.
+    copies = TRITON.stage("ruthgen").values("COPY")
+    for package in sorted(loaded & {"ruthgen", "sidecar"}):
+        assert f"{package} /opt/ruth/src/{package}" in copies, f"{package} is imported but not copied"
 
 
 def test_triton_images_run_as_the_sidecar_uid_when_started():
