@@ -11,12 +11,16 @@ from deploy_loaders import (
     DOCKER,
     ENVS,
     EXIT_TIMEOUT_S,
+    K8S,
     REPOSITORY,
     ROOT,
     RUNTIME_UID,
     TRITON_GRPC,
     TRITON_HTTP,
+    container,
     expected_triton_command,
+    find,
+    kustomize,
     load_yaml,
     merge_compose,
     ngc_release,
@@ -197,6 +201,17 @@ def test_compose_generator_writes_what_triton_mounts_when_run(compose, request):
 def test_compose_stop_grace_exceeds_triton_exit_timeout_when_stopped(compose):
     grace = _duration_s(compose["services"]["tritonserver"]["stop_grace_period"])
     assert grace > EXIT_TIMEOUT_S
+
+
+def test_compose_serving_containers_mirror_the_kubernetes_security_context_when_started(compose):
+    pod = find(kustomize(K8S / "base"), "Deployment", "ruth-runtime")["spec"]["template"]["spec"]
+    for name in ("tritonserver", "sidecar"):
+        context = container(pod, name)["securityContext"]
+        service = compose["services"][name]
+        assert context["capabilities"]["drop"] == service["cap_drop"] == ["ALL"], name
+        assert context["allowPrivilegeEscalation"] is False
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert service.get("read_only", False) is context.get("readOnlyRootFilesystem", False), name
 
 
 # --- the stand-in override (docker-compose.standin.yml) ----------------------------------------
