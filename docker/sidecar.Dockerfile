@@ -6,14 +6,20 @@
 # sidecar's own runtime dependencies and is checked against constraints.txt and against the
 # sidecar's imports by tests/deploy. The generated protobuf code (sidecar/_proto/) is part of
 # the copied source: it is committed, rebuilt only by `make proto`.
+#
+# Without Docker Hub: --build-arg PYTHON_IMAGE=ruth-standin/python:3.11-bookworm
+# (scripts/standin_images.sh). pip reads a CA bundle given as the build secret `ca-certificates`
+# when PIP_CERT names it (docker/triton.Dockerfile has the flags); the final stage does not keep it.
 
 ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+ARG PIP_CERT
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY constraints.txt ./
-RUN python -m venv /opt/venv \
+RUN --mount=type=secret,id=ca-certificates \
+    python -m venv /opt/venv \
  && /opt/venv/bin/pip install -c constraints.txt \
         fastapi \
         grpcio \
@@ -39,7 +45,8 @@ COPY sidecar ./sidecar
 COPY templates ./templates
 # The project itself without its dependencies: those above are the sidecar's, and the rest
 # (the embedded tritonserver wheel, the generator's tools) have no place in this image.
-RUN /opt/venv/bin/pip install --no-deps . \
+RUN --mount=type=secret,id=ca-certificates \
+    /opt/venv/bin/pip install --no-deps . \
  && /opt/venv/bin/python -c "import sidecar._proto.airuntime_pb2_grpc"
 
 FROM ${PYTHON_IMAGE}

@@ -14,15 +14,23 @@
 #   docker build -f docker/triton.Dockerfile --build-arg RUTH_TARGET=gpu -t ruth/models:0.1.0 .
 #   Jetson (JetPack 6): --build-arg TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3-igpu
 #                       --build-arg RUTH_TARGET=jetson
+#   Without NGC access: --build-arg TRITON_IMAGE=ruth-standin/tritonserver:2.51.0-bookworm
+#                       (scripts/standin_images.sh; docker/docker-compose.standin.yml)
+#
+# pip reads a CA bundle given as the build secret `ca-certificates` when PIP_CERT names it
+# (`--secret id=ca-certificates,src=/etc/ssl/certs/ca-certificates.crt
+#   --build-arg PIP_CERT=/run/secrets/ca-certificates`); no stage keeps it.
 
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 
 FROM ${TRITON_IMAGE} AS runtime
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONNOUSERSITE=1
+ARG PIP_CERT
 COPY constraints.txt /opt/ruth/constraints.txt
 # What the generated wrapper imports inside the stub, pinned by the project's lock. numpy stays
 # below 2: Triton 24.10's stub reads numpy 1.x's memory layout.
-RUN python3 -m pip install -c /opt/ruth/constraints.txt \
+RUN --mount=type=secret,id=ca-certificates \
+    python3 -m pip install -c /opt/ruth/constraints.txt \
         fastjsonschema \
         numpy \
         pillow \
@@ -36,6 +44,7 @@ USER 10001:10001
 WORKDIR /opt/ruth
 
 FROM runtime AS ruthgen
+ARG PIP_CERT
 USER root
 # `python -m venv` for the plugins' environments.
 RUN apt-get update \
@@ -49,7 +58,8 @@ COPY pyproject.toml README.md /opt/ruth/src/
 COPY ruthgen /opt/ruth/src/ruthgen
 COPY ruthstack /opt/ruth/src/ruthstack
 COPY templates /opt/ruth/src/templates
-RUN python3 -m pip install -c /opt/ruth/constraints.txt \
+RUN --mount=type=secret,id=ca-certificates \
+    python3 -m pip install -c /opt/ruth/constraints.txt \
         jinja2 \
         psutil \
         pydantic \
@@ -66,8 +76,10 @@ CMD ["--help"]
 
 FROM ruthgen AS bundle-build
 ARG RUTH_TARGET=gpu
+ARG PIP_CERT
 COPY --chown=10001:10001 ai/models /opt/ruth/ai/models
-RUN ruthgen build --target "${RUTH_TARGET}" --models /opt/ruth/ai/models --out /opt/ruth/model_repository \
+RUN --mount=type=secret,id=ca-certificates,uid=10001 \
+    ruthgen build --target "${RUTH_TARGET}" --models /opt/ruth/ai/models --out /opt/ruth/model_repository \
  && rm -rf /opt/ruth/envs/_wheels
 
 FROM runtime AS bundle

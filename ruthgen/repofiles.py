@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,9 +25,25 @@ def stage_prefix(repo: Path) -> str:
     return f".{repo.name}.ruthgen-"
 
 
+def stage_parent(repo: Path) -> Path:
+    """Where a build stages its entries: beside the repository, or inside it when the repository
+    is a mount point (a container's bind mount or volume), because entries are moved in by rename,
+    which cannot cross filesystems."""
+    try:
+        if os.stat(repo).st_dev != os.stat(repo.parent).st_dev:
+            return repo
+    except OSError:
+        pass
+    return repo.parent
+
+
+def new_stage(repo: Path) -> Path:
+    return stage_parent(repo) / f"{stage_prefix(repo)}{uuid.uuid4().hex[:12]}"
+
+
 def remove_stale_stages(repo: Path) -> None:
     """Staging folders left by a build that was killed (none can be in use: we hold the lock)."""
-    for path in repo.parent.glob(f"{stage_prefix(repo)}*"):
+    for path in stage_parent(repo).glob(f"{stage_prefix(repo)}*"):
         if path.is_dir() and not path.is_symlink():
             LOGGER.warning("removing %s, left by an interrupted build", path)
             shutil.rmtree(path, ignore_errors=True)

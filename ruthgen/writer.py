@@ -34,7 +34,6 @@ import logging
 import os
 import shutil
 import stat
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,9 +56,9 @@ from ruthgen.naming import semver_key
 from ruthgen.repofiles import (
     DigestCache,
     Shared,
+    new_stage,
     path_in,
     remove_stale_stages,
-    stage_prefix,
     swap,
 )
 from ruthgen.spec import ModelSpec, build_spec
@@ -346,7 +345,7 @@ def _generator_digest() -> str:
 
 
 def _apply(repo: Path, entries: list[_Entry], removed: list[str], manifest_text: str | None) -> None:
-    stage = repo.parent / f"{stage_prefix(repo)}{uuid.uuid4().hex[:12]}"
+    stage = new_stage(repo)
     try:
         stage.mkdir()
         runtime = _runtime_files()

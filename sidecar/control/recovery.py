@@ -5,8 +5,8 @@
   :class:`~sidecar.errors.ModelProcessDied`.
 * A hung ``execute()`` blocks its instance forever, and ``unload`` waits for it: the stub must be
   killed. :class:`StubKiller` finds the ``triton_python_backend_stub`` processes of one Triton model
-  (their command line ends with the instance name ``<model>_<group>_<index>``) among the
-  descendants of our tritonserver only, and kills them.
+  (their command line holds the instance name ``<model>_<group>_<index>``, last or followed by the
+  stub's runtime argument) among the descendants of our tritonserver only, and kills them.
 * :class:`RecoveryPolicy` holds every figure: timeouts before UNHEALTHY, cooldown, retries, load and
   unload timeouts, drain time.
 * :class:`Recovery` is the schedule: ERROR -> cooldown -> reload, at most ``max_retries`` times
@@ -72,7 +72,7 @@ class StubKiller:
         if server is None:
             return []
         instance = re.compile(rf"^{re.escape(triton_name)}_\d+_\d+$")
-        return stub_processes(lambda argv: bool(instance.match(argv[-1])), under=server)
+        return stub_processes(lambda argv: any(instance.match(arg) for arg in argv[1:]), under=server)
 
 
 class Recovery:

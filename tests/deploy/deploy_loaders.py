@@ -153,7 +153,12 @@ class Stage:
     instructions: list[Instruction] = field(default_factory=list)
 
     def runs(self) -> list[str]:
-        return [i.value for i in self.instructions if i.keyword == "RUN"]
+        """The commands of the RUN instructions, without their leading ``--mount=...`` flags."""
+        return [_run_split(i.value)[1] for i in self.instructions if i.keyword == "RUN"]
+
+    def run_flags(self) -> list[tuple[list[str], str]]:
+        """(flags, command) of every RUN instruction."""
+        return [_run_split(i.value) for i in self.instructions if i.keyword == "RUN"]
 
     def values(self, keyword: str) -> list[str]:
         return [i.value for i in self.instructions if i.keyword == keyword]
@@ -169,6 +174,15 @@ class Dockerfile:
 
     def resolve(self, text: str) -> str:
         return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: self.args.get(m[1] or m[2], m[0]), text)
+
+
+def _run_split(value: str) -> tuple[list[str], str]:
+    flags = []
+    while value.startswith("--"):
+        flag, _, value = value.partition(" ")
+        flags.append(flag)
+        value = value.lstrip()
+    return flags, value
 
 
 def parse_dockerfile(path: Path) -> Dockerfile:

@@ -11,12 +11,18 @@ from deploy_loaders import (
     DOCKER,
     ENVS,
     EXIT_TIMEOUT_S,
+    K8S,
     REPOSITORY,
+    ROOT,
     RUNTIME_UID,
     TRITON_GRPC,
     TRITON_HTTP,
+    container,
     expected_triton_command,
+    find,
+    kustomize,
     load_yaml,
+    merge_compose,
     ngc_release,
     sequences_in,
     without_resets,
@@ -198,3 +204,72 @@ def test_compose_generator_writes_what_triton_mounts_when_run(compose, request):
 def test_compose_stop_grace_exceeds_triton_exit_timeout_when_stopped(compose):
     grace = _duration_s(compose["services"]["tritonserver"]["stop_grace_period"])
     assert grace > EXIT_TIMEOUT_S
+
+
+def test_compose_serving_containers_mirror_the_kubernetes_security_context_when_started(compose):
+    pod = find(kustomize(K8S / "base"), "Deployment", "ruth-runtime")["spec"]["template"]["spec"]
+    for name in ("tritonserver", "sidecar"):
+        context = container(pod, name)["securityContext"]
+        service = compose["services"][name]
+        assert context["capabilities"]["drop"] == service["cap_drop"] == ["ALL"], name
+        assert context["allowPrivilegeEscalation"] is False
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert service.get("read_only", False) is context.get("readOnlyRootFilesystem", False), name
+
+
+# --- the stand-in override (docker-compose.standin.yml) ----------------------------------------
+
+#: What the stand-in override may set in a service: its image, build arguments, and pip's trust in
+#: the machine's CA bundle (a secret of the build and of the ruthgen run).
+STANDIN_SETTABLE = {
+    ("image",),
+    ("build", "args", "TRITON_IMAGE"),
+    ("build", "args", "PYTHON_IMAGE"),
+    ("build", "args", "PIP_CERT"),
+    ("build", "secrets"),
+    ("secrets",),
+    ("environment", "PIP_CERT"),
+}
+
+
+def _standin_tags() -> dict[str, str]:
+    script = (ROOT / "scripts" / "standin_images.sh").read_text()
+    return {
+        "TRITON_IMAGE": re.search(r"^TRITON_TAG=(\S+)$", script, re.M)[1],
+        "PYTHON_IMAGE": re.search(r"^PYTHON_TAG=(\S+)$", script, re.M)[1],
+    }
+
+
+def test_standin_override_is_valid_compose_when_merged_over_the_cpu_deployment(
+    compose_cpu, compose_validator
+):
+    merged = merge_compose(compose_cpu, load_yaml(DOCKER / "docker-compose.standin.yml"))
+    errors = sorted(compose_validator.iter_errors(merged), key=str)
+    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
+
+
+def test_standin_override_changes_only_bases_images_and_pip_trust_when_merged(compose_cpu):
+    override = load_yaml(DOCKER / "docker-compose.standin.yml")
+    for path in sequences_in(override):
+        assert path[2:] in STANDIN_SETTABLE if path[0] == "services" else path[0] == "secrets", path
+    merged = merge_compose(compose_cpu, override)
+    for name, service in compose_cpu["services"].items():
+        kept = {k: v for k, v in service.items() if k not in {"image", "build", "secrets", "environment"}}
+        assert {k: merged["services"][name][k] for k in kept} == kept, name
+        assert merged["services"][name]["image"].endswith("-standin"), "stand-in images are named apart"
+
+
+def test_standin_override_builds_on_the_images_the_script_makes_when_built():
+    override = load_yaml(DOCKER / "docker-compose.standin.yml")
+    tags = _standin_tags()
+    secret = override["secrets"]["ca-certificates"]
+    assert secret == {"file": "/etc/ssl/certs/ca-certificates.crt"}
+    for name, service in override["services"].items():
+        args = service["build"]["args"]
+        base = "PYTHON_IMAGE" if name == "sidecar" else "TRITON_IMAGE"
+        assert args[base] == tags[base], name
+        assert args["PIP_CERT"] == "/run/secrets/ca-certificates"
+        assert service["build"]["secrets"] == ["ca-certificates"]
+    ruthgen = override["services"]["ruthgen"]  # `ruthgen build` runs pip when the service runs
+    assert ruthgen["secrets"] == ["ca-certificates"]
+    assert ruthgen["environment"] == {"PIP_CERT": "/run/secrets/ca-certificates"}

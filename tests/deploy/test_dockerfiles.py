@@ -174,6 +174,10 @@ def test_triton_ruthgen_stage_installs_what_ruthgen_build_imports_when_built(tmp
     required |= {m for m in foreign if distributions_of(m)}
     assert {"jinja2", "pydantic", "typer", "yaml"} <= required
     _assert_covers(_installed(TRITON, "ruthgen"), TRITON_PYTHON, required)
+    # The project's own packages the command loaded are in the image's source copy.
+    copies = TRITON.stage("ruthgen").values("COPY")
+    for package in sorted(loaded & {"ruthgen", "sidecar"}):
+        assert f"{package} /opt/ruth/src/{package}" in copies, f"{package} is imported but not copied"
 
 
 def test_triton_images_run_as_the_sidecar_uid_when_started():
@@ -205,3 +209,18 @@ def test_dockerfile_context_leaves_out_local_state_when_sent(dockerfile):
     ignore = (DOCKER / f"{dockerfile}.dockerignore").read_text().split()
     for path in (".venv", ".git", "model_repository", "**/__pycache__"):
         assert path in ignore, f"{path} would be sent to the builder"
+
+
+@pytest.mark.parametrize("dockerfile", [SIDECAR, TRITON], ids=["sidecar", "triton"])
+def test_dockerfile_gives_pip_the_ca_secret_and_keeps_it_out_of_the_images_when_built(dockerfile):
+    # pip trusts the machine's CA bundle when it is passed as the secret `ca-certificates` and
+    # PIP_CERT names it (docker/docker-compose.standin.yml); a secret mount leaves nothing in a layer.
+    for stage in dockerfile.stages:
+        for flags, command in stage.run_flags():
+            if "pip install" in command or "ruthgen build" in command:
+                secrets = [f for f in flags if f.startswith("--mount=type=secret,id=ca-certificates")]
+                assert secrets, f"{stage.name}: {command[:60]}... has no ca-certificates secret"
+                assert "PIP_CERT" in stage.values("ARG"), f"{stage.name} does not declare ARG PIP_CERT"
+        for keyword in ("COPY", "ADD", "ENV"):
+            for value in stage.values(keyword):
+                assert "PIP_CERT" not in value and ".crt" not in value, f"{stage.name}: {keyword} {value}"

@@ -19,7 +19,8 @@ _SPAWNER = textwrap.dedent(
     import subprocess, sys, time
     stub, names = sys.argv[1], sys.argv[2:]
     sleep = "import time; time.sleep(60)"
-    children = [subprocess.Popen([stub, "-c", sleep, "/r/model.py", n]) for n in names]
+    # Triton 2.51's stub: ... <instance name> [<runtime>], e.g. "hang__1.0.0_0_0 DEFAULT"
+    children = [subprocess.Popen([stub, "-c", sleep, "/r/model.py", *n.split()]) for n in names]
     print(" ".join(str(c.pid) for c in children), flush=True)
     time.sleep(60)
     """
@@ -57,7 +58,7 @@ def _until_found(killer: StubKiller, name: str, count: int) -> list[int]:
 
 def test_stub_killer_finds_only_our_servers_stubs_of_that_model(servers):
     ours, (hang0, hang1, other_slot, _other_model) = servers(
-        "hang__1.0.0_0_0", "hang__1.0.0_0_1", "hang__1.0.0__b_0_0", "other__1.0.0_0_0"
+        "hang__1.0.0_0_0", "hang__1.0.0_0_1 DEFAULT", "hang__1.0.0__b_0_0 DEFAULT", "other__1.0.0_0_0"
     )
     servers("hang__1.0.0_0_0")  # somebody else's server
     killer = StubKiller(lambda: ours)
