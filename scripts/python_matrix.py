@@ -79,9 +79,9 @@ KNOWN_BUGS = (
         file="sidecar/lifecycle.py",
         text="contextlib.suppress(TimeoutError)",
         tests="tests/sidecar",
-        why="the sidecar's refresh loop suppresses the builtin TimeoutError, but asyncio.wait_for raises "
-        "asyncio.TimeoutError, the same class only from 3.11 on: on 3.10 the loop ends at its first "
-        "idle interval (sidecar/lifecycle.py; the sidecar's rewrite catches both)",
+        why="the refresh loop of the sidecar without --models-dir (sidecar/lifecycle.py) suppresses the "
+        "builtin TimeoutError, but asyncio.wait_for raises asyncio.TimeoutError, the same class only from "
+        "3.11 on: on 3.10 the loop ends at its first idle interval (the sidecar's rewrite catches both)",
     ),
 )
 
