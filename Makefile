@@ -2,15 +2,26 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# One constraints file per supported Python minor version (scripts/lock.sh writes them all); the
+# venv is made anew when the Python it was made with is another one.
+PYVER       := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+CONSTRAINTS := constraints/py$(PYVER).txt
+STAMP       := $(VENV)/.installed-py$(PYVER)
+SUPPORTED   := $(patsubst constraints/py%.txt,%,$(wildcard constraints/py3.*.txt))
+UNSUPPORTED_3.13 := numpy < 2, which tritonclient 2.51 and Triton 2.51's Python backend need, has no \
+  build for 3.13, nor has mediapipe 0.10.21 (fall_detection)
 
 .PHONY: setup up test test-unit test-integration lint proto bench clean
 
-$(STAMP): pyproject.toml constraints.txt requirements-plugins.txt
-	$(PYTHON) -m venv $(VENV)
+$(STAMP): pyproject.toml $(wildcard $(CONSTRAINTS)) requirements-plugins.txt
+	$(if $(PYVER),,$(error $(PYTHON) does not run: set PYTHON to a Python $(SUPPORTED)))
+	$(if $(wildcard $(CONSTRAINTS)),,$(error Python $(PYVER) ($(PYTHON)) is not supported$(if \
+	  $(UNSUPPORTED_$(PYVER)),: $(UNSUPPORTED_$(PYVER))); use Python $(SUPPORTED), \
+	  e.g. PYTHON=python$(lastword $(SUPPORTED)) make setup))
+	$(PYTHON) -m venv $(if $(wildcard $(STAMP)),,--clear) $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
-	$(PY) -m pip install -q --no-deps -c constraints.txt -r requirements-plugins.txt
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[dev]"
+	$(PY) -m pip install -q --no-deps -c $(CONSTRAINTS) -r requirements-plugins.txt
 	touch $(STAMP)
 
 setup: $(STAMP)

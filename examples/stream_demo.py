@@ -76,7 +76,7 @@ async def run(
     async with AIRuntimeClient(target) as client:
         try:
             await client.wait_ready(timeout_s=10)
-        except TimeoutError as exc:
+        except (TimeoutError, asyncio.TimeoutError) as exc:  # the same class from Python 3.11 on
             raise SystemExit(f"no AIRuntime sidecar answers at {target}: start it with `make up`") from exc
         start = time.monotonic()
         async for response in client.stream(_requests(fps)):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ast
 import copy
+import functools
 import importlib.metadata
+import inspect
 import re
 import shlex
 import sys
@@ -363,7 +365,26 @@ def _imports_of(node: ast.AST, guarded: bool) -> Iterator[tuple[ast.Import | ast
 
 def distributions_of(module: str) -> set[str]:
     """Canonical names of the installed distributions that provide a top-level module."""
-    return {canonicalize_name(d) for d in importlib.metadata.packages_distributions().get(module, [])}
+    return _providers().get(module, set())
+
+
+@functools.cache
+def _providers() -> dict[str, set[str]]:
+    """{top-level module: distributions}, from ``top_level.txt`` or else the distribution's RECORD, as
+    Python 3.11's ``packages_distributions`` reads them (3.10's reads only ``top_level.txt``, which
+    wheels built by e.g. pdm-backend or hatchling lack)."""
+    found: dict[str, set[str]] = {}
+    for dist in importlib.metadata.distributions():
+        declared = (dist.read_text("top_level.txt") or "").split()
+        names = declared or {_top_level(file) for file in dist.files or ()}
+        for name in names:
+            if "." not in name:
+                found.setdefault(name, set()).add(canonicalize_name(dist.metadata["Name"]))
+    return found
+
+
+def _top_level(file: importlib.metadata.PackagePath) -> str:
+    return file.parts[0] if len(file.parts) > 1 else inspect.getmodulename(str(file)) or str(file)
 
 
 # --- what every deployment agrees on -----------------------------------------------------------
