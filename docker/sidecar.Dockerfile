@@ -2,8 +2,8 @@
 #
 #   docker build -f docker/sidecar.Dockerfile -t ruth/sidecar:0.1.0 .
 #
-# Every package comes from the project's lock (`-c constraints.txt`); the list below is the
-# sidecar's own runtime dependencies and is checked against constraints.txt and against the
+# Every package comes from the project's lock for the image's Python (`constraints/py3.X.txt`); the
+# list below is the sidecar's own runtime dependencies and is checked against that lock and against the
 # sidecar's imports by tests/deploy. The generated protobuf code (sidecar/_proto/) is part of
 # the copied source: it is committed, rebuilt only by `make proto`.
 #
@@ -12,12 +12,15 @@
 # when PIP_CERT names it (docker/triton.Dockerfile has the flags); the final stage does not keep it.
 
 ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
+# The base image's Python, which picks the project's lock.
+ARG PYTHON_VERSION=3.11
 
 FROM ${PYTHON_IMAGE} AS build
+ARG PYTHON_VERSION
 ARG PIP_CERT
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY constraints.txt ./
+COPY constraints/py${PYTHON_VERSION}.txt ./constraints.txt
 RUN --mount=type=secret,id=ca-certificates \
     python -m venv /opt/venv \
  && /opt/venv/bin/pip install -c constraints.txt \

@@ -22,11 +22,15 @@
 #   --build-arg PIP_CERT=/run/secrets/ca-certificates`); no stage keeps it.
 
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
+# The base image's Python, which picks the project's lock: 3.10 in NVIDIA's 24.10 images, 3.11 in the
+# stand-in (docker/docker-compose.standin.yml).
+ARG PYTHON_VERSION=3.10
 
 FROM ${TRITON_IMAGE} AS runtime
+ARG PYTHON_VERSION
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONNOUSERSITE=1
 ARG PIP_CERT
-COPY constraints.txt /opt/ruth/constraints.txt
+COPY constraints/py${PYTHON_VERSION}.txt /opt/ruth/constraints.txt
 # What the generated wrapper imports inside the stub, pinned by the project's lock. numpy stays
 # below 2: Triton 24.10's stub reads numpy 1.x's memory layout.
 RUN --mount=type=secret,id=ca-certificates \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's lock, one constraints file per supported Python: constraints/py3.X.txt
-# (constraints/py3.11.txt is a link to constraints.txt, the one the Dockerfiles read). Every file is
+# (constraints.txt is a link to constraints/py3.11.txt, the development default). Every file is
 # resolved from the same input, pyproject.toml with its dev extra plus requirements-plugins.txt, for
 # Linux x86-64 with glibc >= 2.35 (nvidia-pytriton 0.7.0 has no wheel for older).
 #
@@ -30,9 +30,6 @@ fi
 
 for version in "${VERSIONS[@]}"; do
     out="constraints/py$version.txt"
-    if [ -L "$out" ]; then
-        out="$(dirname "$out")/$(readlink "$out")"
-    fi
     echo "Python $version -> $out"
     "$tool/bin/uv" pip compile --quiet --no-config \
         pyproject.toml requirements-plugins.txt --extra dev \

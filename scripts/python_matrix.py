@@ -9,7 +9,8 @@ For each version (default: 3.10 3.11 3.12 3.13), in a temporary folder of its ow
                must instead be refused in one line (the README says why): that is its pass.
   unit         pytest -m "not integration", the whole unit suite on that Python.
   integration  tests/embedded/test_launcher_integration.py: the real tritonserver starts, answers,
-               and its Python stub runs this very interpreter.
+               and its Python stub runs this very interpreter; the generator image stage's steps
+               and `ruthgen build` run with this Python and its lock (tests/deploy).
   up           `ruthgen up` on ai/models (fresh repository, free ports): the sidecar's /readyz, every
                reference model READY in /models, a person found in skimage's astronaut photo by
                `ruthgen infer`; then SIGINT (Ctrl-C) stops it, cleanly, leaving no process behind.
@@ -46,6 +47,8 @@ STEPS = ("setup", "unit", "integration", "up")
 INTEGRATION_TESTS = [
     "tests/embedded/test_launcher_integration.py::test_server_is_ready_and_model_answers_within_deadline",
     "tests/embedded/test_launcher_integration.py::test_stub_runs_this_interpreter",
+    # the generator image's steps with this Python and its lock: on 3.10, NVIDIA's image's Python
+    "tests/deploy/test_deployments_run.py::test_the_generator_stage_builds_the_repository_with_this_python",
 ]
 SETUP_TIMEOUT_S = 1800
 TESTS_TIMEOUT_S = 1800

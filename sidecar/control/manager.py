@@ -361,8 +361,10 @@ class LifecycleManager:
         except (asyncio.TimeoutError, TimeoutError):
             self._spawn(self._abandon(name))
             return None, f"loading did not finish within {timeout:g} s; abandoned"
-        except Exception as exc:
-            return None, getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        except SidecarError as exc:
+            return None, exc.message
+        except Exception as exc:  # a bug in the adapter: the load failed all the same
+            return None, str(exc) or type(exc).__name__
         loaded = time.monotonic()
         LOGGER.info("%s staged in %.3f s, loaded in %.3f s", name, generated - started, loaded - generated)
         return staged, ""

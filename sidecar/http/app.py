@@ -37,7 +37,7 @@ def install_access_log_filter() -> None:
 def create_app(settings: Any, core: OperationsCore) -> FastAPI:
     """The app; ``settings.admin_token`` (None: the admin call is refused) guards ``/admin``."""
     app = FastAPI(title="Ruth AI Runtime sidecar", docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(build_router(core, getattr(settings, "admin_token", None)))
+    app.include_router(build_router(core, settings.admin_token))
     install_error_handlers(app)
     install_access_log_filter()
     return app

@@ -260,10 +260,10 @@ def requirement_names(arguments: list[str]) -> tuple[list[Requirement], list[str
 # --- the project's lock and its dependency graph -----------------------------------------------
 
 
-def constraints() -> dict[str, str]:
-    """`constraints.txt` as {canonical name: version}."""
+def constraints(python_version: str = "3.11") -> dict[str, str]:
+    """The project's lock for that Python (`constraints/py3.X.txt`) as {canonical name: version}."""
     pins: dict[str, str] = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
+    for line in (ROOT / "constraints" / f"py{python_version}.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             name, _, version = line.partition("==")

@@ -219,12 +219,14 @@ def test_compose_serving_containers_mirror_the_kubernetes_security_context_when_
 
 # --- the stand-in override (docker-compose.standin.yml) ----------------------------------------
 
-#: What the stand-in override may set in a service: its image, build arguments, and pip's trust in
-#: the machine's CA bundle (a secret of the build and of the ruthgen run).
+#: What the stand-in override may set in a service: its image, build arguments (the base images and
+#: their Python, which picks the lock), and pip's trust in the machine's CA bundle (a secret of the
+#: build and of the ruthgen run).
 STANDIN_SETTABLE = {
     ("image",),
     ("build", "args", "TRITON_IMAGE"),
     ("build", "args", "PYTHON_IMAGE"),
+    ("build", "args", "PYTHON_VERSION"),
     ("build", "args", "PIP_CERT"),
     ("build", "secrets"),
     ("secrets",),
@@ -257,6 +259,14 @@ def test_standin_override_changes_only_bases_images_and_pip_trust_when_merged(co
         kept = {k: v for k, v in service.items() if k not in {"image", "build", "secrets", "environment"}}
         assert {k: merged["services"][name][k] for k in kept} == kept, name
         assert merged["services"][name]["image"].endswith("-standin"), "stand-in images are named apart"
+
+
+def test_standin_override_names_the_python_of_its_bases_for_the_lock_when_built():
+    override = load_yaml(DOCKER / "docker-compose.standin.yml")
+    script = (ROOT / "scripts" / "standin_images.sh").read_text()
+    python = re.search(r"python:(3\.\d+)-bookworm", script)[1]
+    for name in ("tritonserver", "sidecar", "ruthgen"):
+        assert override["services"][name]["build"]["args"]["PYTHON_VERSION"] == python, name
 
 
 def test_standin_override_builds_on_the_images_the_script_makes_when_built():

@@ -25,6 +25,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import venv
 from collections.abc import Iterator
@@ -100,15 +101,21 @@ class StageInstall:
         return [value for stage in self.chain for value in stage.values(keyword)]
 
     def copy_sources(self) -> list[str]:
-        """Copy what the stage's COPY instructions take from the build context; return those paths."""
+        """Copy what the stage's COPY instructions take from the build context; return those paths.
+
+        The image's Python is this interpreter: ``${PYTHON_VERSION}`` picks its lock, which lands
+        as ``constraints.txt``, where the stage's pip reads it.
+        """
         taken = []
+        python = f"{sys.version_info.major}.{sys.version_info.minor}"
         for value in self.values("COPY"):
-            words = shlex.split(value)
+            words = shlex.split(value.replace("${PYTHON_VERSION}", python))
             if any(w.startswith("--from=") for w in words):
                 continue
             for source in [w for w in words[:-1] if not w.startswith("--")]:
                 path = ROOT / source
-                target = self.src / source
+                assert path.exists(), f"the build context has no {source} (Python {python} unsupported?)"
+                target = self.src / ("constraints.txt" if source.startswith("constraints/") else source)
                 if target.exists():
                     continue
                 if path.is_dir():
@@ -215,6 +222,15 @@ def triton(repository, container_root, tmp_path_factory) -> Iterator[EmbeddedTri
         yield server
     finally:
         server.stop()
+
+
+def test_the_generator_stage_builds_the_repository_with_this_python(repository):
+    """The generator image's steps and entrypoint, on this interpreter and its lock (3.10 in the
+    Python matrix: the Python of NVIDIA's image)."""
+    manifest = (repository / "ruth-manifest.json").read_text()
+    assert '"state": "VALID"' in manifest and "lc_echo__1.0.0" in manifest
+    env_link = repository / "lc_echo__1.0.0" / "env"
+    assert not env_link.exists(), "lc_echo has no requirements: it runs on the image's own Python"
 
 
 def test_the_embedded_server_runs_the_containers_command(triton, repository):

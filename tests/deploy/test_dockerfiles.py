@@ -56,14 +56,30 @@ def _installed(dockerfile, stage_name: str | None = None) -> list[Requirement]:
     return requirements
 
 
+def _lock_of(dockerfile) -> str:
+    """The Python whose lock a Dockerfile copies by default (its PYTHON_VERSION build argument)."""
+    copies = [v for stage in dockerfile.stages for v in stage.values("COPY") if "constraints/py" in v]
+    assert copies and all("constraints/py${PYTHON_VERSION}.txt" in v for v in copies), copies
+    return dockerfile.args["PYTHON_VERSION"]
+
+
 def _assert_locked(requirements: list[Requirement], python_version: str) -> None:
-    pins = constraints()
+    pins = constraints(python_version)
+    lock = f"constraints/py{python_version}.txt"
     for requirement in requirements:
         name = canonicalize_name(requirement.name)
-        assert name in pins, f"{requirement} is not in constraints.txt"
-        assert not requirement.specifier, f"{requirement}: the version comes from constraints.txt only"
+        assert name in pins, f"{requirement} is not in {lock}"
+        assert not requirement.specifier, f"{requirement}: the version comes from {lock} only"
     unlocked = closure(requirements, python_version) - set(pins)
-    assert not unlocked, f"installed without a pin in constraints.txt: {sorted(unlocked)}"
+    assert not unlocked, f"installed without a pin in {lock}: {sorted(unlocked)}"
+
+
+def test_each_dockerfile_copies_the_lock_of_its_base_images_python_when_built():
+    assert _lock_of(TRITON) == TRITON_PYTHON
+    tag = SIDECAR.resolve(SIDECAR.stages[0].base).partition(":")[2]
+    assert _lock_of(SIDECAR) == ".".join(tag.split("-", 1)[0].split(".")[:2])
+    for version in (TRITON_PYTHON, _lock_of(SIDECAR)):
+        assert (ROOT / "constraints" / f"py{version}.txt").is_file()
 
 
 def _assert_covers(requirements: list[Requirement], python_version: str, modules: set[str]) -> None:
@@ -92,7 +108,8 @@ def test_sidecar_dockerfile_bases_on_a_pinned_slim_python_the_project_supports_w
 
 
 def test_sidecar_dockerfile_installs_only_locked_packages_when_built():
-    _assert_locked(_installed(SIDECAR, "build") if SIDECAR.stages[0].name else _installed(SIDECAR), "3.11")
+    installed = _installed(SIDECAR, "build") if SIDECAR.stages[0].name else _installed(SIDECAR)
+    _assert_locked(installed, _lock_of(SIDECAR))
 
 
 def test_sidecar_dockerfile_installs_every_package_the_sidecar_imports_when_built():
@@ -157,7 +174,7 @@ def test_triton_runtime_installs_the_base_packages_of_every_plugin_environment_w
 
 
 def test_triton_runtime_keeps_numpy_below_2_when_built():
-    assert Version(constraints()["numpy"]).major < 2
+    assert Version(constraints(TRITON_PYTHON)["numpy"]).major < 2
     assert any("numpy.__version__" in run for run in TRITON.stage("runtime").runs())
 
 

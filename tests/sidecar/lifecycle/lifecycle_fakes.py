@@ -12,13 +12,8 @@ from typing import Any
 from ruthgen.contract import ModelContract
 from ruthgen.manifest import ManifestEntry, TritonFacts
 from sidecar.control.sources import PluginCheck, StageError
+from sidecar.errors import ModelLoadError
 from sidecar.request.triton import IndexEntry
-
-
-class LoadFailed(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class FakeControl:
@@ -42,7 +37,7 @@ class FakeControl:
             (r for p, r in self.fail_prefix.items() if name.startswith(p)), None
         )
         if reason:
-            raise LoadFailed(reason)
+            raise ModelLoadError(reason)
         self.loaded.add(name)
 
     async def unload_model(self, name: str, timeout_s: float = 60.0) -> None:
