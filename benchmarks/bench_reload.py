@@ -1,6 +1,9 @@
 """Hot-reload benchmark: a plugin folder appearing -> READY, and requests lost during reloads.
 
-Runs the real embedded tritonserver and an in-process sidecar that owns a temporary plugin folder.
+Runs the real embedded tritonserver and an in-process sidecar, with either entry source
+(``--source``): ``plugins``, a temporary plugin folder the sidecar owns and watches (``ruthgen
+up``), or ``repository``, a repository that ``ruthgen build`` rebuilds after each change and the
+sidecar serves read-only, polling its manifest every ``--poll-s`` (Compose, Kubernetes).
 
 1. ``--appear`` times: a complete plugin folder is moved into the models folder (one rename, as a
    deployment tool would do) and the time until ``/models`` reports it READY is measured, split
@@ -12,7 +15,7 @@ Runs the real embedded tritonserver and an in-process sidecar that owns a tempor
    (target: 0) and the time from the edit to the first answer of the new copy.
 
     .venv/bin/python benchmarks/bench_reload.py [--appear 5] [--reloads 5] [--workers 4] [--warmup-ms 0]
-        [--debounce-s 0.25] [--json]
+        [--debounce-s 0.25] [--source plugins|repository] [--poll-s 0.1] [--json]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from ruthgen.embedded import EmbeddedTriton
+from ruthgen.writer import build_repository
 from sidecar.client import AIRuntimeClient, result_dict
 from sidecar.main import Sidecar
 from sidecar.settings import load_settings
@@ -93,12 +97,13 @@ def parse_at(text: str) -> float:
 
 
 async def measure_appear(
-    http: httpx.AsyncClient, models: Path, staging: Path, i: int, warmup_ms: float
+    http: httpx.AsyncClient, models: Path, staging: Path, i: int, warmup_ms: float, publish
 ) -> dict[str, Any]:
     model_id = f"bench_appear_{i}"
     source = write_plugin(staging, model_id, warmup_ms)
     started = time.time()
     os.rename(source, models / model_id)
+    publish()
     while True:
         entry = await model_entry(http, model_id)
         if entry is not None and entry["state"] in ("READY", "FAILED", "INVALID"):
@@ -115,7 +120,9 @@ async def measure_appear(
     }
 
 
-async def measure_reloads(client: AIRuntimeClient, models: Path, reloads: int, workers: int) -> dict:
+async def measure_reloads(
+    client: AIRuntimeClient, models: Path, reloads: int, workers: int, publish
+) -> dict:
     frame, generations, failures = jpeg(), [], []
     stop = asyncio.Event()
     sent = 0
@@ -137,6 +144,7 @@ async def measure_reloads(client: AIRuntimeClient, models: Path, reloads: int, w
         for generation in range(2, reloads + 2):
             edited = time.monotonic()
             (models / "bench_reload" / "1.0.0" / "config.yaml").write_text(f"generation: {generation}\n")
+            publish()
             while not generations or generations[-1] != generation:
                 assert time.monotonic() - edited < 60, "the reload did not happen"
                 await asyncio.sleep(0.002)
@@ -164,12 +172,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for folder in (models, repo, staging):
         folder.mkdir()
     write_plugin(models, "bench_reload", args.warmup_ms)
+    if args.source == "plugins":
+        source: dict[str, Any] = {"models_dir": models, "watch_debounce_s": args.debounce_s}
+
+        def publish() -> None:
+            """The sidecar watches the folder itself."""
+    else:
+        source = {"manifest_poll_s": args.poll_s}
+
+        def publish() -> None:
+            build_repository(models, repo)
+
+        publish()
     try:
         with EmbeddedTriton(repo, log_path=root / "tritonserver.log") as triton:
             settings = load_settings(
                 grpc_port=0, http_port=0, triton_url=triton.grpc_url, model_repository=repo,
-                models_dir=models, triton_pid=triton.process.pid, watch_debounce_s=args.debounce_s,
-                log_level="WARNING",
+                triton_pid=triton.process.pid, log_level="WARNING", **source,
             )
             async with Sidecar(settings) as sidecar:
                 base = f"http://127.0.0.1:{sidecar.http_port}"
@@ -177,14 +196,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 async with httpx.AsyncClient(base_url=base) as http, AIRuntimeClient(grpc_address) as client:
                     appear = []
                     for i in range(args.appear):
-                        appear.append(await measure_appear(http, models, staging, i, args.warmup_ms))
-                    reload = await measure_reloads(client, models, args.reloads, args.workers)
+                        appear.append(
+                            await measure_appear(http, models, staging, i, args.warmup_ms, publish)
+                        )
+                    reload = await measure_reloads(client, models, args.reloads, args.workers, publish)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     totals = [a["appear_to_ready_s"] for a in appear]
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}",
-        "settings": {"watch_debounce_s": args.debounce_s, "plugin_warmup_ms": args.warmup_ms},
+        "settings": {"source": args.source, "watch_debounce_s": args.debounce_s,
+                     "manifest_poll_s": args.poll_s, "plugin_warmup_ms": args.warmup_ms},
         "appear_to_ready": {
             "median_s": round(statistics.median(totals), 3), "max_s": round(max(totals), 3),
             "target_s": round(1.0 + args.warmup_ms / 1000.0, 3), "runs": appear,
@@ -200,6 +222,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--warmup-ms", type=float, default=0.0)
     parser.add_argument("--debounce-s", type=float, default=0.25)
+    parser.add_argument("--source", choices=["plugins", "repository"], default="plugins")
+    parser.add_argument("--poll-s", type=float, default=0.1, help="manifest poll of --source repository")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = asyncio.run(run(args))
@@ -207,7 +231,7 @@ def main() -> int:
         print(json.dumps(result, indent=2))
         return 0
     a, r = result["appear_to_ready"], result["reload_under_load"]
-    print(result["machine"])
+    print(f"{result['machine']}; source: {args.source}")
     print(f"folder appears -> READY: median {a['median_s']} s, max {a['max_s']} s "
           f"(target <= {a['target_s']} s)")
     for run_ in a["runs"]:

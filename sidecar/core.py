@@ -194,8 +194,10 @@ class RuntimeCore:
     async def infer(self, request: FrameRequest, client_remaining_s: float | None = None) -> Outcome:
         return await self.pipeline.infer(request, client_remaining_s)
 
-    def open_stream(self, emit: Callable[[Outcome], None]) -> StreamSession:
-        return StreamSession(self.pipeline, emit)
+    def open_stream(
+        self, emit: Callable[[Outcome], None], deliver: Callable[[Outcome], Awaitable[None]] | None = None
+    ) -> StreamSession:
+        return StreamSession(self.pipeline, emit, deliver)
 
     def _observe(self, route: Route, error: SidecarError | None, elapsed_ms: float) -> None:
         self.metrics.observe(route.model_id, route.version, None if error is None else error.code.value,

@@ -33,18 +33,27 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
 
     async def InferStream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
         queue: asyncio.Queue = asyncio.Queue()
-        session = self._core.open_stream(queue.put_nowait)
-        reader = asyncio.get_running_loop().create_task(self._read(context, session, queue))
         write = context.write
-        written = session.written
         to_response = converters.response
+        writing = asyncio.Lock()  # Triton's answers are written from their readers' tasks
+
+        async def deliver(outcome) -> None:
+            message = to_response(outcome)
+            async with writing:
+                await write(message)
+
+        session = self._core.open_stream(queue.put_nowait, deliver)
+        reader = asyncio.get_running_loop().create_task(self._read(context, session, queue))
+        written = session.written
         get = queue.get
         try:
             while True:
                 outcome = await get()
                 if outcome is _END:
                     break
-                await write(to_response(outcome))
+                message = to_response(outcome)
+                async with writing:
+                    await write(message)
                 written()
         finally:
             reader.cancel()

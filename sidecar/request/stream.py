@@ -5,8 +5,10 @@ the copy's first request; requests are matched to replies by request id. One str
 one for all: Triton answers a stream's requests in the order they were sent, so a hung model on a
 shared stream would hold back the answers of every model behind it.
 
-Every request gets exactly one :class:`~sidecar.request.pipeline.Outcome` through ``emit``:
-Triton's reply, a check error, OVERLOADED, or TIMEOUT from a per-request timer. The window counts
+Every request gets exactly one :class:`~sidecar.request.pipeline.Outcome`: Triton's reply, a check
+error, OVERLOADED, or TIMEOUT from a per-request timer. Triton's replies are written to the client
+by ``deliver`` from the task that read them (no hop through another task: it measured cheaper at
+one request in flight); the others go through ``emit``, to the transport's writer. The window counts
 requests in flight plus answers the transport has not yet written (it calls
 :meth:`StreamSession.written`), so a client that stops reading its answers is not sent more work.
 When ``max_in_flight_per_stream`` are in the window :meth:`StreamSession.submit` waits (the
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from sidecar.errors import ModelNotReady, Overloaded, RequestTimeout, SequenceNotStarted, SidecarError
 from sidecar.request.pipeline import FrameRequest, Outcome, Pending, Pipeline
@@ -30,11 +32,20 @@ LOGGER = logging.getLogger(__name__)
 
 
 class StreamSession:
-    """The state of one client stream; ``emit`` receives every :class:`Outcome`."""
+    """The state of one client stream: ``deliver`` writes Triton's answers (awaited by the reader of
+    the Triton stream), ``emit`` takes every other :class:`Outcome` (and Triton's too when there is
+    no ``deliver``)."""
 
-    def __init__(self, pipeline: Pipeline, emit: Callable[[Outcome], None]) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        emit: Callable[[Outcome], None],
+        deliver: Callable[[Outcome], Awaitable[None]] | None = None,
+    ) -> None:
         self._pipeline = pipeline
         self._emit = emit
+        self._deliver = deliver
+        self._delivering = 0
         self._loop = asyncio.get_running_loop()
         settings = pipeline.settings
         self._max_in_flight = settings.max_in_flight_per_stream
@@ -85,15 +96,34 @@ class StreamSession:
         except SidecarError as e:
             self._on_reply(request_id, None, e)
 
-    def _on_reply(self, request_id: str, result: bytes | None, error: SidecarError | None) -> None:
+    def _on_reply(
+        self, request_id: str, result: bytes | None, error: SidecarError | None
+    ) -> Awaitable[None] | None:
         pending = self._pending.get(request_id)
         if pending is None:  # answered already (timed out)
-            return
+            return None
         if type(error) is SequenceNotStarted and self._pipeline.restart_sequence(pending):
             self._loop.create_task(self._resend(pending))
-            return
+            return None
         del self._pending[request_id]
-        self._finish(pending, result, error)
+        outcome = self._settle(pending, result, error)
+        if self._deliver is None or self._closed:
+            self._answer(outcome)
+            self._check_idle()
+            return None
+        self._delivering += 1
+        self._unwritten += 1
+        return self._write(outcome)
+
+    async def _write(self, outcome: Outcome) -> None:
+        try:
+            await self._deliver(outcome)  # type: ignore[misc]
+        except Exception:  # the client is gone: what is left is dropped when the call ends
+            LOGGER.debug("InferStream answer not written", exc_info=True)
+        finally:
+            self._delivering -= 1
+            self.written()
+            self._check_idle()
 
     def _expire(self, request_id: str) -> None:
         pending = self._pending.pop(request_id, None)
@@ -102,12 +132,18 @@ class StreamSession:
             waited = round((self._loop.time() - pending.started) * 1000)
             self._finish(pending, None, RequestTimeout(f"no answer from the model within {waited} ms"))
 
-    def _finish(self, pending: Pending, result: bytes | None, error: SidecarError | None) -> None:
+    def _settle(self, pending: Pending, result: bytes | None, error: SidecarError | None) -> Outcome:
         if pending.timer is not None:
             pending.timer.cancel()
         self._per_model[pending.name] -= 1
-        self._answer(self._pipeline.settle(pending, result, error, self._loop.time()))
-        if not self._pending and self._idle is not None and not self._idle.done():
+        return self._pipeline.settle(pending, result, error, self._loop.time())
+
+    def _finish(self, pending: Pending, result: bytes | None, error: SidecarError | None) -> None:
+        self._answer(self._settle(pending, result, error))
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if not self._pending and not self._delivering and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
 
     def _answer(self, outcome: Outcome) -> None:
@@ -143,7 +179,7 @@ class StreamSession:
 
     async def drain(self) -> None:
         """Wait until every request taken so far has been answered (the client stopped sending)."""
-        if self._pending:
+        if self._pending or self._delivering:
             self._idle = self._loop.create_future()
             await self._idle
         await self.close()

@@ -16,7 +16,7 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -143,6 +143,11 @@ def _expire(future: asyncio.Future) -> None:
         future.set_exception(RequestTimeout("the model did not answer before the deadline"))
 
 
+#: ``on_reply(request_id, result, error)``; what it returns, when not None, is awaited before the
+#: stream's next reply is read (the stream session writes the answer to its client from there).
+ReplyHandler = Callable[[str, "bytes | None", "SidecarError | None"], "Awaitable[None] | None"]
+
+
 class TritonStream:
     """One Triton ``ModelStreamInfer`` stream; replies go to ``on_reply(id, result, error)``.
 
@@ -153,7 +158,7 @@ class TritonStream:
     def __init__(
         self,
         stub: pb_grpc.GRPCInferenceServiceStub,
-        on_reply: Callable[[str, bytes | None, SidecarError | None], None],
+        on_reply: ReplyHandler,
         on_close: Callable[[SidecarError], None],
     ) -> None:
         self._call = stub.ModelStreamInfer()
@@ -182,12 +187,16 @@ class TritonStream:
                     break
                 response = message.infer_response
                 if message.error_message:
-                    on_reply(response.id, None, error_from_triton(message.error_message))
-                    continue
-                try:
-                    on_reply(response.id, result_of(response), None)
-                except SidecarError as e:
-                    on_reply(response.id, None, e)
+                    then = on_reply(response.id, None, error_from_triton(message.error_message))
+                else:
+                    try:
+                        result = result_of(response)
+                    except SidecarError as e:
+                        then = on_reply(response.id, None, e)
+                    else:
+                        then = on_reply(response.id, result, None)
+                if then is not None:
+                    await then
             error: SidecarError = ModelNotReady("inference server closed the stream")
         except grpc.aio.AioRpcError as e:
             error = error_from_triton(e.details() or str(e.code()), e.code())
@@ -366,10 +375,6 @@ class TritonAdapter:
         if lane.stream is not None:
             lane.stream.abort()
 
-    def open_stream(
-        self,
-        on_reply: Callable[[str, bytes | None, SidecarError | None], None],
-        on_close: Callable[[SidecarError], None],
-    ) -> TritonStream:
+    def open_stream(self, on_reply: ReplyHandler, on_close: Callable[[SidecarError], None]) -> TritonStream:
         return TritonStream(self.stub, on_reply, on_close)
 

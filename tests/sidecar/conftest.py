@@ -110,9 +110,11 @@ class FakeStream:
         while self._queue and self._queue[0][2] and not self.closed:
             request, answer, _ = self._queue.pop(0)
             if isinstance(answer, str):
-                self.on_reply(request.id, None, error_from_triton(answer))
+                then = self.on_reply(request.id, None, error_from_triton(answer))
             else:
-                self.on_reply(request.id, answer, None)
+                then = self.on_reply(request.id, answer, None)
+            if then is not None:  # the adapter awaits it before reading the next reply
+                self.adapter.writes.append(asyncio.ensure_future(then))
 
     async def close(self) -> None:
         self.closed = True
@@ -132,6 +134,7 @@ class FakeTriton:
         self.unloads: list[str] = []
         self.requests: list[Any] = []
         self.streams: list[FakeStream] = []
+        self.writes: list[asyncio.Future] = []
 
     def answer(self, request) -> bytes | str | None:
         behaviour = self.behaviours.get(request.model_name, echo)
