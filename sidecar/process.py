@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from ruthgen.fsutil import die_with_parent
+from ruthgen.fsutil import bound_to_parent
 from sidecar.errors import SidecarError
 
 LOGGER = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class SidecarProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
-                self.command(port_file), stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+                bound_to_parent(self.command(port_file)), stdout=log, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + self.startup_timeout_s
         while not port_file.exists():

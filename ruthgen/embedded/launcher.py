@@ -39,7 +39,7 @@ from ruthgen.embedded.distribution import (
 )
 from ruthgen.embedded.errors import EmbeddedTritonError, TritonModelError, TritonStartError
 from ruthgen.embedded.flags import server_args
-from ruthgen.fsutil import die_with_parent
+from ruthgen.fsutil import bound_to_parent
 
 LOGGER = logging.getLogger(__name__)
 
@@ -265,13 +265,14 @@ class EmbeddedTriton:
         )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         LOGGER.debug("starting %s %s", binary, " ".join(args))
-        in_main_thread = threading.current_thread() is threading.main_thread()
+        command = [str(binary), *args]
+        if threading.current_thread() is threading.main_thread():
+            command = bound_to_parent(command)
         with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(
-                [str(binary), *args],
+                command,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=env, cwd=self._workdir, start_new_session=True,
-                preexec_fn=die_with_parent if in_main_thread else None,
             )
 
     def _wait_ready(self, deadline: float) -> None:
