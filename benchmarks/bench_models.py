@@ -5,9 +5,12 @@ and called as the runtime calls it: preprocess -> infer -> postprocess on a deco
 JPEG decoding and Triton/gRPC transport are not included (see bench_wrapper.py for those).
 Frames are synthetic 640x480 scenes (examples/scenes.py): a person for the person-based plugins,
 a fall for fall_detection, a growing flame for fire_detection; temporal plugins get them in order
-as one camera's stream.
+as one camera's stream. A ``batch`` plugin (crowd_count) runs batches of each ``--batch-sizes``
+frames: every frame preprocessed, one ``infer`` for the batch, every answer postprocessed; its
+figures are per frame.
 
     .venv/bin/python benchmarks/bench_models.py [--runs 50] [--warmup 5] [--only person_detection]
+        [--batch-sizes 1 4 8]
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ PLUGINS: dict[str, tuple[str, Callable[[], Iterator[tuple[np.ndarray, int]]]]] =
     "helmet_detection": ("0.1.0", lambda: scenes.upright_sequence("astronaut", frames=20)),
     "fall_detection": ("1.0.0", lambda: scenes.fall_sequence("camera")),
     "fire_detection": ("2.1.0", lambda: scenes.flame_sequence(frames=20)),
+    "crowd_count": ("1.0.0", lambda: scenes.upright_sequence("camera", frames=20)),
 }
+BATCH_PLUGINS = {"crowd_count"}
 
 
 def machine() -> str:
@@ -69,25 +74,38 @@ def load(model_id: str, version: str) -> tuple[Any, Any, Any]:
     return modules, context, state
 
 
-def bench(model_id: str, runs: int, warmup: int) -> tuple[float, float, int]:
+def bench(model_id: str, runs: int, warmup: int, batch_size: int = 0) -> tuple[float, float, int]:
+    """Median and p90 ms per frame over ``runs`` calls (of ``batch_size`` frames for a batch plugin)."""
     version, frames = PLUGINS[model_id]
     modules, context, state = load(model_id, version)
     sequence = list(frames())
     times: list[float] = []
     period = sequence[-1][1] + 100
-    for index in range(warmup + runs):
+
+    def frame(index: int) -> Frame:
         image, timestamp_ms = sequence[index % len(sequence)]
         lap = index // len(sequence)
-        frame = Frame(image=image, width=image.shape[1], height=image.shape[0], format="raw_rgb",
-                      camera_id="bench", frame_id=str(index), timestamp_ms=timestamp_ms + lap * period,
-                      sequence_start=index % len(sequence) == 0)
-        start = time.perf_counter()
-        inputs = modules.preprocess(frame, context) if modules.preprocess else frame
-        outputs = modules.infer(state, inputs)
+        return Frame(image=image, width=image.shape[1], height=image.shape[0], format="raw_rgb",
+                     camera_id="bench", frame_id=str(index), timestamp_ms=timestamp_ms + lap * period,
+                     sequence_start=index % len(sequence) == 0)
+
+    def prepared(item: Frame) -> Any:
+        return modules.preprocess(item, context) if modules.preprocess else item
+
+    def finished(outputs: Any) -> None:
         if modules.postprocess:
             modules.postprocess(outputs, context)
+
+    for index in range(warmup + runs):
+        start = time.perf_counter()
+        if batch_size:
+            batch = [frame(index * batch_size + k) for k in range(batch_size)]
+            for outputs in modules.infer(state, [prepared(item) for item in batch]):
+                finished(outputs)
+        else:
+            finished(modules.infer(state, prepared(frame(index))))
         if index >= warmup:
-            times.append((time.perf_counter() - start) * 1000)
+            times.append((time.perf_counter() - start) * 1000 / max(batch_size, 1))
     times.sort()
     return statistics.median(times), times[min(len(times) - 1, int(0.9 * len(times)))], len(times)
 
@@ -97,13 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--only", nargs="*", choices=sorted(PLUGINS), default=sorted(PLUGINS))
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8],
+                        help="frames per call for a batch plugin (its figures are per frame)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="ruth-bench-mpl-"))
     print(f"machine: {machine()}")
-    print(f"{'plugin':<28} {'median ms':>10} {'p90 ms':>10} {'runs':>6}")
+    print(f"{'plugin':<32} {'median ms':>10} {'p90 ms':>10} {'runs':>6}")
     for model_id in args.only:
-        median, p90, count = bench(model_id, args.runs, args.warmup)
-        print(f"{model_id + ' ' + PLUGINS[model_id][0]:<28} {median:>10.1f} {p90:>10.1f} {count:>6}")
+        name = f"{model_id} {PLUGINS[model_id][0]}"
+        for size in args.batch_sizes if model_id in BATCH_PLUGINS else [0]:
+            median, p90, count = bench(model_id, args.runs, args.warmup, size)
+            label = f"{name}, batch of {size}" if size else name
+            print(f"{label:<32} {median:>10.1f} {p90:>10.1f} {count:>6}")
     return 0
 
 

@@ -1,13 +1,14 @@
-"""Two cameras through one InferStream: a person who falls, a flame that grows.
+"""Two cameras through one InferStream: a person who falls, a flame that grows, a crowd count.
 
 Camera ``cam-hall`` sends a person standing, then falling and lying (to fall_detection 1.0.0);
 camera ``cam-store`` sends a flame that flickers and grows (to fire_detection 2.1.0). Frames are
 synthetic 640x480 JPEGs (examples/scenes.py) sent at ``--fps`` per camera, interleaved on one
-stream; each reply is printed as it arrives.
+stream; each round's frames of both cameras also go as one batch to crowd_count 1.0.0 (people per
+camera and in all), unless ``--no-crowd``. Each reply is printed as it arrives.
 
 Start the runtime first (``make up`` or ``ruthgen up``), then:
 
-    .venv/bin/python examples/stream_demo.py [--target 127.0.0.1:50051] [--fps 5]
+    .venv/bin/python examples/stream_demo.py [--target 127.0.0.1:50051] [--fps 5] [--no-crowd]
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import cv2
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scenes
 
-from sidecar.client import AIRuntimeClient, make_request, pb, result_dict
+from sidecar.client import AIRuntimeClient, batch_frame, make_batch_request, make_request, pb, result_dict
 
 CAMERAS = {
     "cam-hall": ("fall_detection", "1.0.0", lambda: scenes.fall_sequence("camera")),
     "cam-store": ("fire_detection", "2.1.0", lambda: scenes.flame_sequence(frames=18)),
 }
+CROWD = ("crowd_count", "1.0.0")
 
 
 def _jpeg(rgb: Any) -> bytes:
@@ -40,11 +42,12 @@ def _jpeg(rgb: Any) -> bytes:
     return data.tobytes()
 
 
-async def _requests(fps: float) -> AsyncIterator[pb.InferenceRequest]:
-    """Both cameras' frames, interleaved, one round every 1/fps seconds."""
+async def _requests(fps: float, crowd: bool) -> AsyncIterator[pb.InferenceRequest]:
+    """Both cameras' frames, interleaved, one round every 1/fps seconds; a crowd batch per round."""
     streams = {camera: iter(make()) for camera, (_, _, make) in CAMERAS.items()}
     index = 0
     while streams:
+        batch = []
         for camera in list(streams):
             model_id, version, _ = CAMERAS[camera]
             item = next(streams[camera], None)
@@ -52,8 +55,13 @@ async def _requests(fps: float) -> AsyncIterator[pb.InferenceRequest]:
                 del streams[camera]
                 continue
             rgb, timestamp_ms = item
-            yield make_request(model_id, version, _jpeg(rgb), "jpeg", camera_id=camera,
-                               frame_id=f"{camera}-{index:03d}", timestamp_ms=timestamp_ms + 1)
+            data, frame_id = _jpeg(rgb), f"{camera}-{index:03d}"
+            yield make_request(model_id, version, data, "jpeg", camera_id=camera,
+                               frame_id=frame_id, timestamp_ms=timestamp_ms + 1)
+            batch.append(batch_frame(data, frame_id=frame_id, camera_id=camera,
+                                     timestamp_ms=timestamp_ms + 1))
+        if crowd and batch:
+            yield make_batch_request(*CROWD, batch, frame_id=f"crowd-{index:03d}")
         index += 1
         await asyncio.sleep(1.0 / fps)
 
@@ -62,6 +70,11 @@ def describe(response: pb.InferenceResponse, elapsed_s: float) -> str:
     head = f"{elapsed_s:6.2f}s  {response.camera_id:<9} {response.frame_id:<14} {response.model_id:<15}"
     if response.HasField("error"):
         return f"{head} ERROR {pb.ErrorCode.Name(response.error.code)}: {response.error.message}"
+    if response.batch:
+        counts = [(a.camera_id, result_dict(a)) for a in response.batch if not a.HasField("error")]
+        total = counts[0][1]["total"] if counts else 0
+        people = ", ".join(f"{camera} {int(r['count'])}" for camera, r in counts)
+        return f"{head} people: {people}; {int(total)} in all"
     result = result_dict(response)
     boxes = ", ".join(f"{b['label']}@({int(b['x'])},{int(b['y'])},{int(b['width'])}x{int(b['height'])})"
                       for b in result.get("bounding_boxes", []))
@@ -69,7 +82,7 @@ def describe(response: pb.InferenceResponse, elapsed_s: float) -> str:
 
 
 async def run(
-    target: str, fps: float = 5.0, emit: Callable[[str], None] = print
+    target: str, fps: float = 5.0, emit: Callable[[str], None] = print, crowd: bool = True
 ) -> list[pb.InferenceResponse]:
     """Stream both cameras to the sidecar at ``target``; returns the replies in arrival order."""
     replies = []
@@ -79,7 +92,7 @@ async def run(
         except (TimeoutError, asyncio.TimeoutError) as exc:  # the same class from Python 3.11 on
             raise SystemExit(f"no AIRuntime sidecar answers at {target}: start it with `make up`") from exc
         start = time.monotonic()
-        async for response in client.stream(_requests(fps)):
+        async for response in client.stream(_requests(fps, crowd)):
             replies.append(response)
             emit(describe(response, time.monotonic() - start))
     return replies
@@ -89,9 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", default="127.0.0.1:50051", help="the sidecar's gRPC address")
     parser.add_argument("--fps", type=float, default=5.0, help="frames per second per camera")
+    parser.add_argument("--no-crowd", action="store_true", help="no crowd_count batches")
     args = parser.parse_args(argv)
-    replies = asyncio.run(run(args.target, args.fps))
-    events = [result_dict(r)["event_type"] for r in replies if not r.HasField("error")]
+    replies = asyncio.run(run(args.target, args.fps, crowd=not args.no_crowd))
+    events = [result_dict(r)["event_type"] for r in replies if not r.HasField("error") and not r.batch]
     print(f"{len(replies)} replies: {events.count('fall_detected')} with fall_detected, "
           f"{events.count('fire_detected')} with fire_detected")
     return 0

@@ -7,6 +7,13 @@
 
 Unary errors come back as ``response.error`` too (the status code travels in the gRPC status and
 the ``ruth-error-code`` trailer), so callers handle both paths the same way.
+
+A model whose input type is ``batch`` takes several frames in one request:
+
+    frames = [batch_frame(jpeg, frame_id=f"f{i}", camera_id=f"cam{i}") for i, jpeg in enumerate(jpegs)]
+    response = await client.infer_batch("crowd_counter", "1.0.0", frames)
+    for answer in response.batch:     # one per frame, in order: answer.result or answer.error
+        ...
 """
 
 from __future__ import annotations
@@ -60,15 +67,53 @@ def make_request(
     timestamp_ms: int = 0,
     timeout_ms: int = 0,
 ) -> pb.InferenceRequest:
-    fmt = FORMATS[format] if isinstance(format, str) else format
     return pb.InferenceRequest(
         frame_id=frame_id,
         camera_id=camera_id,
         model_id=model_id,
         version=version,
-        frame=pb.Frame(data=data, format=fmt, width=width, height=height),
+        frame=_frame(data, format, width, height),
         timestamp_ms=timestamp_ms,
         timeout_ms=timeout_ms,
+    )
+
+
+def _frame(data: bytes, format: int | str, width: int, height: int) -> pb.Frame:
+    fmt = FORMATS[format] if isinstance(format, str) else format
+    return pb.Frame(data=data, format=fmt, width=width, height=height)
+
+
+def batch_frame(
+    data: bytes,
+    format: int | str = pb.JPEG,
+    *,
+    frame_id: str = "",
+    camera_id: str = "",
+    width: int = 0,
+    height: int = 0,
+    timestamp_ms: int = 0,
+) -> pb.BatchFrame:
+    """One frame of a batch request (``camera_id`` empty: the request's)."""
+    return pb.BatchFrame(
+        frame_id=frame_id, camera_id=camera_id, timestamp_ms=timestamp_ms,
+        frame=_frame(data, format, width, height),
+    )
+
+
+def make_batch_request(
+    model_id: str,
+    version: str,
+    frames: Sequence[pb.BatchFrame],
+    *,
+    frame_id: str = "",
+    camera_id: str = "",
+    timestamp_ms: int = 0,
+    timeout_ms: int = 0,
+) -> pb.InferenceRequest:
+    """A request carrying ``frames`` as one batch, for a model whose input type is ``batch``."""
+    return pb.InferenceRequest(
+        frame_id=frame_id, camera_id=camera_id, model_id=model_id, version=version,
+        timestamp_ms=timestamp_ms, timeout_ms=timeout_ms, batch=list(frames),
     )
 
 
@@ -113,6 +158,19 @@ class AIRuntimeClient:
     ) -> pb.InferenceResponse:
         """One frame; errors are returned in ``response.error``, never raised."""
         return await self.infer_request(make_request(model_id, version, data, format, **fields), timeout_s)
+
+    async def infer_batch(
+        self,
+        model_id: str,
+        version: str,
+        frames: Sequence[pb.BatchFrame],
+        *,
+        timeout_s: float | None = None,
+        **fields: Any,
+    ) -> pb.InferenceResponse:
+        """One batch: ``response.batch`` holds an answer per frame, in order; a refusal of the whole
+        batch comes back in ``response.error``."""
+        return await self.infer_request(make_batch_request(model_id, version, frames, **fields), timeout_s)
 
     async def infer_request(
         self, request: pb.InferenceRequest, timeout_s: float | None = None
@@ -203,6 +261,9 @@ async def _infer_files(
             await client.wait_ready(connect_timeout_s)
         except (TimeoutError, asyncio.TimeoutError) as e:
             raise ConnectionError(f"cannot reach the sidecar at {target}") from e
+        size = await _batch_size(client, model_id, version)
+        if size > 1:  # a batch model: the images go as batches of its size
+            return await _infer_batches(client, model_id, version, [Path(p) for p in paths], size, timeout_s)
         answers = []
         for path in paths:
             path = Path(path)
@@ -211,6 +272,34 @@ async def _infer_files(
             )
             answers.append({"image": str(path), **_plain(response_dict(response))})
         return answers
+
+
+async def _batch_size(client: AIRuntimeClient, model_id: str, version: str) -> int:
+    """How many frames one request to the model may carry (1 when it is unknown or not a batch model)."""
+    try:
+        status = await client.status(model_id, version)
+    except grpc.aio.AioRpcError:
+        return 1
+    return max([m.max_batch_size for m in status.models if m.input_type == "batch"], default=1)
+
+
+async def _infer_batches(
+    client: AIRuntimeClient, model_id: str, version: str, paths: list[Path], size: int, timeout_s: float
+) -> list[dict[str, Any]]:
+    answers = []
+    for start in range(0, len(paths), size):
+        chunk = paths[start : start + size]
+        frames = [batch_frame(p.read_bytes(), format_of(p), frame_id=p.name) for p in chunk]
+        response = await client.infer_batch(model_id, version, frames, timeout_s=timeout_s)
+        common = {k: v for k, v in _plain(response_dict(response)).items() if k not in ("batch", "error")}
+        if response.HasField("error"):  # the batch as a whole was refused
+            error = _plain(response_dict(response))["error"]
+            answers.extend({"image": str(p), **common, "frame_id": p.name, "error": error} for p in chunk)
+            continue
+        for path, answer in zip(chunk, response.batch, strict=True):
+            item = _plain(response_dict(answer))
+            answers.append({"image": str(path), **common, **item, "batch_size": len(chunk)})
+    return answers
 
 
 def _plain(value: Any) -> Any:

@@ -4,6 +4,11 @@
 the plugin, runs one warmup inference, then turns each request into
 decode -> preprocess -> infer -> postprocess -> schema validation -> JSON. Each phase runs under
 its time limit and the isolation guard; a failure becomes a :class:`RuthError` for that request only.
+
+A Triton request carries one frame, or, for a ``batch`` model, a batch (:func:`frame_requests`):
+N frames along the batch dimension, described by the ``batch`` and ``frame_lengths`` parameters of
+:mod:`ruth_protocol`. The answer of a batch request holds one RESULT element per frame
+(:func:`batch_elements`): its JSON, or its error as ``[RUTH:<CODE>] <phase>: <message>``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from ruth_errors import (
     describe,
 )
 from ruth_guard import Guard, Policy
+from ruth_protocol import BATCH, CAMERA_ID, FRAME_ID, FRAME_LENGTHS, TIMESTAMP_MS
 
 ENTRY_FILE = "ruth_entry.json"
 PLUGIN_DIR = "plugin"
@@ -68,6 +74,38 @@ class FrameRequest:
 
 
 Outcome = str | RuthError  # the RESULT JSON, or the error of that request
+
+def frame_requests(
+    frame: np.ndarray | None,
+    parameters: Mapping[str, Any],
+    sequence_start: bool = False,
+    correlation_id: str | None = None,
+) -> list[FrameRequest]:
+    """The frames of one Triton request: itself, or the N frames of a batch request."""
+    items = parameters.get(BATCH)
+    if items is None:
+        return [FrameRequest(frame, parameters, sequence_start, correlation_id)]
+    try:
+        metadata = json.loads(items)
+        lengths = parameters.get(FRAME_LENGTHS)
+        sizes = [int(n) for n in str(lengths).split(",")] if lengths else None
+    except (TypeError, ValueError) as exc:
+        raise RuthError(INVALID_INPUT, "decode", f"unreadable batch parameters: {exc}") from None
+    count = len(metadata) if isinstance(metadata, list) else -1
+    if frame is None or count < 1 or frame.shape[0] != count or (sizes and len(sizes) != count):
+        shape = None if frame is None else tuple(frame.shape)
+        raise RuthError(INVALID_INPUT, "decode", f"a batch of {count} frames does not match FRAME {shape}")
+    return [
+        FrameRequest(
+            frame[i] if sizes is None else frame[i, : sizes[i]], meta if isinstance(meta, dict) else {}
+        )
+        for i, meta in enumerate(metadata)
+    ]
+
+
+def batch_elements(outcomes: Sequence[Outcome]) -> list[bytes]:
+    """RESULT's elements for a batch request: each frame's JSON, or its error's message."""
+    return [(o if isinstance(o, str) else str(o)).encode("utf-8") for o in outcomes]
 
 
 def phase_timeouts(contract: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, float]:
@@ -261,15 +299,15 @@ class PluginRuntime:
         assert self.decoder is not None
         image = self.decoder.decode(request.frame)
         params = request.parameters
-        camera_id = _text(params.get("camera_id")) or request.correlation_id
+        camera_id = _text(params.get(CAMERA_ID)) or request.correlation_id
         return Frame(
             image=image,
             width=int(image.shape[1]),
             height=int(image.shape[0]),
             format=self.decoder.format,
             camera_id=camera_id,
-            frame_id=_text(params.get("frame_id")),
-            timestamp_ms=_timestamp(params.get("timestamp_ms")),
+            frame_id=_text(params.get(FRAME_ID)),
+            timestamp_ms=_timestamp(params.get(TIMESTAMP_MS)),
             sequence_start=bool(request.sequence_start),
         )
 

@@ -95,7 +95,7 @@ class Frame(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., format: _Optional[_Union[ImageFormat, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class InferenceRequest(_message.Message):
-    __slots__ = ("frame_id", "camera_id", "model_id", "version", "frame", "timestamp_ms", "timeout_ms")
+    __slots__ = ("frame_id", "camera_id", "model_id", "version", "frame", "timestamp_ms", "timeout_ms", "batch")
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class InferenceRequest(_message.Message):
     FRAME_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     frame_id: str
     camera_id: str
     model_id: str
@@ -110,7 +111,32 @@ class InferenceRequest(_message.Message):
     frame: Frame
     timestamp_ms: int
     timeout_ms: int
-    def __init__(self, frame_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., model_id: _Optional[str] = ..., version: _Optional[str] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., timestamp_ms: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+    batch: _containers.RepeatedCompositeFieldContainer[BatchFrame]
+    def __init__(self, frame_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., model_id: _Optional[str] = ..., version: _Optional[str] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., timestamp_ms: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., batch: _Optional[_Iterable[_Union[BatchFrame, _Mapping]]] = ...) -> None: ...
+
+class BatchFrame(_message.Message):
+    __slots__ = ("frame_id", "frame", "camera_id", "timestamp_ms")
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    frame_id: str
+    frame: Frame
+    camera_id: str
+    timestamp_ms: int
+    def __init__(self, frame_id: _Optional[str] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., camera_id: _Optional[str] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
+
+class FrameResult(_message.Message):
+    __slots__ = ("frame_id", "result", "error", "camera_id")
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    frame_id: str
+    result: _struct_pb2.Struct
+    error: Error
+    camera_id: str
+    def __init__(self, frame_id: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., camera_id: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message")
@@ -121,7 +147,7 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class InferenceResponse(_message.Message):
-    __slots__ = ("frame_id", "camera_id", "model_id", "version", "result", "error", "inference_ms", "timestamp_ms")
+    __slots__ = ("frame_id", "camera_id", "model_id", "version", "result", "error", "inference_ms", "timestamp_ms", "batch")
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +156,7 @@ class InferenceResponse(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     frame_id: str
     camera_id: str
     model_id: str
@@ -138,7 +165,8 @@ class InferenceResponse(_message.Message):
     error: Error
     inference_ms: float
     timestamp_ms: int
-    def __init__(self, frame_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., model_id: _Optional[str] = ..., version: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., inference_ms: _Optional[float] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
+    batch: _containers.RepeatedCompositeFieldContainer[FrameResult]
+    def __init__(self, frame_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., model_id: _Optional[str] = ..., version: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., inference_ms: _Optional[float] = ..., timestamp_ms: _Optional[int] = ..., batch: _Optional[_Iterable[_Union[FrameResult, _Mapping]]] = ...) -> None: ...
 
 class HealthCheckRequest(_message.Message):
     __slots__ = ()
@@ -201,7 +229,7 @@ class ModelPerformance(_message.Message):
     def __init__(self, requests: _Optional[int] = ..., successes: _Optional[int] = ..., errors: _Optional[int] = ..., timeouts: _Optional[int] = ..., error_rate: _Optional[float] = ..., avg_inference_ms: _Optional[float] = ..., last_inference_ms: _Optional[float] = ..., last_request_unix_ms: _Optional[int] = ..., consecutive_timeouts: _Optional[int] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("model_id", "version", "state", "health", "input_type", "last_error", "performance", "accepted_formats", "output_schema")
+    __slots__ = ("model_id", "version", "state", "health", "input_type", "last_error", "performance", "accepted_formats", "output_schema", "max_batch_size")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +239,7 @@ class ModelStatus(_message.Message):
     PERFORMANCE_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FORMATS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     version: str
     state: ModelState
@@ -220,7 +249,8 @@ class ModelStatus(_message.Message):
     performance: ModelPerformance
     accepted_formats: _containers.RepeatedScalarFieldContainer[ImageFormat]
     output_schema: _struct_pb2.Struct
-    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., health: _Optional[_Union[HealthStatus, str]] = ..., input_type: _Optional[str] = ..., last_error: _Optional[str] = ..., performance: _Optional[_Union[ModelPerformance, _Mapping]] = ..., accepted_formats: _Optional[_Iterable[_Union[ImageFormat, str]]] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    max_batch_size: int
+    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., health: _Optional[_Union[HealthStatus, str]] = ..., input_type: _Optional[str] = ..., last_error: _Optional[str] = ..., performance: _Optional[_Union[ModelPerformance, _Mapping]] = ..., accepted_formats: _Optional[_Iterable[_Union[ImageFormat, str]]] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
 
 class ModelStatusResponse(_message.Message):
     __slots__ = ("models",)

@@ -468,5 +468,5 @@ def route_of(record: ModelRecord) -> Route:
         record.model_id, record.version, state, reason, record.active_name,
         input_type=spec.type, format=spec.format, min_width=spec.min_width, min_height=spec.min_height,
         max_width=spec.max_width, max_height=spec.max_height, batched=triton.max_batch_size > 0,
-        sequence=triton.sequence,
+        sequence=triton.sequence, max_batch=record.frames_per_request,
     )

@@ -142,6 +142,11 @@ class ModelRecord:
         return self.contract.performance.recommended_batch_size if self.contract else 0
 
     @property
+    def frames_per_request(self) -> int:
+        """The most frames one request may carry: the batch of a ``batch`` model, else one."""
+        return max(1, self.max_batch_size) if self.input_type == "batch" else 1
+
+    @property
     def instance_count(self) -> int:
         if self.triton is not None:
             return self.triton.instance_count
@@ -177,6 +182,7 @@ class ModelRecord:
             "reason": self.reason,
             "since": iso_time(self.since),
             "input_type": self.input_type,
+            "max_batch_size": self.frames_per_request,
             "output_schema_version": self.output_schema_version,
             "triton_name": self.active_name,
             "last_error": self.last_error,

@@ -15,8 +15,8 @@ from google.protobuf import struct_pb2
 
 from sidecar._proto import airuntime_pb2 as pb
 from sidecar.core import HealthReport, ModelView
-from sidecar.errors import InternalError
-from sidecar.request.pipeline import FrameRequest, Outcome
+from sidecar.errors import InternalError, SidecarError
+from sidecar.request.pipeline import BatchItem, FrameRequest, Outcome
 
 FORMAT_NAMES: tuple[str, ...] = ("", "jpeg", "png", "raw_rgb", "raw_bgr")
 FORMAT_VALUES: dict[str, int] = {name: value for value, name in enumerate(FORMAT_NAMES) if name}
@@ -26,20 +26,28 @@ _HEALTH: dict[str, int] = dict(pb.HealthStatus.items())
 _NUMBER_OF = len(FORMAT_NAMES)
 
 
+def _format(value: int) -> str:
+    return FORMAT_NAMES[value] if 0 <= value < _NUMBER_OF else f"format {value}"
+
+
 def frame_request(message: pb.InferenceRequest) -> FrameRequest:
     frame = message.frame
-    fmt = frame.format
     return FrameRequest(
         message.frame_id,
         message.camera_id,
         message.model_id,
         message.version,
         frame.data,
-        FORMAT_NAMES[fmt] if 0 <= fmt < _NUMBER_OF else f"format {fmt}",
+        _format(frame.format),
         frame.width,
         frame.height,
         message.timestamp_ms,
         message.timeout_ms,
+        [
+            BatchItem(item.frame_id, item.camera_id, item.frame.data, _format(item.frame.format),
+                      item.frame.width, item.frame.height, item.timestamp_ms)
+            for item in message.batch
+        ] if message.batch else None,
     )
 
 
@@ -53,19 +61,29 @@ def response(outcome: Outcome) -> pb.InferenceResponse:
         inference_ms=outcome.inference_ms,
         timestamp_ms=request.timestamp_ms,
     )
-    error = outcome.error
+    if outcome.frames is not None:
+        for frame in outcome.frames:
+            item = frame.item
+            answer = message.batch.add(frame_id=item.frame_id, camera_id=item.camera_id or request.camera_id)
+            _set_outcome(answer, frame.result, frame.error)
+        return message
+    _set_outcome(message, outcome.result, outcome.error)
+    return message
+
+
+def _set_outcome(message: Any, result: bytes | None, error: SidecarError | None) -> None:
+    """``result`` (a JSON object) or ``error`` into a message with the ``outcome`` oneof."""
     if error is None:
         try:
-            document = json.loads(outcome.result)  # type: ignore[arg-type]
+            document = json.loads(result)  # type: ignore[arg-type]
             if type(document) is dict:
                 message.result.update(document)
-                return message
+                return
         except (ValueError, TypeError):
             pass
         error = InternalError("the model's result is not a JSON object")
     message.error.code = _ERROR_CODES[error.code.value]
     message.error.message = error.message
-    return message
 
 
 def to_struct(document: dict[str, Any]) -> struct_pb2.Struct:
@@ -118,6 +136,7 @@ def model_status(view: ModelView) -> pb.ModelStatus:
         )
     if record.contract is not None:
         message.accepted_formats.append(FORMAT_VALUES[record.contract.input.format])
+        message.max_batch_size = record.frames_per_request
     if record.output_schema:
         message.output_schema.CopyFrom(to_struct(record.output_schema))
     return message

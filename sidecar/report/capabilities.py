@@ -90,6 +90,7 @@ def _model_entry(
         "state": record.state.value,
         "health": status.value,
         "input_type": record.input_type,
+        "max_batch_size": record.frames_per_request,
         "output_schema_version": record.output_schema_version,
         "performance": {
             "avg_inference_time_ms": _ms(snapshot.avg_ms if snapshot else None),

@@ -12,6 +12,11 @@
 
 Every request gets exactly one :class:`Outcome`; a request refused before it was sent (a routing or
 input error, OVERLOADED) is answered without a lease and is not observed.
+
+A batch request (:attr:`FrameRequest.batch`, for a model whose input type is ``batch``) travels as
+one Triton request; its outcome holds one :class:`FrameOutcome` per frame, in order. A frame that
+fails its checks is answered INVALID_INPUT alone and the others go on; each frame sent counts in the
+model's health as one request.
 """
 
 from __future__ import annotations
@@ -24,7 +29,15 @@ from typing import Any
 from sidecar.errors import InvalidInput, Overloaded, SequenceNotStarted, SidecarError
 from sidecar.request.images import jpeg_size, png_size, raw_size
 from sidecar.request.routes import Leases, Route, RouteTable
-from sidecar.request.triton import TritonAdapter, build_request, set_sequence_start
+from sidecar.request.triton import (
+    TritonAdapter,
+    build_batch_request,
+    build_request,
+    element_error,
+    elements,
+    first_element,
+    set_sequence_start,
+)
 from sidecar.settings import SidecarSettings
 
 LOGGER = logging.getLogger(__name__)
@@ -35,10 +48,30 @@ _SIZE_READERS = {"jpeg": jpeg_size, "png": png_size}
 Observer = Callable[[Route, "SidecarError | None", float], None]
 
 
+class BatchItem:
+    """One frame of a batch request."""
+
+    __slots__ = ("camera_id", "data", "format", "frame_id", "height", "timestamp_ms", "width")
+
+    def __init__(
+        self, frame_id: str, camera_id: str, data: bytes, format: str, width: int = 0, height: int = 0,
+        timestamp_ms: int = 0,
+    ) -> None:
+        self.frame_id = frame_id
+        self.camera_id = camera_id
+        self.data = data
+        self.format = format
+        self.width = width
+        self.height = height
+        self.timestamp_ms = timestamp_ms
+
+
 class FrameRequest:
-    """One inference request, as every transport hands it to the pipeline."""
+    """One inference request, as every transport hands it to the pipeline (``batch``: its frames,
+    when it carries a batch instead of one frame)."""
 
     __slots__ = (
+        "batch",
         "camera_id",
         "data",
         "format",
@@ -63,6 +96,7 @@ class FrameRequest:
         height: int = 0,
         timestamp_ms: int = 0,
         timeout_ms: int = 0,
+        batch: list[BatchItem] | None = None,
     ) -> None:
         self.frame_id = frame_id
         self.camera_id = camera_id
@@ -74,27 +108,48 @@ class FrameRequest:
         self.height = height
         self.timestamp_ms = timestamp_ms
         self.timeout_ms = timeout_ms
+        self.batch = batch
+
+
+class FrameOutcome:
+    """The answer for one frame of a batch: its RESULT JSON bytes or its error."""
+
+    __slots__ = ("error", "item", "result")
+
+    def __init__(self, item: BatchItem, result: bytes | None, error: SidecarError | None) -> None:
+        self.item = item
+        self.result = result
+        self.error = error
 
 
 class Outcome:
-    """The answer to one :class:`FrameRequest`: RESULT JSON bytes or an error, never both."""
+    """The answer to one :class:`FrameRequest`: RESULT JSON bytes or an error, never both; for a
+    batch, ``frames`` (one per frame, in order) unless the batch as a whole was refused."""
 
-    __slots__ = ("error", "inference_ms", "request", "result")
+    __slots__ = ("error", "frames", "inference_ms", "request", "result")
 
     def __init__(
-        self, request: FrameRequest, result: bytes | None, error: SidecarError | None, inference_ms: float
+        self,
+        request: FrameRequest,
+        result: bytes | None,
+        error: SidecarError | None,
+        inference_ms: float,
+        frames: list[FrameOutcome] | None = None,
     ) -> None:
         self.request = request
         self.result = result
         self.error = error
         self.inference_ms = inference_ms
+        self.frames = frames
 
 
 class Pending:
-    """A prepared request on its way: its route, deadline and Triton message (opaque here)."""
+    """A prepared request on its way: its route, deadline and Triton message (opaque here; None for
+    a batch none of whose frames passed its checks). ``answers`` holds a batch's frames: the error
+    of each frame that failed its checks, None for those sent."""
 
-    __slots__ = ("deadline", "epoch", "message", "name", "request", "request_id", "retried", "route",
-                 "started", "timer")
+    __slots__ = ("answers", "deadline", "epoch", "message", "name", "request", "request_id", "retried",
+                 "route", "started", "timer")
 
     def __init__(
         self, request: FrameRequest, route: Route, request_id: str, message: Any, started: float,
@@ -110,6 +165,7 @@ class Pending:
         self.retried = start  # a request that started its sequence is never resent with START
         self.epoch = epoch
         self.timer: asyncio.TimerHandle | None = None
+        self.answers: list[SidecarError | None] | None = None
 
 
 class Pipeline:
@@ -142,6 +198,8 @@ class Pipeline:
     ) -> Pending:
         """Route and check ``request`` and build its Triton message; raises the refusal."""
         route = self.routes.resolve(request.model_id, request.version)
+        if request.batch is not None or route.input_type == "batch":
+            return self._prepare_batch(request, route, started, client_remaining_s)
         width, height = self._check(route, request)
         if route.sequence:
             start, epoch = self._sequence_start(route.triton_name, request.camera_id)
@@ -156,7 +214,48 @@ class Pipeline:
         deadline = started + self.deadline_s(request, client_remaining_s)
         return Pending(request, route, request_id, message, started, deadline, start, epoch)
 
-    def _check(self, route: Route, request: FrameRequest) -> tuple[int, int]:
+    def _prepare_batch(
+        self, request: FrameRequest, route: Route, started: float, client_remaining_s: float | None
+    ) -> Pending:
+        if route.input_type != "batch":
+            raise InvalidInput(
+                f"{route.model_id} {route.version} takes one frame per request (its input type is "
+                f"{route.input_type}): send a batch to a model whose input type is batch"
+            )
+        items = request.batch
+        if items is None:  # one frame sent the usual way: a batch of one
+            items = [BatchItem(request.frame_id, request.camera_id, request.data, request.format,
+                               request.width, request.height, request.timestamp_ms)]
+        elif request.data:
+            raise InvalidInput("a request carries either frame or batch, not both")
+        if not items or len(items) > route.max_batch:
+            limit = f"{route.model_id} {route.version} takes 1 to {route.max_batch}"
+            raise InvalidInput(f"a batch of {len(items)} frames; {limit}")
+        answers: list[SidecarError | None] = []
+        frames: list[tuple[bytes, int, int]] = []
+        ids: list[dict[str, object]] = []
+        for item in items:
+            try:
+                width, height = self._check(route, item)
+                if route.raw and frames and (width, height) != frames[0][1:]:
+                    first = f"{frames[0][1]}x{frames[0][2]}"
+                    raise InvalidInput(f"frame is {width}x{height}; the batch's raw frames are {first}")
+            except InvalidInput as e:
+                answers.append(e)
+                continue
+            answers.append(None)
+            frames.append((item.data, width, height))
+            ids.append({"frame_id": item.frame_id, "camera_id": item.camera_id or request.camera_id,
+                        "timestamp_ms": item.timestamp_ms or request.timestamp_ms})
+        self._ids += 1
+        request_id = str(self._ids)
+        message = build_batch_request(route, request_id, frames, ids) if frames else None
+        deadline = started + self.deadline_s(request, client_remaining_s)
+        pending = Pending(request, route, request_id, message, started, deadline, False, 0)
+        pending.answers = answers
+        return pending
+
+    def _check(self, route: Route, request: FrameRequest | BatchItem) -> tuple[int, int]:
         data = request.data
         size = len(data)
         if not size:
@@ -248,11 +347,48 @@ class Pipeline:
     def settle(
         self, pending: Pending, result: bytes | None, error: SidecarError | None, now: float
     ) -> Outcome:
-        """End the request's lease, tell the control plane, and answer."""
-        self.leases.end(pending.name)
+        """End the request's lease, tell the control plane, and answer (``result``: RESULT as Triton
+        serialised it)."""
         elapsed_ms = (now - pending.started) * 1000.0
+        if pending.answers is not None:
+            return self._settle_batch(pending, result, error, elapsed_ms)
+        self.leases.end(pending.name)
+        if result is not None:
+            try:
+                result = first_element(result)
+            except SidecarError as e:
+                result, error = None, e
         self._observe(pending.route, error, elapsed_ms)
         return Outcome(pending.request, result, error, elapsed_ms)
+
+    def _settle_batch(
+        self, pending: Pending, result: bytes | None, error: SidecarError | None, elapsed_ms: float
+    ) -> Outcome:
+        answers = pending.answers or []
+        sent = answers.count(None)
+        results: list[bytes | None] = [None] * sent
+        errors: list[SidecarError | None] = [error] * sent
+        if pending.message is not None:
+            self.leases.end(pending.name)
+            if result is not None:
+                try:
+                    results = list(elements(result, sent))
+                    errors = [element_error(e) for e in results]
+                except SidecarError as e:
+                    results, errors = [None] * sent, [e] * sent
+        items = pending.request.batch or [None] * len(answers)
+        frames, replies = [], iter(zip(results, errors, strict=True))
+        for item, refused in zip(items, answers, strict=True):
+            if refused is not None:
+                frames.append(FrameOutcome(item, None, refused))
+                continue
+            data, failed = next(replies)
+            self._observe(pending.route, failed, elapsed_ms)
+            frames.append(FrameOutcome(item, None if failed else data, failed))
+        if pending.request.batch is None:  # one frame sent the usual way: answered the usual way
+            (only,) = frames
+            return Outcome(pending.request, only.result, only.error, elapsed_ms)
+        return Outcome(pending.request, None, None, elapsed_ms, frames)
 
     async def infer(self, request: FrameRequest, client_remaining_s: float | None = None) -> Outcome:
         """Answer one unary request (a refusal or failure is in the outcome, never raised)."""
@@ -264,6 +400,8 @@ class Pipeline:
             return Outcome(request, None, e, 0.0)
         if self._unary_in_flight >= self._max_unary:
             return Outcome(request, None, Overloaded("too many requests in flight; retry later"), 0.0)
+        if pending.message is None:  # a batch none of whose frames passed its checks
+            return self.settle(pending, None, None, loop.time())
         self._unary_in_flight += 1
         self.begin(pending)
         result = error = None

@@ -40,6 +40,7 @@ class Route:
     max_height: int | None = None
     batched: bool = False
     sequence: bool = False
+    max_batch: int = 1  # frames one request may carry: the Triton max_batch_size of a `batch` model
 
     @property
     def serving(self) -> bool:

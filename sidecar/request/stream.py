@@ -73,6 +73,9 @@ class StreamSession:
         except SidecarError as e:
             self._answer(Outcome(request, None, e, 0.0))
             return
+        if pending.message is None:  # a batch none of whose frames passed its checks
+            self._answer(pipeline.settle(pending, None, None, self._loop.time()))
+            return
         name = pending.name
         count = self._per_model.get(name, 0)
         if count >= self._max_per_model:

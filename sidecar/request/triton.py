@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -25,6 +26,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from ruthgen.spec import INPUT_NAME
+from ruthgen.wrapper import ruth_protocol as param
 from ruthgen.wrapper.ruth_errors import REQUEST_CODES, parse_message
 from sidecar.errors import (
     ErrorCode,
@@ -110,32 +112,81 @@ def build_request(
     request.raw_input_contents.append(data)
     params = request.parameters
     if frame_id:
-        params["frame_id"].string_param = frame_id
+        params[param.FRAME_ID].string_param = frame_id
     if camera_id:
-        params["camera_id"].string_param = camera_id
+        params[param.CAMERA_ID].string_param = camera_id
     if timestamp_ms:
-        params["timestamp_ms"].string_param = str(timestamp_ms)
+        params[param.TIMESTAMP_MS].string_param = str(timestamp_ms)
     if route.sequence:
-        params["sequence_id"].string_param = camera_id
-        params["sequence_start"].bool_param = sequence_start
+        params[param.SEQUENCE_ID].string_param = camera_id
+        params[param.SEQUENCE_START].bool_param = sequence_start
+    return request
+
+
+def build_batch_request(
+    route: Route, request_id: str, frames: Sequence[tuple[bytes, int, int]], ids: Sequence[dict[str, object]]
+) -> pb.ModelInferRequest:
+    """One Triton request carrying a batch along ``route``: ``frames`` as ``(data, width, height)``,
+    stacked along the batch dimension (raw frames share one size; encoded ones are padded to the
+    longest, their lengths in ``frame_lengths``), and each frame's ids in the ``batch`` parameter."""
+    request = pb.ModelInferRequest(model_name=route.triton_name, id=request_id)
+    tensor = request.inputs.add()
+    tensor.name = INPUT_NAME
+    tensor.datatype = "UINT8"
+    params = request.parameters
+    params[param.BATCH].string_param = json.dumps(ids, separators=(",", ":"))
+    if route.raw:
+        _, width, height = frames[0]
+        tensor.shape.extend((len(frames), height, width, 3))
+        request.raw_input_contents.append(b"".join(data for data, _, _ in frames))
+    else:
+        longest = max(len(data) for data, _, _ in frames)
+        tensor.shape.extend((len(frames), longest))
+        request.raw_input_contents.append(b"".join(data.ljust(longest, b"\0") for data, _, _ in frames))
+        params[param.FRAME_LENGTHS].string_param = ",".join(str(len(data)) for data, _, _ in frames)
     return request
 
 
 def set_sequence_start(request: pb.ModelInferRequest, start: bool) -> None:
     """Mark a sequence request built by :func:`build_request` as starting (or continuing) its sequence."""
-    request.parameters["sequence_start"].bool_param = start
+    request.parameters[param.SEQUENCE_START].bool_param = start
 
 
 def result_of(response: pb.ModelInferResponse) -> bytes:
-    """The JSON bytes of RESULT (one BYTES element: 4-byte little-endian length, then the data)."""
+    """RESULT as Triton serialised it: BYTES elements, each a 4-byte little-endian length then data
+    (read them with :func:`first_element` or :func:`elements`)."""
     contents = response.raw_output_contents
     if not contents:
         raise InternalError("the model answered without a RESULT tensor")
-    raw = contents[0]
+    return contents[0]
+
+
+def first_element(raw: bytes) -> bytes:
+    """The first element of a serialised BYTES tensor: one frame's RESULT JSON."""
     length = int.from_bytes(raw[:4], "little")
-    if length + 4 > len(raw):
+    if len(raw) < 4 or length + 4 > len(raw):
         raise InternalError("the model's RESULT tensor is truncated")
     return raw[4 : 4 + length]
+
+
+def elements(raw: bytes, count: int) -> list[bytes]:
+    """The ``count`` elements of a serialised BYTES tensor (a batch's RESULT, one per frame)."""
+    found, position = [], 0
+    for _ in range(count):
+        length = int.from_bytes(raw[position : position + 4], "little")
+        position += 4
+        if position + length > len(raw):
+            raise InternalError(f"the model's RESULT tensor holds fewer than the batch's {count} answers")
+        found.append(raw[position : position + length])
+        position += length
+    return found
+
+
+def element_error(element: bytes) -> SidecarError | None:
+    """The error a batch's RESULT element carries instead of JSON (``[RUTH:<CODE>] ...``), else None."""
+    if element[:6] != b"[RUTH:":
+        return None
+    return error_from_triton(element.decode("utf-8", "replace"))
 
 
 def _expire(future: asyncio.Future) -> None:

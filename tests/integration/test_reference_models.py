@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from ruthgen.writer import build_repository
-from sidecar.client import AIRuntimeClient, make_request, pb, result_dict
+from sidecar.client import AIRuntimeClient, batch_frame, make_request, pb, result_dict
 from sidecar.main import Sidecar
 from sidecar.settings import load_settings
 
@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800), pytest.mark.as
 
 MODELS = {
     "person_detection": "1.0.0",
+    "crowd_count": "1.0.0",
     "fall_detection": "1.0.0",
     "fire_detection": "2.1.0",
     "helmet_detection": "0.1.0",
@@ -125,6 +126,17 @@ async def test_reference_models_person_detection_finds_nobody_in_photos_without_
     assert result["event_type"] == "no_person" and result["count"] == 0
 
 
+async def test_reference_models_crowd_count_counts_a_batch_of_cameras_in_one_pass(client):
+    names = ["astronaut", "coffee", "camera", "rocket"]
+    frames = [batch_frame(jpeg(photo(n)), frame_id=n, camera_id=f"cam{i}") for i, n in enumerate(names)]
+    response = await client.infer_batch("crowd_count", "1.0.0", frames, timeout_s=60)
+    assert not response.HasField("error"), response.error
+    answers = [result_dict(a) for a in response.batch]
+    assert [a["count"] for a in answers] == [1, 0, 1, 0]
+    assert {a["total"] for a in answers} == {2} and {a["batch_size"] for a in answers} == {4}
+    assert [a.camera_id for a in response.batch] == ["cam0", "cam1", "cam2", "cam3"]
+
+
 async def test_reference_models_fall_detection_raises_a_fall_only_for_the_falling_camera(client):
     falling = await stream(client, "fall_detection", scenes.fall_sequence("camera"), "e2e-fall")
     upright = await stream(client, "fall_detection", scenes.upright_sequence("camera"), "e2e-upright")
@@ -153,10 +165,36 @@ async def test_reference_models_stream_demo_prints_the_fall_and_the_fire_as_they
 
     lines: list[str] = []
     replies = await stream_demo.run(f"127.0.0.1:{sidecar_port}", fps=20.0, emit=lines.append)
-    assert len(replies) == len(lines) == sum(len(list(make())) for _, _, make in stream_demo.CAMERAS.values())
+    frames = [len(list(make())) for _, _, make in stream_demo.CAMERAS.values()]
+    assert len(replies) == len(lines) == sum(frames) + max(frames)  # and a crowd batch per round
     assert not [line for line in lines if " ERROR " in line]
     assert any("cam-hall" in line and "fall_detected" in line for line in lines)
     assert any("cam-store" in line and "fire_detected" in line for line in lines)
+    crowd = [r for r in replies if r.batch]
+    assert len(crowd) == max(frames) and {len(r.batch) for r in crowd} <= {1, 2}
+    assert any("people: cam-hall 1" in line for line in lines)
+
+
+async def test_ruthgen_infer_sends_several_images_to_a_batch_model_as_one_batch(sidecar_port, tmp_path):
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from ruthstack.cli import app
+
+    images = []
+    for name in ("astronaut", "coffee", "camera"):
+        images.append(tmp_path / f"{name}.jpg")
+        images[-1].write_bytes(jpeg(photo(name)))
+    args = ["infer", "--model", "crowd_count", "--version", MODELS["crowd_count"],
+            "--sidecar", f"127.0.0.1:{sidecar_port}", "--timeout", "120", *map(str, images)]
+    result = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert result.exit_code == 0, result.output
+    answers = [json.loads(line) for line in result.output.splitlines()]
+    assert [a["frame_id"] for a in answers] == ["astronaut.jpg", "coffee.jpg", "camera.jpg"]
+    assert [a["result"]["count"] for a in answers] == [1, 0, 1]
+    assert {a["result"]["batch_size"] for a in answers} == {3}
+    assert {a["result"]["total"] for a in answers} == {2}
 
 
 async def test_ruthgen_infer_annotate_draws_the_persons_found_when_given_a_photo(sidecar_port, tmp_path):

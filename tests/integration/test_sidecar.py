@@ -334,7 +334,7 @@ async def test_standard_health_and_reflection_answer(sidecar):
     async with AIRuntimeClient(f"127.0.0.1:{sidecar.port}") as client:
         report = await client.health()
     assert report.inference_server_ready
-    assert report.models_total == 7
+    assert report.models_total == 8
 
 
 def test_up_stack_starts_triton_and_sidecar_together(tmp_path):

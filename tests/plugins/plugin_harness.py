@@ -98,5 +98,15 @@ class LoadedPlugin:
         self.validate(result)
         return result
 
+    def run_batch(self, frames: list[Frame]) -> list[dict[str, Any]]:
+        """A ``batch`` plugin: each frame preprocessed, one infer() for them all, each postprocessed."""
+        inputs = [self.pre.preprocess(f, self.context) if self.pre else f for f in frames]
+        outputs = self.inference.infer(self.state, inputs)
+        assert isinstance(outputs, list) and len(outputs) == len(frames)
+        results = [self.post.postprocess(o, self.context) if self.post else o for o in outputs]
+        for result in results:
+            self.validate(result)
+        return results
+
     def __call__(self, rgb: np.ndarray, **frame_fields: Any) -> dict[str, Any]:
         return self.run(self.frame(rgb, **frame_fields))

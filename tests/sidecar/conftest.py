@@ -137,8 +137,14 @@ class FakeTriton:
         self.writes: list[asyncio.Future] = []
 
     def answer(self, request) -> bytes | str | None:
-        behaviour = self.behaviours.get(request.model_name, echo)
-        return behaviour(request)
+        """RESULT serialised as Triton does (a behaviour's bytes, or list of bytes for a batch), a
+        Triton error message, or None (no answer)."""
+        answer = self.behaviours.get(request.model_name, echo)(request)
+        if isinstance(answer, bytes):
+            answer = [answer]
+        if isinstance(answer, list):
+            return b"".join(len(item).to_bytes(4, "little") + item for item in answer)
+        return answer
 
     async def connect(self) -> None:
         pass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 from tritonclient.grpc import service_pb2 as pb
@@ -16,7 +18,16 @@ from sidecar.errors import (
     SequenceNotStarted,
 )
 from sidecar.request.routes import Route
-from sidecar.request.triton import build_request, error_from_triton, result_of, set_sequence_start
+from sidecar.request.triton import (
+    build_batch_request,
+    build_request,
+    element_error,
+    elements,
+    error_from_triton,
+    first_element,
+    result_of,
+    set_sequence_start,
+)
 
 
 @pytest.mark.parametrize(
@@ -102,10 +113,41 @@ def test_build_request_sends_camera_as_sequence_id_when_temporal():
     assert request.parameters["sequence_start"].bool_param is False
 
 
-def test_result_of_reads_one_bytes_element():
-    response = pb.ModelInferResponse(raw_output_contents=[(7).to_bytes(4, "little") + b'{"a":1}'])
-    assert result_of(response) == b'{"a":1}'
+def serialised(*items: bytes) -> bytes:
+    return b"".join(len(item).to_bytes(4, "little") + item for item in items)
+
+
+def test_result_of_hands_over_the_serialised_tensor_and_its_elements_are_read_apart():
+    response = pb.ModelInferResponse(raw_output_contents=[serialised(b'{"a":1}')])
+    assert first_element(result_of(response)) == b'{"a":1}'
     with pytest.raises(Exception, match="truncated"):
-        result_of(pb.ModelInferResponse(raw_output_contents=[(9).to_bytes(4, "little") + b"{}"]))
+        first_element((9).to_bytes(4, "little") + b"{}")
     with pytest.raises(Exception, match="without a RESULT"):
         result_of(pb.ModelInferResponse())
+
+
+def test_elements_read_a_batch_answer_and_its_per_frame_errors():
+    raw = serialised(b'{"n":1}', b"[RUTH:PREPROCESS_ERROR] preprocess: ValueError: bad", b'{"n":3}')
+    found = elements(raw, 3)
+    assert found[0] == b'{"n":1}' and found[2] == b'{"n":3}'
+    errors = [element_error(e) for e in found]
+    assert errors[0] is None and errors[2] is None
+    assert errors[1].code is ErrorCode.PREPROCESS_ERROR and errors[1].message == "preprocess: ValueError: bad"
+    with pytest.raises(Exception, match="fewer than the batch's 4 answers"):
+        elements(raw, 4)
+
+
+def test_build_batch_request_stacks_raw_frames_and_pads_encoded_ones():
+    raw_route = Route("m", "1.0.0", "READY", triton_name="m__1.0.0", format="raw_rgb", batched=True)
+    frames = [(bytes([i]) * 12, 2, 2) for i in range(3)]
+    ids = [{"frame_id": str(i)} for i in range(3)]
+    request = build_batch_request(raw_route, "9", frames, ids)
+    assert list(request.inputs[0].shape) == [3, 2, 2, 3]
+    assert request.raw_input_contents[0] == b"".join(f for f, _, _ in frames)
+    assert json.loads(request.parameters["batch"].string_param) == ids
+    assert "frame_lengths" not in request.parameters
+    jpeg_route = Route("m", "1.0.0", "READY", triton_name="m__1.0.0", format="jpeg", batched=True)
+    request = build_batch_request(jpeg_route, "10", [(b"abc", 1, 1), (b"defgh", 1, 1)], ids[:2])
+    assert list(request.inputs[0].shape) == [2, 5]
+    assert request.raw_input_contents[0] == b"abc\0\0defgh"
+    assert request.parameters["frame_lengths"].string_param == "3,5"

@@ -93,3 +93,57 @@ def test_model_sends_runtime_and_plugin_logs_to_triton(triton_model):
     triton_model(PLUGIN)
     assert ("warn", "[demo:1.0.0] loaded for cpu") in Logger.records
     assert any(level == "info" and "demo:1.0.0 ready in" in text for level, text in Logger.records)
+
+
+BATCH_PLUGIN = {
+    "inference.py": """
+        def load(context):
+            return None
+
+        def infer(state, batch):
+            return [{"label": f"{f.camera_id}/{f.frame_id}/{f.timestamp_ms}", "score": len(batch) / 10}
+                    for f in batch]
+    """,
+    "preprocessing.py": """
+        def preprocess(frame, context):
+            if frame.image[0, 0, 0] > 200:
+                raise ValueError("too bright")
+            return frame
+    """,
+}
+
+
+def _batch_request(frames: list[np.ndarray], lengths: bool, **parameters) -> InferenceRequest:
+    width = max(len(f) for f in frames)
+    tensor = np.stack([np.pad(f, (0, width - len(f))) for f in frames]) if lengths else np.stack(frames)
+    meta = [{"frame_id": f"f{i}", "camera_id": f"cam{i % 2}", "timestamp_ms": i} for i in range(len(frames))]
+    params = {"batch": json.dumps(meta), **parameters}
+    if lengths:
+        params["frame_lengths"] = ",".join(str(len(f)) for f in frames)
+    return InferenceRequest({"FRAME": tensor}, params)
+
+
+def test_model_answers_a_batch_request_with_one_element_per_frame_in_order(triton_model):
+    model = triton_model(BATCH_PLUGIN, input={"type": "batch", "format": "jpeg"},
+                         performance={"recommended_batch_size": 8})
+    frames = [encode(solid(8 + i, 8, (i * 10, 0, 0))) for i in range(3)]  # three lengths: padded
+    frames.insert(1, encode(solid(8, 8, (250, 250, 250))))  # fails alone, in preprocess
+    (response,) = model.execute([_batch_request(frames, lengths=True)])
+    elements = [e.decode() for e in result_of(response).reshape(-1)]
+    assert len(elements) == 4 and result_of(response).shape == (4, 1)
+    assert elements[1].startswith("[RUTH:PREPROCESS_ERROR] preprocess: ValueError: too bright")
+    good = [json.loads(elements[i]) for i in (0, 2, 3)]
+    assert [g["label"] for g in good] == ["cam0/f0/0", "cam0/f2/2", "cam1/f3/3"]
+    assert {g["score"] for g in good} == {0.3}  # infer saw the three good frames as one batch
+
+
+def test_model_refuses_a_batch_whose_ids_do_not_match_its_frames(triton_model):
+    model = triton_model(BATCH_PLUGIN, input={"type": "batch", "format": "raw_rgb"},
+                         performance={"recommended_batch_size": 8})
+    pixels = np.stack([solid(8, 8, (1, 1, 1))] * 2)
+    good = _batch_request(list(pixels), lengths=False)
+    bad = InferenceRequest({"FRAME": pixels}, {"batch": json.dumps([{"frame_id": "only-one"}])})
+    answers = model.execute([bad, good])
+    assert answers[0].error().code() == TritonError.INVALID_ARG
+    assert "a batch of 1 frames does not match FRAME (2, 8, 8, 3)" in answers[0].error().message()
+    assert [json.loads(e)["label"] for e in result_of(answers[1]).reshape(-1)] == ["cam0/f0/0", "cam1/f1/1"]

@@ -1,0 +1,21 @@
+"""What the sidecar and the generated wrapper agree on, besides the tensors (docs/internals.md).
+
+Triton request parameters (strings unless noted):
+
+* ``frame_id``, ``camera_id``, ``timestamp_ms``: one frame's ids;
+* ``sequence_id``, ``sequence_start`` (bool): a temporal model's sequence (Triton reads them);
+* ``batch``: a batch request's frames, a JSON list of ``{"frame_id", "camera_id", "timestamp_ms"}``,
+  one per element of the FRAME tensor's batch dimension;
+* ``frame_lengths``: encoded frames of a batch padded to one length: each frame's own, ``"a,b,..."``.
+
+The answer of a batch request holds one RESULT element per frame: the frame's JSON, or its error
+message ``[RUTH:<CODE>] <phase>: <message>`` (:mod:`ruth_errors`).
+"""
+
+FRAME_ID = "frame_id"
+CAMERA_ID = "camera_id"
+TIMESTAMP_MS = "timestamp_ms"
+SEQUENCE_ID = "sequence_id"
+SEQUENCE_START = "sequence_start"
+BATCH = "batch"
+FRAME_LENGTHS = "frame_lengths"
