@@ -48,6 +48,28 @@ class SidecarSettings(BaseSettings):
     max_in_flight_unary: int = Field(
         256, ge=1, le=65536, description="unary Infer calls in flight in the process; beyond: OVERLOADED"
     )
+    max_streams: int = Field(
+        4000, ge=1, le=1_000_000,
+        description="InferStream streams open in the process; the next is refused RESOURCE_EXHAUSTED "
+        "(OVERLOADED). About 65 KB each: 4000 hold ~260 MB of the sidecar's 1 GiB Kubernetes limit",
+    )
+    max_streams_per_connection: int = Field(
+        1000, ge=1, le=1_000_000,
+        description="InferStream streams open on one client connection (HTTP/2 connection, i.e. the "
+        "peer's address and port); the next is refused RESOURCE_EXHAUSTED (OVERLOADED)",
+    )
+    stream_idle_timeout_s: float = Field(
+        300.0, ge=0,
+        description="an InferStream with no request for this long and nothing in flight is closed "
+        "(DEADLINE_EXCEEDED, code TIMEOUT); 0 never closes one",
+    )
+    grpc_keepalive_time_s: float = Field(
+        30.0, gt=0, description="the gRPC server pings each client connection this often (HTTP/2 PING)"
+    )
+    grpc_keepalive_timeout_s: float = Field(
+        10.0, gt=0,
+        description="a connection whose ping is not answered within this is closed, with its streams",
+    )
     max_frame_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="largest accepted frame; larger ones are INVALID_INPUT"
     )

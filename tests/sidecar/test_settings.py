@@ -20,6 +20,9 @@ def test_settings_have_documented_defaults(monkeypatch):
     assert settings.triton_url == "127.0.0.1:8001"
     assert settings.model_repository == Path("model_repository") and settings.models_dir is None
     assert settings.runtime_id == socket.gethostname()
+    assert (settings.max_streams, settings.max_streams_per_connection) == (4000, 1000)
+    assert (settings.grpc_keepalive_time_s, settings.grpc_keepalive_timeout_s) == (30.0, 10.0)
+    assert settings.stream_idle_timeout_s == 300.0
     assert all(field.description for field in SidecarSettings.model_fields.values())
 
 

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import logging
 
-from sidecar.errors import ErrorCode, PluginError, RequestTimeout
+import pytest
+
+from sidecar.errors import ErrorCode, PluginError, RequestTimeout, SidecarError
 from sidecar.http.app import HealthEndpointFilter
 from tests.sidecar.http.conftest import observe
 
@@ -95,6 +97,23 @@ async def test_admin_rescan_loads_new_plugins_when_authorized(client, runtime, e
                                  headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
     assert [(m["model_id"], m["state"]) for m in response.json()["models"]] == [("crowd", "READY")]
+
+
+async def test_metrics_exposes_open_streams_connections_and_refusals(client, runtime):
+    runtime.streams.max_per_connection = 2
+    runtime.streams.max_streams = 3
+    slots = [runtime.admit_stream("ipv4:10.0.0.1:1000") for _ in range(2)]
+    slots.append(runtime.admit_stream("ipv4:10.0.0.2:2000"))
+    for connection in ("ipv4:10.0.0.1:1000", "ipv4:10.0.0.3:3000"):
+        with pytest.raises(SidecarError) as refused:
+            runtime.admit_stream(connection)
+        assert refused.value.code is ErrorCode.OVERLOADED
+    slots[0].release()
+    text = (await client.get("/metrics")).text
+    assert "ruth_streams_open 2.0" in text and "ruth_stream_connections 2.0" in text
+    assert 'ruth_streams_refused_total{limit="connection"} 1.0' in text
+    assert 'ruth_streams_refused_total{limit="process"} 1.0' in text
+    assert "ruth_streams_closed_idle_total 0.0" in text
 
 
 def test_access_log_filter_drops_probe_endpoints_only():
