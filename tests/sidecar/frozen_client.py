@@ -47,3 +47,5 @@ def frozen_stream_client(target: str, model_id: str, version: str, frame: Path) 
     finally:
         process.kill()
         process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
