@@ -115,7 +115,15 @@ class SidecarSettings(BaseSettings):
     http_port: int | None = Field(
         8080, ge=0, le=65535, description="HTTP port (0 picks a free one; none disables HTTP)"
     )
+    http_tls: bool = Field(
+        False, description="serve the HTTP port over TLS with tls_cert_file and tls_key_file (as gRPC)"
+    )
     admin_token: str | None = Field(None, description="bearer token of POST /admin/rescan (unset: refused)")
+    admin_allow_plaintext: bool = Field(
+        False,
+        description="accept the admin call over plain HTTP from a non-loopback client (the token then "
+        "crosses the network in clear); else only over TLS or from loopback",
+    )
     backend_url: str | None = Field(None, description="backend base URL for registration (unset: off)")
     backend_token: str | None = Field(None, description="bearer token sent with each registration")
     registration_interval_s: float = Field(30.0, gt=0, description="registration heartbeat period")
@@ -130,6 +138,8 @@ class SidecarSettings(BaseSettings):
             raise ValueError("tls_cert_file and tls_key_file must be given together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file")
+        if self.http_tls and self.tls_cert_file is None:
+            raise ValueError("http_tls needs tls_cert_file and tls_key_file")
         return self
 
     @property
