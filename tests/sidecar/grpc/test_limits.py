@@ -12,8 +12,8 @@ import pytest
 from sidecar._proto import airuntime_pb2 as pb
 from sidecar.client import AIRuntimeClient, make_request
 from sidecar.main import Sidecar, build_core
+from tests.sidecar.abuse import frozen_stream_client, until
 from tests.sidecar.conftest import image_bytes
-from tests.sidecar.frozen_client import frozen_stream_client
 
 JPEG = image_bytes(32, 32)
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]  # a channel of its own: its own connection
@@ -145,19 +145,9 @@ async def test_stream_of_a_client_that_stops_answering_pings_is_closed_by_keepal
     leases, streams = running.core.leases, running.core.streams
     with frozen_stream_client(f"127.0.0.1:{running.port}", "alpha", "1.0.0", frame):
         frozen = loop.time()
-        assert await _until(lambda: leases.count("alpha__1.0.0") == 1, 5), "the frame never arrived"
+        assert await until(lambda: leases.count("alpha__1.0.0") == 1, 5), "the frame never arrived"
         assert streams.open == 1
-        assert await _until(lambda: streams.open == 0, 5), "the frozen client's stream is still open"
+        assert await until(lambda: streams.open == 0, 5), "the frozen client's stream is still open"
         reaped = loop.time() - frozen
     assert leases.count("alpha__1.0.0") == 0
     assert reaped <= 0.5 + 0.5 + 1.0, reaped  # keepalive time + timeout, and slack for a busy machine
-
-
-async def _until(condition, timeout_s: float) -> bool:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > end:
-            return False
-        await asyncio.sleep(0.02)
-    return True

@@ -1,15 +1,18 @@
-"""A client process that opens an InferStream, sends one frame and is then frozen with SIGSTOP:
-its socket stays open and its kernel still acknowledges TCP, but nothing answers HTTP/2 pings any
-more, as with a camera whose network vanished without closing its stream."""
+"""Clients that misbehave, for the tests of the sidecar's limits, and waiting for its reaction.
+
+:func:`frozen_stream_client`: a client process that opens an InferStream, sends one frame and is
+then frozen with SIGSTOP: its socket stays open and its kernel still acknowledges TCP, but nothing
+answers HTTP/2 pings any more, as with a camera whose network vanished without closing its stream."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,3 +52,14 @@ def frozen_stream_client(target: str, model_id: str, version: str, frame: Path) 
         process.wait(10)
         if process.stdout is not None:
             process.stdout.close()
+
+
+async def until(condition: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll ``condition`` every 20 ms until it holds (True) or ``timeout_s`` passed (False)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    while not condition():
+        if loop.time() > end:
+            return False
+        await asyncio.sleep(0.02)
+    return True
