@@ -51,7 +51,7 @@ class SidecarSettings(BaseSettings):
     max_streams: int = Field(
         4000, ge=1, le=1_000_000,
         description="InferStream streams open in the process; the next is refused RESOURCE_EXHAUSTED "
-        "(OVERLOADED). About 65 KB each: 4000 hold ~260 MB of the sidecar's 1 GiB Kubernetes limit",
+        "(OVERLOADED). About 62 KB each: 4000 hold ~245 MB of the sidecar's 1 GiB Kubernetes limit",
     )
     max_streams_per_connection: int = Field(
         1000, ge=1, le=1_000_000,
