@@ -77,6 +77,7 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
                     await write(message)
                 written()
         finally:
+            slot.release()  # the stream is ending: no idle timeout may interrupt its close
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
