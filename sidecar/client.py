@@ -34,7 +34,20 @@ __all__ = ["AIRuntimeClient", "pb", "result_dict"]
 
 FORMATS = {"jpeg": pb.JPEG, "jpg": pb.JPEG, "png": pb.PNG, "raw_rgb": pb.RAW_RGB, "raw_bgr": pb.RAW_BGR}
 _MAX_MESSAGE = 64 * 1024 * 1024
-_OPTIONS = [("grpc.max_send_message_length", _MAX_MESSAGE), ("grpc.max_receive_message_length", _MAX_MESSAGE)]
+#: Keepalive: ping the sidecar every 30 s, between calls too, and drop the connection (failing its
+#: calls with UNAVAILABLE) when a ping is not answered within 10 s, so that a stream to a sidecar
+#: that vanished fails within ~40 s; the sidecar accepts pings every 10 s or less often.
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.ping_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+_OPTIONS = [
+    ("grpc.max_send_message_length", _MAX_MESSAGE), ("grpc.max_receive_message_length", _MAX_MESSAGE),
+    *KEEPALIVE_OPTIONS,
+]
 
 
 def result_dict(response: pb.InferenceResponse) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from sidecar.report.capabilities import build_declaration, fps_capacity
 from sidecar.report.hardware import HardwareInfo, HardwareProbe
 from sidecar.report.metrics import RuntimeMetrics
 from sidecar.report.registration import Registrar, RegistrationConfig
+from sidecar.request.limits import StreamLimits, StreamSlot
 from sidecar.request.pipeline import FrameRequest, Outcome, Pipeline
 from sidecar.request.routes import Leases, Route, RouteTable
 from sidecar.request.stream import StreamSession
@@ -117,6 +118,9 @@ class RuntimeCore:
             capacity=Capacity(adapter) if settings.calibrate else None,
         )
         self.pipeline = Pipeline(settings, adapter, self.routes, self.leases, self._observe)
+        self.streams = StreamLimits(
+            settings.max_streams, settings.max_streams_per_connection, settings.stream_idle_timeout_s
+        )
         self.metrics = RuntimeMetrics(self._metrics_state)
         self.registrar = Registrar(
             RegistrationConfig(
@@ -193,6 +197,10 @@ class RuntimeCore:
 
     async def infer(self, request: FrameRequest, client_remaining_s: float | None = None) -> Outcome:
         return await self.pipeline.infer(request, client_remaining_s)
+
+    def admit_stream(self, connection: str) -> StreamSlot:
+        """A place for a new stream on ``connection`` (OVERLOADED beyond the caps); see StreamLimits."""
+        return self.streams.admit(connection)
 
     def open_stream(
         self, emit: Callable[[Outcome], None], deliver: Callable[[Outcome], Awaitable[None]] | None = None
@@ -303,4 +311,8 @@ class RuntimeCore:
             "runtime_health": self.manager.runtime_health().status,
             "registrations": self.registrar.status.to_dict(),
             "loaded": sum(1 for r in self.manager.registry if is_loaded(r)),
+            "streams": {
+                "open": self.streams.open, "connections": self.streams.connections,
+                "refused": dict(self.streams.refused), "closed_idle": self.streams.closed_idle,
+            },
         }

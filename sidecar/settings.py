@@ -48,6 +48,28 @@ class SidecarSettings(BaseSettings):
     max_in_flight_unary: int = Field(
         256, ge=1, le=65536, description="unary Infer calls in flight in the process; beyond: OVERLOADED"
     )
+    max_streams: int = Field(
+        4000, ge=1, le=1_000_000,
+        description="InferStream streams open in the process; the next is refused RESOURCE_EXHAUSTED "
+        "(OVERLOADED). About 62 KB each: 4000 hold ~245 MB of the sidecar's 1 GiB Kubernetes limit",
+    )
+    max_streams_per_connection: int = Field(
+        1000, ge=1, le=1_000_000,
+        description="InferStream streams open on one client connection (HTTP/2 connection, i.e. the "
+        "peer's address and port); the next is refused RESOURCE_EXHAUSTED (OVERLOADED)",
+    )
+    stream_idle_timeout_s: float = Field(
+        300.0, ge=0,
+        description="an InferStream with no request for this long and nothing in flight is closed "
+        "(DEADLINE_EXCEEDED, code TIMEOUT); 0 never closes one",
+    )
+    grpc_keepalive_time_s: float = Field(
+        30.0, gt=0, description="the gRPC server pings each client connection this often (HTTP/2 PING)"
+    )
+    grpc_keepalive_timeout_s: float = Field(
+        10.0, gt=0,
+        description="a connection whose ping is not answered within this is closed, with its streams",
+    )
     max_frame_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="largest accepted frame; larger ones are INVALID_INPUT"
     )
@@ -93,7 +115,15 @@ class SidecarSettings(BaseSettings):
     http_port: int | None = Field(
         8080, ge=0, le=65535, description="HTTP port (0 picks a free one; none disables HTTP)"
     )
+    http_tls: bool = Field(
+        False, description="serve the HTTP port over TLS with tls_cert_file and tls_key_file (as gRPC)"
+    )
     admin_token: str | None = Field(None, description="bearer token of POST /admin/rescan (unset: refused)")
+    admin_allow_plaintext: bool = Field(
+        False,
+        description="accept the admin call over plain HTTP from a non-loopback client (the token then "
+        "crosses the network in clear); else only over TLS or from loopback",
+    )
     backend_url: str | None = Field(None, description="backend base URL for registration (unset: off)")
     backend_token: str | None = Field(None, description="bearer token sent with each registration")
     registration_interval_s: float = Field(30.0, gt=0, description="registration heartbeat period")
@@ -108,6 +138,8 @@ class SidecarSettings(BaseSettings):
             raise ValueError("tls_cert_file and tls_key_file must be given together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file")
+        if self.http_tls and self.tls_cert_file is None:
+            raise ValueError("http_tls needs tls_cert_file and tls_key_file")
         return self
 
     @property

@@ -41,3 +41,11 @@ def triton_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonF
 @pytest.fixture(scope="module")
 def module_triton_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonFactory]:
     yield from _factory(lambda: tmp_path_factory.mktemp("triton"))
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate (tests/pki.py)."""
+    from tests.pki import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))

@@ -1,6 +1,11 @@
 """The gRPC server: AIRuntime, the standard grpc.health.v1 service and server reflection.
 
-No model-management call is served on this port (§8.4).
+No model-management call is served on this port (§8.4). Dead clients are noticed by keepalive:
+the server pings every connection each ``grpc_keepalive_time_s`` (with calls or without) and
+closes it, cancelling its streams, when a ping is not answered within ``grpc_keepalive_timeout_s``.
+Clients may ping too, as often as every :data:`CLIENT_PING_MIN_INTERVAL_MS` even without calls
+(``sidecar.client`` pings every 30 s); more often, the server ends the connection (GOAWAY
+"too_many_pings").
 """
 
 from __future__ import annotations
@@ -24,6 +29,26 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AIRuntime"].full_name
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+#: The shortest interval between a client's pings the server accepts (gRPC's default: 5 minutes).
+CLIENT_PING_MIN_INTERVAL_MS = 10_000
+
+
+def keepalive_options(settings: SidecarSettings) -> list[tuple[str, int]]:
+    """Server channel arguments: ping every connection, accept the clients' keepalive pings.
+
+    The ping timeout is set as well: grpcio 1.85's server timed its keepalive pings out with it
+    (60 s by default), not with ``grpc.keepalive_timeout_ms``.
+    """
+    timeout_ms = round(settings.grpc_keepalive_timeout_s * 1000)
+    return [
+        ("grpc.keepalive_time_ms", round(settings.grpc_keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", timeout_ms),
+        ("grpc.http2.ping_timeout_ms", timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),  # also ping connections without calls
+        ("grpc.http2.max_pings_without_data", 0),  # an idle stream sends no data: keep pinging
+        ("grpc.http2.min_ping_interval_without_data_ms", CLIENT_PING_MIN_INTERVAL_MS),
+    ]
 
 
 def server_credentials(settings: SidecarSettings) -> grpc.ServerCredentials | None:
@@ -54,6 +79,7 @@ class GrpcServer:
             ("grpc.max_receive_message_length", self.settings.max_message_bytes),
             ("grpc.max_send_message_length", self.settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            *keepalive_options(self.settings),
         ]
         server = grpc.aio.server(options=options)
         pb_grpc.add_AIRuntimeServicer_to_server(AIRuntimeServicer(self.core), server)

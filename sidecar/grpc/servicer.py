@@ -11,8 +11,10 @@ import grpc
 from sidecar._proto import airuntime_pb2 as pb
 from sidecar._proto import airuntime_pb2_grpc as pb_grpc
 from sidecar.core import RuntimeCore
+from sidecar.errors import SidecarError
 from sidecar.grpc import converters
 from sidecar.grpc.status import abort, handle_errors
+from sidecar.request.limits import StreamSlot
 from sidecar.request.stream import StreamSession
 
 LOGGER = logging.getLogger("sidecar.grpc")
@@ -32,6 +34,24 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
         return converters.response(outcome)
 
     async def InferStream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
+        # One place per stream, per connection (the peer's address and port: one HTTP/2 connection)
+        try:
+            slot = self._core.admit_stream(context.peer())
+        except SidecarError as e:
+            await abort(context, e)
+        task = asyncio.current_task()
+        try:
+            await self._stream(context, slot, task)
+        except asyncio.CancelledError:
+            if not slot.idle:  # the client went away (or the server stops)
+                raise
+            if hasattr(task, "uncancel"):  # Python >= 3.11: this cancellation is handled
+                task.uncancel()
+            await abort(context, slot.idle_error())
+        finally:
+            slot.release()
+
+    async def _stream(self, context: grpc.aio.ServicerContext, slot: StreamSlot, task) -> None:
         queue: asyncio.Queue = asyncio.Queue()
         write = context.write
         to_response = converters.response
@@ -43,7 +63,8 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
                 await write(message)
 
         session = self._core.open_stream(queue.put_nowait, deliver)
-        reader = asyncio.get_running_loop().create_task(self._read(context, session, queue))
+        slot.watch(lambda: session.in_flight > 0, task.cancel)
+        reader = asyncio.get_running_loop().create_task(self._read(context, session, queue, slot.touch))
         written = session.written
         get = queue.get
         try:
@@ -56,13 +77,16 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
                     await write(message)
                 written()
         finally:
+            slot.release()  # the stream is ending: no idle timeout may interrupt its close
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             await session.close()
 
     @staticmethod
-    async def _read(context: grpc.aio.ServicerContext, session: StreamSession, queue: asyncio.Queue) -> None:
+    async def _read(
+        context: grpc.aio.ServicerContext, session: StreamSession, queue: asyncio.Queue, touch
+    ) -> None:
         read = context.read
         eof = grpc.aio.EOF
         submit = session.submit
@@ -72,6 +96,7 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
                 message = await read()
                 if message is eof:
                     break
+                touch()
                 await submit(frame_request(message))
             await session.drain()
         except asyncio.CancelledError:

@@ -35,9 +35,10 @@ def install_access_log_filter() -> None:
 
 
 def create_app(settings: Any, core: OperationsCore) -> FastAPI:
-    """The app; ``settings.admin_token`` (None: the admin call is refused) guards ``/admin``."""
+    """The app; ``settings.admin_token`` (None: the admin call is refused) guards ``/admin``, which
+    plain HTTP from a non-loopback client reaches only with ``settings.admin_allow_plaintext``."""
     app = FastAPI(title="Ruth AI Runtime sidecar", docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(build_router(core, settings.admin_token))
+    app.include_router(build_router(core, settings.admin_token, settings.admin_allow_plaintext))
     install_error_handlers(app)
     install_access_log_filter()
     return app

@@ -6,15 +6,18 @@
 * ``GET /models[?model_id=&version=]``: state, reason, history, health, performance per version;
 * ``GET /metrics``: Prometheus text;
 * ``POST /admin/rescan[?model_id=]``: needs ``Authorization: Bearer <admin token>``; refused
-  (403) when no token is configured. This port is not the backend-facing gRPC one.
+  (403) when no token is configured, and over plain HTTP from a client that is not on loopback
+  (the token would cross the network in clear) unless ``admin_allow_plaintext``. This port is not
+  the backend-facing gRPC one.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from typing import Any, Protocol
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from sidecar.http.errors import error_body
@@ -29,7 +32,7 @@ class OperationsCore(Protocol):
     def metrics_text(self) -> tuple[bytes, str]: ...
 
 
-def build_router(core: OperationsCore, admin_token: str | None) -> APIRouter:
+def build_router(core: OperationsCore, admin_token: str | None, allow_plaintext: bool = False) -> APIRouter:
     router = APIRouter()
 
     @router.get("/livez")
@@ -57,10 +60,11 @@ def build_router(core: OperationsCore, admin_token: str | None) -> APIRouter:
 
     @router.post("/admin/rescan")
     async def rescan(
+        request: Request,
         model_id: str | None = Query(None, description="only this model's versions"),
         authorization: str | None = Header(None),
     ) -> JSONResponse:
-        refusal = _check_admin(admin_token, authorization)
+        refusal = _check_admin(admin_token, authorization, allow_plaintext or _private(request))
         if refusal is not None:
             return refusal
         return JSONResponse({"models": await core.rescan(model_id or None)})
@@ -68,10 +72,33 @@ def build_router(core: OperationsCore, admin_token: str | None) -> APIRouter:
     return router
 
 
-def _check_admin(token: str | None, authorization: str | None) -> JSONResponse | None:
+def _private(request: Request) -> bool:
+    """The request came over TLS, or from loopback: its token did not cross a network in clear."""
+    if request.url.scheme == "https":
+        return True
+    host = request.client.host if request.client is not None else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def _check_admin(token: str | None, authorization: str | None, private: bool) -> JSONResponse | None:
     if not token:
         return JSONResponse(
             error_body("FORBIDDEN", "the admin API is disabled: set RUTH_ADMIN_TOKEN to enable it"),
+            status_code=403,
+        )
+    if not private:
+        return JSONResponse(
+            error_body(
+                "FORBIDDEN",
+                "the admin call over plain HTTP is accepted from loopback only (the token would cross the "
+                "network in clear): serve the HTTP port over TLS (RUTH_HTTP_TLS with RUTH_TLS_CERT_FILE and "
+                "RUTH_TLS_KEY_FILE), call it from inside the pod, or set RUTH_ADMIN_ALLOW_PLAINTEXT=true",
+            ),
             status_code=403,
         )
     scheme, _, given = (authorization or "").partition(" ")

@@ -6,7 +6,11 @@
 * ``ruth_model_state{model_id, version, state}`` (1 for the current state),
   ``ruth_model_health{model_id, version, health}`` (1 for the current health),
   ``ruth_runtime_health{health}``, ``ruth_model_fps_capacity``, ``ruth_model_recovery_attempts`` and
-  ``ruth_registrations_total{result}``: read from the runtime's state at scrape time.
+  ``ruth_registrations_total{result}``: read from the runtime's state at scrape time;
+* ``ruth_streams_open`` (InferStream streams open), ``ruth_stream_connections`` (client connections
+  holding one or more), ``ruth_streams_refused_total{limit}`` (refused at ``max_streams``:
+  ``process``, or at ``max_streams_per_connection``: ``connection``) and
+  ``ruth_streams_closed_idle_total`` (closed by ``stream_idle_timeout_s``), also at scrape time.
 
 Each :class:`RuntimeMetrics` has its own ``CollectorRegistry``, so several runtimes (tests) coexist.
 """
@@ -59,7 +63,8 @@ class _StateCollector(Collector):
     """Gauges built from a snapshot of the runtime's state at scrape time.
 
     ``state()`` returns ``{"models": [{model_id, version, state, health, fps_capacity,
-    recovery_attempts}], "runtime_health": Health, "registrations": {"sent": n, "failures": n}}``.
+    recovery_attempts}], "runtime_health": Health, "registrations": {"sent": n, "failures": n},
+    "streams": {"open": n, "connections": n, "refused": {limit: n}, "closed_idle": n}}``.
     """
 
     def __init__(self, state: Callable[[], dict[str, Any]]) -> None:
@@ -94,3 +99,23 @@ class _StateCollector(Collector):
         registrations.add_metric(["success"], float(sent.get("sent", 0)))
         registrations.add_metric(["failure"], float(sent.get("failures", 0)))
         yield from (state, health, fps, attempts, runtime, registrations)
+        yield from _stream_metrics(snapshot.get("streams") or {})
+
+
+def _stream_metrics(streams: dict[str, Any]) -> Iterable[Any]:
+    yield GaugeMetricFamily("ruth_streams_open", "InferStream streams open", value=streams.get("open", 0))
+    yield GaugeMetricFamily(
+        "ruth_stream_connections", "Client connections holding an open InferStream",
+        value=streams.get("connections", 0),
+    )
+    refused = CounterMetricFamily(
+        "ruth_streams_refused", "InferStream streams refused at a cap (process: max_streams, "
+        "connection: max_streams_per_connection)", labels=["limit"],
+    )
+    for limit, count in sorted((streams.get("refused") or {}).items()):
+        refused.add_metric([limit], float(count))
+    yield refused
+    yield CounterMetricFamily(
+        "ruth_streams_closed_idle", "InferStream streams closed after stream_idle_timeout_s without requests",
+        value=streams.get("closed_idle", 0),
+    )

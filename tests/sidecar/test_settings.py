@@ -20,6 +20,10 @@ def test_settings_have_documented_defaults(monkeypatch):
     assert settings.triton_url == "127.0.0.1:8001"
     assert settings.model_repository == Path("model_repository") and settings.models_dir is None
     assert settings.runtime_id == socket.gethostname()
+    assert (settings.max_streams, settings.max_streams_per_connection) == (4000, 1000)
+    assert (settings.grpc_keepalive_time_s, settings.grpc_keepalive_timeout_s) == (30.0, 10.0)
+    assert settings.stream_idle_timeout_s == 300.0
+    assert not settings.http_tls and not settings.admin_allow_plaintext
     assert all(field.description for field in SidecarSettings.model_fields.values())
 
 
@@ -38,6 +42,8 @@ def test_settings_refuse_half_a_tls_configuration(tmp_path):
         SidecarSettings(tls_cert_file=tmp_path / "c.pem")
     with pytest.raises(ValidationError, match="mTLS"):
         SidecarSettings(tls_client_ca_file=tmp_path / "ca.pem")
+    with pytest.raises(ValidationError, match="http_tls needs"):
+        SidecarSettings(http_tls=True)
 
 
 def test_settings_format_ipv6_address():

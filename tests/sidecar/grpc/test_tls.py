@@ -1,61 +1,12 @@
-"""TLS and mTLS on the AIRuntime port (certificates made with the openssl command line)."""
+"""TLS and mTLS on the AIRuntime port (certificates from the ``pki`` fixture, tests/pki.py)."""
 
 from __future__ import annotations
-
-import shutil
-import subprocess
-from pathlib import Path
 
 import grpc
 import pytest
 
 from sidecar.client import AIRuntimeClient
 from sidecar.main import Sidecar, build_core
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    assert shutil.which("openssl"), "these tests make their certificates with the openssl command"
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Path:
-    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate, all signed by it."""
-    root = tmp_path_factory.mktemp("pki")
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=ruth-test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        cwd=root,
-    )
-    (root / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name, extra in (("server", ["-extfile", "server.ext"]), ("client", [])):
-        _openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            f"/CN={name}",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            cwd=root,
-        )
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-days", "1", "-out", f"{name}.pem", *extra, cwd=root)  # fmt: skip
-    return root
 
 
 async def _serve(settings, fake_triton, **tls):

@@ -53,17 +53,23 @@ def observe(core: RuntimeCore, model_id: str, version: str, error: SidecarError 
     core._observe(route_of(core.manager.registry.get(model_id, version)), error, latency_ms)
 
 
-def _client(app) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar")
+def admin_settings(token: str | None, allow_plaintext: bool = False) -> SimpleNamespace:
+    return SimpleNamespace(admin_token=token, admin_allow_plaintext=allow_plaintext)
+
+
+def app_client(app, address: str = "127.0.0.1", scheme: str = "http") -> httpx.AsyncClient:
+    """A client of ``app`` as if it connected from ``address`` (no socket: the ASGI scope says so)."""
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url=f"{scheme}://sidecar")
 
 
 @pytest.fixture
 async def client(runtime):
-    async with _client(create_app(SimpleNamespace(admin_token=TOKEN), runtime)) as client:
+    async with app_client(create_app(admin_settings(TOKEN), runtime)) as client:
         yield client
 
 
 @pytest.fixture
 async def client_without_token(runtime):
-    async with _client(create_app(SimpleNamespace(admin_token=None), runtime)) as client:
+    async with app_client(create_app(admin_settings(None), runtime)) as client:
         yield client

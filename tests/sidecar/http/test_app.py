@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import logging
 
-from sidecar.errors import ErrorCode, PluginError, RequestTimeout
+import pytest
+
+from sidecar.errors import ErrorCode, PluginError, RequestTimeout, SidecarError
+from sidecar.http import create_app
 from sidecar.http.app import HealthEndpointFilter
-from tests.sidecar.http.conftest import observe
+from tests.sidecar.http.conftest import admin_settings, app_client, observe
 
 
 async def test_livez_answers_200_when_the_process_serves(client):
@@ -95,6 +98,55 @@ async def test_admin_rescan_loads_new_plugins_when_authorized(client, runtime, e
                                  headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
     assert [(m["model_id"], m["state"]) for m in response.json()["models"]] == [("crowd", "READY")]
+
+
+async def test_metrics_exposes_open_streams_connections_and_refusals(client, runtime):
+    runtime.streams.max_per_connection = 2
+    runtime.streams.max_streams = 3
+    slots = [runtime.admit_stream("ipv4:10.0.0.1:1000") for _ in range(2)]
+    slots.append(runtime.admit_stream("ipv4:10.0.0.2:2000"))
+    for connection in ("ipv4:10.0.0.1:1000", "ipv4:10.0.0.3:3000"):
+        with pytest.raises(SidecarError) as refused:
+            runtime.admit_stream(connection)
+        assert refused.value.code is ErrorCode.OVERLOADED
+    slots[0].release()
+    text = (await client.get("/metrics")).text
+    assert "ruth_streams_open 2.0" in text and "ruth_stream_connections 2.0" in text
+    assert 'ruth_streams_refused_total{limit="connection"} 1.0' in text
+    assert 'ruth_streams_refused_total{limit="process"} 1.0' in text
+    assert "ruth_streams_closed_idle_total 0.0" in text
+
+
+@pytest.mark.parametrize(
+    ("address", "scheme", "allow_plaintext", "status"),
+    [
+        ("127.0.0.1", "http", False, 200),
+        ("127.8.9.10", "http", False, 200),
+        ("::1", "http", False, 200),
+        ("::ffff:127.0.0.1", "http", False, 200),
+        ("10.1.2.3", "http", False, 403),
+        ("fd00::5", "http", False, 403),
+        ("10.1.2.3", "https", False, 200),
+        ("10.1.2.3", "http", True, 200),
+    ],
+)
+async def test_admin_rescan_over_plain_http_is_refused_from_a_non_loopback_client(
+    runtime, token, address, scheme, allow_plaintext, status
+):
+    await runtime.start()
+    app = create_app(admin_settings(token, allow_plaintext), runtime)
+    async with app_client(app, address, scheme) as client:
+        response = await client.post("/admin/rescan", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == status, response.text
+    if status == 403:
+        message = response.json()["error"]["message"]
+        assert "loopback only" in message and "RUTH_HTTP_TLS" in message
+
+
+async def test_admin_rescan_refuses_plain_http_from_afar_before_judging_the_token(runtime):
+    async with app_client(create_app(admin_settings("a-token"), runtime), "192.0.2.7") as client:
+        response = await client.post("/admin/rescan", headers={"Authorization": "Bearer wrong"})
+    assert response.status_code == 403 and response.json()["error"]["code"] == "FORBIDDEN"
 
 
 def test_access_log_filter_drops_probe_endpoints_only():
