@@ -27,6 +27,11 @@ alternate within each round to spread machine noise. Results also go to
     .venv/bin/python benchmarks/bench_sidecar.py [--duration 5] [--warmup 1] [--rounds 2]
         [--models trivial bare real] [--plugin ai/models/person_detection/1.0.0]
         [--concurrency 1 16] [--micro]
+    .venv/bin/python benchmarks/bench_sidecar.py --raw [--raw-sizes 640x480 1920x1080] [--in-flight 4]
+
+``--raw`` measures raw frames instead: by value and by reference (shared memory), through the
+sidecar and straight to Triton (by value and with Triton's shared memory), see
+``benchmarks/raw_frames.py``; results go to ``benchmarks/results/bench_sidecar_raw.json``.
 
 ``--micro`` also prints the per-frame costs of the hot path's pieces (header parse, json -> Struct).
 """
@@ -54,6 +59,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import raw_frames  # noqa: E402
 from sidecar_clients import client_main  # noqa: E402
 
 from ruthgen.embedded import EmbeddedTriton  # noqa: E402
@@ -302,8 +308,15 @@ def main() -> int:
         "--no-floor", dest="floor", action="store_false",
         help="do not run benchmarks/floor_forwarder.py beside the sidecar at 1 in flight",
     )  # fmt: skip
-    parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--raw", action="store_true", help="raw frames by value and by reference instead")
+    sizes = list(raw_frames.SIZES)
+    parser.add_argument("--raw-sizes", nargs="+", default=sizes, choices=sizes)
+    parser.add_argument("--in-flight", type=int, default=4, help="--raw: requests in flight for throughput")
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.raw:
+        return raw_main(args)
+    args.json = args.json or RESULTS
 
     jpeg = make_jpeg()
     workdir = Path(tempfile.mkdtemp(prefix="bench-sidecar-"))
@@ -385,6 +398,24 @@ def main() -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report(results, inproc, args)
+    return 0
+
+
+def raw_main(args) -> int:
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-sidecar-raw-"))
+    try:
+        results = raw_frames.run(
+            workdir, args.raw_sizes, args.rounds, args.duration, args.warmup, args.in_flight
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    raw_frames.report(results, args.in_flight)
+    path = args.json or RESULTS.with_name("bench_sidecar_raw.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"raw": results, "duration_s": args.duration, "rounds": args.rounds,
+                                "in_flight": args.in_flight}, indent=2))
+    print(f"wrote {path}")
     return 0
 
 

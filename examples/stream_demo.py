@@ -6,9 +6,14 @@ synthetic 640x480 JPEGs (examples/scenes.py) sent at ``--fps`` per camera, inter
 stream; each round's frames of both cameras also go as one batch to crowd_count 1.0.0 (people per
 camera and in all), unless ``--no-crowd``. Each reply is printed as it arrives.
 
+With ``--shared-memory`` the frames travel by reference: each is written into a slot of a
+shared-memory ring (:mod:`sidecar.frame_ring`) and the request names the slot; the runtime must run
+on this host with frames by reference on (``RUTH_SHARED_MEMORY=true make up``).
+
 Start the runtime first (``make up`` or ``ruthgen up``), then:
 
     .venv/bin/python examples/stream_demo.py [--target 127.0.0.1:50051] [--fps 5] [--no-crowd]
+        [--shared-memory]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scenes
 
 from sidecar.client import AIRuntimeClient, batch_frame, make_batch_request, make_request, pb, result_dict
+from sidecar.frame_ring import FrameRing
 
 CAMERAS = {
     "cam-hall": ("fall_detection", "1.0.0", lambda: scenes.fall_sequence("camera")),
@@ -42,7 +48,26 @@ def _jpeg(rgb: Any) -> bytes:
     return data.tobytes()
 
 
-async def _requests(fps: float, crowd: bool) -> AsyncIterator[pb.InferenceRequest]:
+class ByReference:
+    """Frames written into ``ring``; the slots of a request are freed when its reply arrives."""
+
+    def __init__(self, ring: FrameRing) -> None:
+        self.ring = ring
+        self.slots: dict[str, list[int]] = {}
+
+    async def frame(self, request_id: str, data: bytes) -> pb.Frame:
+        slot, reference = await self.ring.put(data)
+        self.slots.setdefault(request_id, []).append(slot)
+        return pb.Frame(format=pb.JPEG, reference=reference)
+
+    def answered(self, response: pb.InferenceResponse) -> None:
+        for slot in self.slots.pop(response.frame_id, ()):
+            self.ring.release(slot)
+
+
+async def _requests(
+    fps: float, crowd: bool, shared: ByReference | None = None
+) -> AsyncIterator[pb.InferenceRequest]:
     """Both cameras' frames, interleaved, one round every 1/fps seconds; a crowd batch per round."""
     streams = {camera: iter(make()) for camera, (_, _, make) in CAMERAS.items()}
     index = 0
@@ -56,10 +81,15 @@ async def _requests(fps: float, crowd: bool) -> AsyncIterator[pb.InferenceReques
                 continue
             rgb, timestamp_ms = item
             data, frame_id = _jpeg(rgb), f"{camera}-{index:03d}"
-            yield make_request(model_id, version, data, "jpeg", camera_id=camera,
-                               frame_id=frame_id, timestamp_ms=timestamp_ms + 1)
-            batch.append(batch_frame(data, frame_id=frame_id, camera_id=camera,
-                                     timestamp_ms=timestamp_ms + 1))
+            request = make_request(model_id, version, data, "jpeg", camera_id=camera,
+                                   frame_id=frame_id, timestamp_ms=timestamp_ms + 1)
+            entry = batch_frame(data, frame_id=frame_id, camera_id=camera, timestamp_ms=timestamp_ms + 1)
+            if shared is not None:
+                request.frame.CopyFrom(await shared.frame(frame_id, data))
+                if crowd:
+                    entry.frame.CopyFrom(await shared.frame(f"crowd-{index:03d}", data))
+            yield request
+            batch.append(entry)
         if crowd and batch:
             yield make_batch_request(*CROWD, batch, frame_id=f"crowd-{index:03d}")
         index += 1
@@ -82,19 +112,33 @@ def describe(response: pb.InferenceResponse, elapsed_s: float) -> str:
 
 
 async def run(
-    target: str, fps: float = 5.0, emit: Callable[[str], None] = print, crowd: bool = True
+    target: str,
+    fps: float = 5.0,
+    emit: Callable[[str], None] = print,
+    crowd: bool = True,
+    shared_memory: bool = False,
 ) -> list[pb.InferenceResponse]:
     """Stream both cameras to the sidecar at ``target``; returns the replies in arrival order."""
     replies = []
-    async with AIRuntimeClient(target) as client:
-        try:
-            await client.wait_ready(timeout_s=10)
-        except (TimeoutError, asyncio.TimeoutError) as exc:  # the same class from Python 3.11 on
-            raise SystemExit(f"no AIRuntime sidecar answers at {target}: start it with `make up`") from exc
-        start = time.monotonic()
-        async for response in client.stream(_requests(fps, crowd)):
-            replies.append(response)
-            emit(describe(response, time.monotonic() - start))
+    ring = FrameRing(slots=32, slot_bytes=512 * 1024) if shared_memory else None
+    shared = ByReference(ring) if ring is not None else None
+    try:
+        async with AIRuntimeClient(target) as client:
+            try:
+                await client.wait_ready(timeout_s=10)
+            except (TimeoutError, asyncio.TimeoutError) as exc:  # the same class from Python 3.11 on
+                message = f"no AIRuntime sidecar answers at {target}: start it with `make up`"
+                raise SystemExit(message) from exc
+            start = time.monotonic()
+            metadata = ring.metadata if ring is not None else None
+            async for response in client.stream(_requests(fps, crowd, shared), metadata):
+                if shared is not None:
+                    shared.answered(response)
+                replies.append(response)
+                emit(describe(response, time.monotonic() - start))
+    finally:
+        if ring is not None:
+            ring.close()
     return replies
 
 
@@ -103,8 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default="127.0.0.1:50051", help="the sidecar's gRPC address")
     parser.add_argument("--fps", type=float, default=5.0, help="frames per second per camera")
     parser.add_argument("--no-crowd", action="store_true", help="no crowd_count batches")
+    parser.add_argument("--shared-memory", action="store_true",
+                        help="send the frames by reference through a shared-memory ring (same host)")
     args = parser.parse_args(argv)
-    replies = asyncio.run(run(args.target, args.fps, crowd=not args.no_crowd))
+    replies = asyncio.run(
+        run(args.target, args.fps, crowd=not args.no_crowd, shared_memory=args.shared_memory)
+    )
     events = [result_dict(r)["event_type"] for r in replies if not r.HasField("error") and not r.batch]
     print(f"{len(replies)} replies: {events.count('fall_detected')} with fall_detected, "
           f"{events.count('fire_detected')} with fire_detected")

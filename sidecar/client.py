@@ -186,20 +186,28 @@ class AIRuntimeClient:
         return await self.infer_request(make_batch_request(model_id, version, frames, **fields), timeout_s)
 
     async def infer_request(
-        self, request: pb.InferenceRequest, timeout_s: float | None = None
+        self,
+        request: pb.InferenceRequest,
+        timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
     ) -> pb.InferenceResponse:
+        """``metadata``: e.g. a :class:`~sidecar.frame_ring.FrameRing`'s, for a frame by reference."""
         try:
-            return await self._stub.Infer(request, timeout=timeout_s)
+            return await self._stub.Infer(request, timeout=timeout_s, metadata=metadata)
         except grpc.aio.AioRpcError as e:
             return _error_response(request, e)
 
-    def stream(self, requests: AsyncIterable[pb.InferenceRequest]) -> AsyncIterator[pb.InferenceResponse]:
-        """InferStream: yields one response per request, in completion order."""
-        return _responses(self._stub.InferStream(requests))
+    def stream(
+        self, requests: AsyncIterable[pb.InferenceRequest], metadata: Sequence[tuple[str, str]] | None = None
+    ) -> AsyncIterator[pb.InferenceResponse]:
+        """InferStream: yields one response per request, in completion order (``metadata``: e.g. a
+        :class:`~sidecar.frame_ring.FrameRing`'s, when the requests carry frames by reference)."""
+        return _responses(self._stub.InferStream(requests, metadata=metadata))
 
-    def open_stream(self) -> grpc.aio.StreamStreamCall:
-        """A raw InferStream call: ``await call.write(request)``, ``await call.read()``."""
-        return self._stub.InferStream()
+    def open_stream(self, metadata: Sequence[tuple[str, str]] | None = None) -> grpc.aio.StreamStreamCall:
+        """A raw InferStream call: ``await call.write(request)``, ``await call.read()`` (``metadata``:
+        e.g. a :class:`~sidecar.frame_ring.FrameRing`'s, to send frames by reference)."""
+        return self._stub.InferStream(metadata=metadata)
 
     async def health(self, timeout_s: float | None = 5.0) -> pb.HealthCheckResponse:
         return await self._stub.HealthCheck(pb.HealthCheckRequest(), timeout=timeout_s)

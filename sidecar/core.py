@@ -36,6 +36,7 @@ from sidecar.report.registration import Registrar, RegistrationConfig
 from sidecar.request.limits import StreamLimits, StreamSlot
 from sidecar.request.pipeline import FrameRequest, Outcome, Pipeline
 from sidecar.request.routes import Leases, Route, RouteTable
+from sidecar.request.shared_frames import CallRegions, FramePool, RegionPolicy
 from sidecar.request.stream import StreamSession
 from sidecar.request.triton import TritonAdapter
 from sidecar.settings import SidecarSettings
@@ -117,7 +118,15 @@ class RuntimeCore:
             stub_killer=stub_killer,
             capacity=Capacity(adapter) if settings.calibrate else None,
         )
-        self.pipeline = Pipeline(settings, adapter, self.routes, self.leases, self._observe)
+        self.regions = RegionPolicy(
+            settings.shared_memory, settings.shared_memory_prefix, settings.shared_memory_max_region_bytes,
+            settings.shared_memory_max_regions,
+        )
+        self.pool = (
+            FramePool(settings.shared_memory_pool_bytes, settings.shared_memory_reuse_delay_s)
+            if settings.shared_memory else None
+        )
+        self.pipeline = Pipeline(settings, adapter, self.routes, self.leases, self._observe, self.pool)
         self.streams = StreamLimits(
             settings.max_streams, settings.max_streams_per_connection, settings.stream_idle_timeout_s
         )
@@ -139,6 +148,9 @@ class RuntimeCore:
         self._tick_task: asyncio.Task[None] | None = None
         self.manager.on_change(self._on_change)
         self.readiness.subscribe(lambda _: self._update_ready())
+        if self.pool is not None:  # Triton forgets its shared-memory regions when it restarts
+            pool = self.pool
+            self.readiness.subscribe(lambda ready: None if ready else pool.forget())
 
     # ---- start and stop --------------------------------------------------------------------------
 
@@ -172,6 +184,8 @@ class RuntimeCore:
             await self.watcher.stop()
         await self.registrar.stop()
         await self.manager.stop()
+        if self.pool is not None:
+            await self.pool.close(self.adapter)
         await self.adapter.close()
 
     async def _tick_loop(self) -> None:
@@ -195,17 +209,37 @@ class RuntimeCore:
 
     # ---- the request path ------------------------------------------------------------------------
 
-    async def infer(self, request: FrameRequest, client_remaining_s: float | None = None) -> Outcome:
-        return await self.pipeline.infer(request, client_remaining_s)
+    async def infer(
+        self,
+        request: FrameRequest,
+        client_remaining_s: float | None = None,
+        regions: CallRegions | None = None,
+    ) -> Outcome:
+        return await self.pipeline.infer(request, client_remaining_s, regions)
+
+    async def open_regions(self, names: list[str]) -> CallRegions:
+        """The shared-memory regions a call registers (INVALID_INPUT when refused); the frame pool
+        is registered with Triton first if it is not."""
+        regions = CallRegions.open(names, self.regions)
+        if self.pool is not None:
+            try:
+                await self.pool.ensure_registered(self.adapter)
+            except BaseException:
+                regions.close()
+                raise
+        return regions
 
     def admit_stream(self, connection: str) -> StreamSlot:
         """A place for a new stream on ``connection`` (OVERLOADED beyond the caps); see StreamLimits."""
         return self.streams.admit(connection)
 
     def open_stream(
-        self, emit: Callable[[Outcome], None], deliver: Callable[[Outcome], Awaitable[None]] | None = None
+        self,
+        emit: Callable[[Outcome], None],
+        deliver: Callable[[Outcome], Awaitable[None]] | None = None,
+        regions: CallRegions | None = None,
     ) -> StreamSession:
-        return StreamSession(self.pipeline, emit, deliver)
+        return StreamSession(self.pipeline, emit, deliver, regions)
 
     def _observe(self, route: Route, error: SidecarError | None, elapsed_ms: float) -> None:
         self.metrics.observe(route.model_id, route.version, None if error is None else error.code.value,

@@ -2,7 +2,9 @@
 
 :class:`ErrorCode` mirrors ``ruth.airuntime.v1.ErrorCode`` by name. The mapping of codes to gRPC
 status codes lives only in :mod:`sidecar.grpc.status`; :data:`ERROR_CODE_KEY` is the trailing
-metadata key that carries the code of a failed unary call (the server sets it, the client reads it).
+metadata key that carries the code of a failed unary call (the server sets it, the client reads it),
+and :data:`REGION_KEY` the call metadata that registers a shared-memory region (frames by reference;
+both sides use it).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import enum
 
 ERROR_CODE_KEY = "ruth-error-code"
+REGION_KEY = "ruth-frame-region"
 
 
 class ErrorCode(str, enum.Enum):
@@ -91,6 +94,11 @@ class ModelProcessDied(InternalError):
 
 class ModelNotLoaded(ModelNotReady):
     """The inference server does not have the model loaded (it restarted, or the model was unloaded)."""
+
+
+class SharedMemoryLost(ModelNotReady):
+    """The inference server no longer holds the frame pool's region (it restarted): registered again
+    before the next frame by reference."""
 
 
 class SequenceNotStarted(SidecarError):

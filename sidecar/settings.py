@@ -73,6 +73,30 @@ class SidecarSettings(BaseSettings):
     max_frame_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="largest accepted frame; larger ones are INVALID_INPUT"
     )
+    # --- frames by reference (docs/sidecar.md, "Frames in shared memory") ---
+    shared_memory: bool = Field(
+        False,
+        description="accept frames by reference in shared-memory regions of this host (same host "
+        "only: the backend, the sidecar and Triton share /dev/shm)",
+    )
+    shared_memory_prefix: str = Field(
+        "ruth-frames-", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="a region a call registers must be named with this prefix (its name in /dev/shm)",
+    )
+    shared_memory_max_region_bytes: int = Field(
+        1024**3, ge=1024, description="largest region a call may register"
+    )
+    shared_memory_max_regions: int = Field(8, ge=1, le=256, description="regions one call may register")
+    shared_memory_pool_bytes: int = Field(
+        64 * 1024**2, ge=1024**2,
+        description="the sidecar's own region, which Triton reads the frames from (reserved in /dev/shm "
+        "at start): frames by reference in flight at once must fit in it, else OVERLOADED",
+    )
+    shared_memory_reuse_delay_s: float = Field(
+        30.0, ge=0,
+        description="a pool slot whose request ended without Triton's answer (timeout, lost stream) is "
+        "reused only after this long, in case Triton still reads it",
+    )
     refresh_interval_s: float = Field(
         5.0, gt=0, description="how often Triton's readiness is checked and the health windows aged"
     )

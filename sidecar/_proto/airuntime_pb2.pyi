@@ -83,16 +83,28 @@ UNLOADING: ModelState
 UNLOADED: ModelState
 
 class Frame(_message.Message):
-    __slots__ = ("data", "format", "width", "height")
+    __slots__ = ("data", "format", "width", "height", "reference")
     DATA_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     format: ImageFormat
     width: int
     height: int
-    def __init__(self, data: _Optional[bytes] = ..., format: _Optional[_Union[ImageFormat, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+    reference: FrameReference
+    def __init__(self, data: _Optional[bytes] = ..., format: _Optional[_Union[ImageFormat, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., reference: _Optional[_Union[FrameReference, _Mapping]] = ...) -> None: ...
+
+class FrameReference(_message.Message):
+    __slots__ = ("region", "offset", "size")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    offset: int
+    size: int
+    def __init__(self, region: _Optional[str] = ..., offset: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...
 
 class InferenceRequest(_message.Message):
     __slots__ = ("frame_id", "camera_id", "model_id", "version", "frame", "timestamp_ms", "timeout_ms", "batch")

@@ -17,6 +17,7 @@ from sidecar._proto import airuntime_pb2 as pb
 from sidecar.core import HealthReport, ModelView
 from sidecar.errors import InternalError, SidecarError
 from sidecar.request.pipeline import BatchItem, FrameRequest, Outcome
+from sidecar.request.shared_frames import FrameReference
 
 FORMAT_NAMES: tuple[str, ...] = ("", "jpeg", "png", "raw_rgb", "raw_bgr")
 FORMAT_VALUES: dict[str, int] = {name: value for value, name in enumerate(FORMAT_NAMES) if name}
@@ -45,10 +46,18 @@ def frame_request(message: pb.InferenceRequest) -> FrameRequest:
         message.timeout_ms,
         [
             BatchItem(item.frame_id, item.camera_id, item.frame.data, _format(item.frame.format),
-                      item.frame.width, item.frame.height, item.timestamp_ms)
+                      item.frame.width, item.frame.height, item.timestamp_ms, _reference(item.frame))
             for item in message.batch
         ] if message.batch else None,
+        _reference(frame),
     )
+
+
+def _reference(frame: pb.Frame) -> FrameReference | None:
+    if not frame.HasField("reference"):
+        return None
+    reference = frame.reference
+    return FrameReference(reference.region, reference.offset, reference.size)
 
 
 def response(outcome: Outcome) -> pb.InferenceResponse:

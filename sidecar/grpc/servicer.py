@@ -15,6 +15,7 @@ from sidecar.errors import SidecarError
 from sidecar.grpc import converters
 from sidecar.grpc.status import abort, handle_errors
 from sidecar.request.limits import StreamSlot
+from sidecar.request.shared_frames import REGION_METADATA, CallRegions
 from sidecar.request.stream import StreamSession
 
 LOGGER = logging.getLogger("sidecar.grpc")
@@ -28,7 +29,17 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
 
     @handle_errors
     async def Infer(self, request: pb.InferenceRequest, context: grpc.aio.ServicerContext):
-        outcome = await self._core.infer(converters.frame_request(request), context.time_remaining())
+        names = _region_names(context)
+        if names:
+            regions = await self._core.open_regions(names)
+            try:
+                outcome = await self._core.infer(
+                    converters.frame_request(request), context.time_remaining(), regions
+                )
+            finally:
+                regions.close()
+        else:
+            outcome = await self._core.infer(converters.frame_request(request), context.time_remaining())
         if outcome.error is not None:
             await abort(context, outcome.error)
         return converters.response(outcome)
@@ -39,9 +50,16 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
             slot = self._core.admit_stream(context.peer())
         except SidecarError as e:
             await abort(context, e)
+        regions = None
+        if names := _region_names(context):
+            try:
+                regions = await self._core.open_regions(names)
+            except SidecarError as e:
+                slot.release()
+                await abort(context, e)
         task = asyncio.current_task()
         try:
-            await self._stream(context, slot, task)
+            await self._stream(context, slot, task, regions)
         except asyncio.CancelledError:
             if not slot.idle:  # the client went away (or the server stops)
                 raise
@@ -51,7 +69,9 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
         finally:
             slot.release()
 
-    async def _stream(self, context: grpc.aio.ServicerContext, slot: StreamSlot, task) -> None:
+    async def _stream(
+        self, context: grpc.aio.ServicerContext, slot: StreamSlot, task, regions: CallRegions | None
+    ) -> None:
         queue: asyncio.Queue = asyncio.Queue()
         write = context.write
         to_response = converters.response
@@ -62,7 +82,7 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
             async with writing:
                 await write(message)
 
-        session = self._core.open_stream(queue.put_nowait, deliver)
+        session = self._core.open_stream(queue.put_nowait, deliver, regions)
         slot.watch(lambda: session.in_flight > 0, task.cancel)
         reader = asyncio.get_running_loop().create_task(self._read(context, session, queue, slot.touch))
         written = session.written
@@ -112,3 +132,8 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
     @handle_errors
     async def GetModelStatus(self, request: pb.ModelStatusRequest, context) -> pb.ModelStatusResponse:
         return converters.status_response(self._core.model_status(request.model_id, request.version))
+
+
+def _region_names(context: grpc.aio.ServicerContext) -> list[str]:
+    """The shared-memory regions the call registers (metadata ``ruth-frame-region``, one per value)."""
+    return [value for key, value in context.invocation_metadata() or () if key == REGION_METADATA]

@@ -17,6 +17,11 @@ A batch request (:attr:`FrameRequest.batch`, for a model whose input type is ``b
 one Triton request; its outcome holds one :class:`FrameOutcome` per frame, in order. A frame that
 fails its checks is answered INVALID_INPUT alone and the others go on; each frame sent counts in the
 model's health as one request.
+
+A frame by reference (``reference``: a region the call registered, see
+:mod:`sidecar.request.shared_frames`) is copied into a slot of the frame pool, which Triton reads; the
+slot is released when the request settles (later, when Triton did not answer it). Frames by reference
+inside a batch are read into the batch's tensor instead.
 """
 
 from __future__ import annotations
@@ -26,10 +31,19 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sidecar.errors import InvalidInput, Overloaded, SequenceNotStarted, SidecarError
+from sidecar.errors import (
+    InvalidInput,
+    Overloaded,
+    PluginError,
+    SequenceNotStarted,
+    SharedMemoryLost,
+    SidecarError,
+)
 from sidecar.request.images import jpeg_size, png_size, raw_size
 from sidecar.request.routes import Leases, Route, RouteTable
+from sidecar.request.shared_frames import CallRegions, FramePool, FrameReference, Slot
 from sidecar.request.triton import (
+    SharedInput,
     TritonAdapter,
     build_batch_request,
     build_request,
@@ -51,11 +65,11 @@ Observer = Callable[[Route, "SidecarError | None", float], None]
 class BatchItem:
     """One frame of a batch request."""
 
-    __slots__ = ("camera_id", "data", "format", "frame_id", "height", "timestamp_ms", "width")
+    __slots__ = ("camera_id", "data", "format", "frame_id", "height", "reference", "timestamp_ms", "width")
 
     def __init__(
         self, frame_id: str, camera_id: str, data: bytes, format: str, width: int = 0, height: int = 0,
-        timestamp_ms: int = 0,
+        timestamp_ms: int = 0, reference: FrameReference | None = None,
     ) -> None:
         self.frame_id = frame_id
         self.camera_id = camera_id
@@ -64,6 +78,7 @@ class BatchItem:
         self.width = width
         self.height = height
         self.timestamp_ms = timestamp_ms
+        self.reference = reference
 
 
 class FrameRequest:
@@ -78,6 +93,7 @@ class FrameRequest:
         "frame_id",
         "height",
         "model_id",
+        "reference",
         "timeout_ms",
         "timestamp_ms",
         "version",
@@ -97,6 +113,7 @@ class FrameRequest:
         timestamp_ms: int = 0,
         timeout_ms: int = 0,
         batch: list[BatchItem] | None = None,
+        reference: FrameReference | None = None,
     ) -> None:
         self.frame_id = frame_id
         self.camera_id = camera_id
@@ -109,6 +126,7 @@ class FrameRequest:
         self.timestamp_ms = timestamp_ms
         self.timeout_ms = timeout_ms
         self.batch = batch
+        self.reference = reference
 
 
 class FrameOutcome:
@@ -149,7 +167,7 @@ class Pending:
     of each frame that failed its checks, None for those sent."""
 
     __slots__ = ("answers", "deadline", "epoch", "message", "name", "request", "request_id", "retried",
-                 "route", "started", "timer")
+                 "route", "slot", "started", "timer")
 
     def __init__(
         self, request: FrameRequest, route: Route, request_id: str, message: Any, started: float,
@@ -166,6 +184,7 @@ class Pending:
         self.epoch = epoch
         self.timer: asyncio.TimerHandle | None = None
         self.answers: list[SidecarError | None] | None = None
+        self.slot: Slot | None = None  # the frame's copy in the frame pool
 
 
 class Pipeline:
@@ -178,8 +197,10 @@ class Pipeline:
         routes: RouteTable,
         leases: Leases,
         observe: Observer,
+        pool: FramePool | None = None,
     ) -> None:
         self.settings = settings
+        self.pool = pool
         self.adapter = adapter
         self.routes = routes
         self.leases = leases
@@ -194,13 +215,30 @@ class Pipeline:
     # ---- prepare ---------------------------------------------------------------------------------
 
     def prepare(
-        self, request: FrameRequest, started: float, client_remaining_s: float | None = None
+        self,
+        request: FrameRequest,
+        started: float,
+        client_remaining_s: float | None = None,
+        regions: CallRegions | None = None,
     ) -> Pending:
-        """Route and check ``request`` and build its Triton message; raises the refusal."""
+        """Route and check ``request`` and build its Triton message; raises the refusal.
+
+        ``regions``: the shared-memory regions the call registered (frames by reference)."""
         route = self.routes.resolve(request.model_id, request.version)
         if request.batch is not None or route.input_type == "batch":
-            return self._prepare_batch(request, route, started, client_remaining_s)
-        width, height = self._check(route, request)
+            return self._prepare_batch(request, route, started, client_remaining_s, regions)
+        slot = None
+        data: bytes | SharedInput = request.data
+        if request.reference is None:
+            width, height = self._check(route, request, data)
+        else:
+            slot = self._copy_to_pool(request.reference, regions)
+            try:
+                width, height = self._check(route, request, slot.view if route.raw else bytes(slot.view))
+            except SidecarError:
+                self.pool.release(slot)  # type: ignore[union-attr]
+                raise
+            data = SharedInput(self.pool.name, slot.offset, slot.size)  # type: ignore[union-attr]
         if route.sequence:
             start, epoch = self._sequence_start(route.triton_name, request.camera_id)
         else:
@@ -208,14 +246,62 @@ class Pipeline:
         self._ids += 1
         request_id = str(self._ids)
         message = build_request(
-            route, request_id, request.data, width, height, request.frame_id, request.camera_id,
+            route, request_id, data, width, height, request.frame_id, request.camera_id,
             request.timestamp_ms, start,
         )
         deadline = started + self.deadline_s(request, client_remaining_s)
-        return Pending(request, route, request_id, message, started, deadline, start, epoch)
+        pending = Pending(request, route, request_id, message, started, deadline, start, epoch)
+        pending.slot = slot
+        return pending
+
+    def _copy_to_pool(self, reference: FrameReference, regions: CallRegions | None) -> Slot:
+        """The referenced frame, copied into a slot of the frame pool."""
+        regions = self._regions_for(reference, regions)
+        slot = self.pool.allocate(reference.size)  # type: ignore[union-attr]
+        try:
+            regions.read_into(reference, slot.view)
+        except SidecarError:
+            self.pool.release(slot)  # type: ignore[union-attr]
+            raise
+        return slot
+
+    def _read_reference(self, reference: FrameReference, regions: CallRegions | None) -> bytes:
+        """A batch's frame by reference: read into the batch's tensor (no pool slot)."""
+        return self._regions_for(reference, regions).read(reference)
+
+    def _regions_for(self, reference: FrameReference, regions: CallRegions | None) -> CallRegions:
+        """The call's regions, when frames by reference are on and ``reference`` may be read."""
+        if self.pool is None:
+            raise InvalidInput("frames by reference are off on this runtime (RUTH_SHARED_MEMORY=true turns "
+                               "them on, for backends on the same host)")
+        if regions is None:
+            raise InvalidInput(f"frame.reference.region {reference.region!r} is not registered on this call "
+                               "(metadata ruth-frame-region)")
+        if not 0 < reference.size <= self._max_frame_bytes:
+            raise InvalidInput(f"frame.reference.size is {reference.size} bytes; frames hold 1 to "
+                               f"{self._max_frame_bytes}")
+        return regions
+
+    async def register_pool(self, request: FrameRequest) -> None:
+        """Before a frame by reference: register the frame pool with Triton if Triton forgot it."""
+        pool = self.pool
+        if pool is not None and not pool.registered and request.reference is not None:
+            await pool.ensure_registered(self.adapter)
+
+    def release(self, pending: Pending, answered: bool) -> None:
+        """Free the request's pool slot, if it has one (``answered``: Triton answered it)."""
+        slot = pending.slot
+        if slot is not None:
+            pending.slot = None
+            self.pool.release(slot, answered)  # type: ignore[union-attr]
 
     def _prepare_batch(
-        self, request: FrameRequest, route: Route, started: float, client_remaining_s: float | None
+        self,
+        request: FrameRequest,
+        route: Route,
+        started: float,
+        client_remaining_s: float | None,
+        regions: CallRegions | None,
     ) -> Pending:
         if route.input_type != "batch":
             raise InvalidInput(
@@ -225,8 +311,8 @@ class Pipeline:
         items = request.batch
         if items is None:  # one frame sent the usual way: a batch of one
             items = [BatchItem(request.frame_id, request.camera_id, request.data, request.format,
-                               request.width, request.height, request.timestamp_ms)]
-        elif request.data:
+                               request.width, request.height, request.timestamp_ms, request.reference)]
+        elif request.data or request.reference is not None:
             raise InvalidInput("a request carries either frame or batch, not both")
         if not items or len(items) > route.max_batch:
             limit = f"{route.model_id} {route.version} takes 1 to {route.max_batch}"
@@ -236,7 +322,9 @@ class Pipeline:
         ids: list[dict[str, object]] = []
         for item in items:
             try:
-                width, height = self._check(route, item)
+                if item.reference is not None:
+                    item.data = self._read_reference(item.reference, regions)
+                width, height = self._check(route, item, item.data)
                 if route.raw and frames and (width, height) != frames[0][1:]:
                     first = f"{frames[0][1]}x{frames[0][2]}"
                     raise InvalidInput(f"frame is {width}x{height}; the batch's raw frames are {first}")
@@ -255,8 +343,8 @@ class Pipeline:
         pending.answers = answers
         return pending
 
-    def _check(self, route: Route, request: FrameRequest | BatchItem) -> tuple[int, int]:
-        data = request.data
+    def _check(self, route: Route, request: FrameRequest | BatchItem, data: Any) -> tuple[int, int]:
+        """(width, height) of ``data``, the frame's bytes (``request`` gives its declared fields)."""
         size = len(data)
         if not size:
             raise InvalidInput("frame.data is empty")
@@ -350,6 +438,10 @@ class Pipeline:
         """End the request's lease, tell the control plane, and answer (``result``: RESULT as Triton
         serialised it)."""
         elapsed_ms = (now - pending.started) * 1000.0
+        if pending.slot is not None:  # Triton answered unless the request timed out or its stream broke
+            self.release(pending, result is not None or isinstance(error, (PluginError, InvalidInput)))
+            if type(error) is SharedMemoryLost:
+                self.pool.forget()  # type: ignore[union-attr]
         if pending.answers is not None:
             return self._settle_batch(pending, result, error, elapsed_ms)
         self.leases.end(pending.name)
@@ -390,15 +482,23 @@ class Pipeline:
             return Outcome(pending.request, only.result, only.error, elapsed_ms)
         return Outcome(pending.request, None, None, elapsed_ms, frames)
 
-    async def infer(self, request: FrameRequest, client_remaining_s: float | None = None) -> Outcome:
+    async def infer(
+        self,
+        request: FrameRequest,
+        client_remaining_s: float | None = None,
+        regions: CallRegions | None = None,
+    ) -> Outcome:
         """Answer one unary request (a refusal or failure is in the outcome, never raised)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            pending = self.prepare(request, started, client_remaining_s)
+            if regions is not None:
+                await self.register_pool(request)
+            pending = self.prepare(request, started, client_remaining_s, regions)
         except SidecarError as e:
             return Outcome(request, None, e, 0.0)
         if self._unary_in_flight >= self._max_unary:
+            self.release(pending, answered=True)  # never sent
             return Outcome(request, None, Overloaded("too many requests in flight; retry later"), 0.0)
         if pending.message is None:  # a batch none of whose frames passed its checks
             return self.settle(pending, None, None, loop.time())

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 
 from sidecar.errors import ModelNotReady, Overloaded, RequestTimeout, SequenceNotStarted, SidecarError
 from sidecar.request.pipeline import FrameRequest, Outcome, Pending, Pipeline
+from sidecar.request.shared_frames import CallRegions
 from sidecar.request.triton import TritonStream
 
 LOGGER = logging.getLogger(__name__)
@@ -34,15 +35,17 @@ LOGGER = logging.getLogger(__name__)
 class StreamSession:
     """The state of one client stream: ``deliver`` writes Triton's answers (awaited by the reader of
     the Triton stream), ``emit`` takes every other :class:`Outcome` (and Triton's too when there is
-    no ``deliver``)."""
+    no ``deliver``); ``regions``, the shared-memory regions the stream registered, close with it."""
 
     def __init__(
         self,
         pipeline: Pipeline,
         emit: Callable[[Outcome], None],
         deliver: Callable[[Outcome], Awaitable[None]] | None = None,
+        regions: CallRegions | None = None,
     ) -> None:
         self._pipeline = pipeline
+        self._regions = regions
         self._emit = emit
         self._deliver = deliver
         self._delivering = 0
@@ -69,7 +72,9 @@ class StreamSession:
             await self._space
         pipeline = self._pipeline
         try:
-            pending = pipeline.prepare(request, self._loop.time())
+            if self._regions is not None:
+                await pipeline.register_pool(request)
+            pending = pipeline.prepare(request, self._loop.time(), None, self._regions)
         except SidecarError as e:
             self._answer(Outcome(request, None, e, 0.0))
             return
@@ -82,6 +87,7 @@ class StreamSession:
             route = pending.route
             error = Overloaded(f"{count} requests for {route.model_id} {route.version} already in flight "
                                "on this stream; slow down")
+            pipeline.release(pending, answered=True)  # never sent
             self._answer(Outcome(request, None, error, 0.0))
             return
         request_id = pending.request_id
@@ -195,7 +201,10 @@ class StreamSession:
             if pending.timer is not None:
                 pending.timer.cancel()
             leases.end(pending.name)
+            self._pipeline.release(pending, answered=False)
         self._pending.clear()
+        if self._regions is not None:
+            self._regions.close()
         streams, self._streams = list(self._streams.values()), {}
         for stream in streams:
             await stream.close()

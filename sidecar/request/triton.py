@@ -39,6 +39,7 @@ from sidecar.errors import (
     PluginError,
     RequestTimeout,
     SequenceNotStarted,
+    SharedMemoryLost,
     SidecarError,
 )
 from sidecar.request.routes import Route
@@ -48,6 +49,7 @@ LOGGER = logging.getLogger(__name__)
 _STUB_DEAD = re.compile(r"Stub process '([^']*)' is not healthy")
 _NOT_LOADED = ("unknown model", "is not found", "has no available versions", "is not at ready state")
 _SEQUENCE_NOT_STARTED = "must specify the START flag"
+_SHARED_MEMORY_LOST = "Unable to find shared memory region"
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 2**31 - 1),
     ("grpc.max_receive_message_length", 2**31 - 1),
@@ -83,15 +85,26 @@ def error_from_triton(message: str, status: grpc.StatusCode | None = None) -> Si
         return ModelProcessDied(f"the model's process ({stub.group(1)}) died; the model is being reloaded")
     if _SEQUENCE_NOT_STARTED in message:
         return SequenceNotStarted(message)
+    if _SHARED_MEMORY_LOST in message:
+        return SharedMemoryLost(f"the inference server lost the frame pool's region; send again ({message})")
     if any(part in message for part in _NOT_LOADED):
         return ModelNotLoaded(f"the model is not loaded in the inference server ({message})")
     return InternalError(f"inference server error: {message}")
 
 
+@dataclass(frozen=True, slots=True)
+class SharedInput:
+    """FRAME's bytes in a region registered with Triton: ``size`` bytes at ``offset``."""
+
+    region: str
+    offset: int
+    size: int
+
+
 def build_request(
     route: Route,
     request_id: str,
-    data: bytes,
+    data: bytes | SharedInput,
     width: int,
     height: int,
     frame_id: str,
@@ -99,17 +112,26 @@ def build_request(
     timestamp_ms: int,
     sequence_start: bool = False,
 ) -> pb.ModelInferRequest:
-    """The Triton request for one frame sent along ``route`` (FRAME as raw bytes, ids as parameters)."""
+    """The Triton request for one frame sent along ``route``: FRAME as raw bytes, or (``data`` a
+    :class:`SharedInput`) read by Triton from its shared-memory region; ids as parameters."""
     request = pb.ModelInferRequest(model_name=route.triton_name, id=request_id)
     tensor = request.inputs.add()
     tensor.name = INPUT_NAME
     tensor.datatype = "UINT8"
+    shared = data if type(data) is SharedInput else None
+    length = shared.size if shared is not None else len(data)  # type: ignore[arg-type]
     if route.raw:
         shape = (1, height, width, 3) if route.batched else (height, width, 3)
     else:
-        shape = (1, len(data)) if route.batched else (len(data),)
+        shape = (1, length) if route.batched else (length,)
     tensor.shape.extend(shape)
-    request.raw_input_contents.append(data)
+    if shared is None:
+        request.raw_input_contents.append(data)  # type: ignore[arg-type]
+    else:
+        tensor_params = tensor.parameters
+        tensor_params["shared_memory_region"].string_param = shared.region
+        tensor_params["shared_memory_byte_size"].int64_param = shared.size
+        tensor_params["shared_memory_offset"].int64_param = shared.offset
     params = request.parameters
     if frame_id:
         params[param.FRAME_ID].string_param = frame_id
@@ -358,6 +380,32 @@ class TritonAdapter:
         if not reply.model_stats:
             return {}
         return json_format.MessageToDict(reply.model_stats[0], preserving_proto_field_name=True)
+
+    async def register_system_shared_memory(self, name: str, key: str, byte_size: int) -> None:
+        """Register the POSIX shared-memory object ``key`` with Triton as region ``name``."""
+        request = pb.SystemSharedMemoryRegisterRequest(name=name, key=key, offset=0, byte_size=byte_size)
+        try:
+            await self.stub.SystemSharedMemoryRegister(request, timeout=10.0)
+        except grpc.aio.AioRpcError as e:
+            if e.code() is grpc.StatusCode.ALREADY_EXISTS:
+                return
+            raise InferenceServerUnavailable(f"cannot register shared memory {name}: {e.details()}") from e
+
+    async def unregister_system_shared_memory(self, name: str) -> None:
+        try:
+            request = pb.SystemSharedMemoryUnregisterRequest(name=name)
+            await self.stub.SystemSharedMemoryUnregister(request, timeout=10.0)
+        except grpc.aio.AioRpcError as e:
+            raise InternalError(f"cannot unregister shared memory {name}: {e.details()}") from e
+
+    async def system_shared_memory_regions(self) -> dict[str, str]:
+        """The system shared-memory regions Triton holds: name -> key."""
+        try:
+            request = pb.SystemSharedMemoryStatusRequest()
+            reply = await self.stub.SystemSharedMemoryStatus(request, timeout=10.0)
+        except grpc.aio.AioRpcError as e:
+            raise InferenceServerUnavailable(f"shared memory status failed: {e.details()}") from e
+        return {name: region.key for name, region in reply.regions.items()}
 
     async def infer(self, request: pb.ModelInferRequest, timeout_s: float) -> bytes:
         """One unary inference on an idle lane; returns the RESULT JSON bytes.

@@ -30,3 +30,17 @@ def test_bench_sidecar_pairs_direct_sidecar_and_floor_at_one_in_flight(tmp_path)
         assert all(math.isfinite(rows[path]["paired_added_ms"]) for path in ("sidecar", "floor"))
         assert rows["sidecar"]["sidecar_cpu_ms_per_request"] > 0
     assert {row["config"] for row in report["summary"]} == {"bare/unary/c1", "bare/stream/c1"}
+
+
+@pytest.mark.integration
+def test_bench_sidecar_raw_compares_frames_by_value_and_by_reference_on_every_path(tmp_path):
+    out = tmp_path / "raw.json"
+    args = ["--raw", "--raw-sizes", "640x480", "--duration", "0.5", "--warmup", "0.2", "--rounds", "1",
+            "--in-flight", "2", "--json", str(out)]
+    run = subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = json.loads(out.read_text())["raw"]["640x480"]
+    assert set(rows) == {"direct", "direct-shm", "sidecar", "sidecar-shm", "stream-shm"}
+    assert rows["direct-shm"]["added_vs_direct_shm_ms"] == 0 and rows["direct-shm"]["fps_vs_direct_shm"] == 1
+    for row in rows.values():
+        assert row["fps_in_flight"] > 0 and math.isfinite(row["p50_ms"])

@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import io
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ruthgen.writer import build_repository
 from sidecar.client import AIRuntimeClient, batch_frame, make_batch_request, pb, result_dict
 from sidecar.main import Sidecar
 from sidecar.settings import load_settings
+from tests.fixture_repos import fixture_repository
 
 pytestmark = pytest.mark.integration
 
-PLUGINS = Path(__file__).resolve().parent.parent / "testdata" / "plugins"
 V = "1.0.0"
 
 
@@ -31,12 +29,7 @@ def jpeg(width: int, height: int = 48) -> bytes:
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory) -> Path:
-    models = tmp_path_factory.mktemp("models")
-    for name in ("sc_batch", "sc_echo"):
-        shutil.copytree(PLUGINS / name, models / name)
-    repo = tmp_path_factory.mktemp("repo") / "model_repository"
-    build_repository(models, repo)
-    return repo
+    return fixture_repository(tmp_path_factory, ("sc_batch", "sc_echo"))
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,8 @@ def triton(module_triton_factory, repository):
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def sidecar(triton, repository):
     settings = load_settings(grpc_port=0, http_port=0, triton_url=triton.grpc_url,
-                             model_repository=repository, refresh_interval_s=0.5, request_timeout_ms=60_000)
+                             model_repository=repository, refresh_interval_s=0.5, request_timeout_ms=60_000,
+                             shared_memory=True)
     async with Sidecar(settings) as running:
         yield running
 
@@ -160,11 +161,15 @@ async def test_reference_models_helmet_detection_tells_a_hard_hat_from_a_bare_he
     assert (await infer(client, "helmet_detection", hatted))["event_type"] == "all_helmeted"
 
 
-async def test_reference_models_stream_demo_prints_the_fall_and_the_fire_as_they_arrive(client, sidecar_port):
+@pytest.mark.parametrize("shared_memory", [False, True], ids=["by-value", "by-reference"])
+async def test_reference_models_stream_demo_prints_the_fall_and_the_fire_as_they_arrive(
+    client, sidecar_port, shared_memory
+):
     import stream_demo
 
     lines: list[str] = []
-    replies = await stream_demo.run(f"127.0.0.1:{sidecar_port}", fps=20.0, emit=lines.append)
+    replies = await stream_demo.run(f"127.0.0.1:{sidecar_port}", fps=20.0, emit=lines.append,
+                                    shared_memory=shared_memory)
     frames = [len(list(make())) for _, _, make in stream_demo.CAMERAS.values()]
     assert len(replies) == len(lines) == sum(frames) + max(frames)  # and a crowd batch per round
     assert not [line for line in lines if " ERROR " in line]

@@ -18,15 +18,15 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 from typer.testing import CliRunner
 
-from ruthgen.writer import build_repository
 from ruthstack.cli import app
 from sidecar.client import AIRuntimeClient, infer_files, make_request, pb, result_dict
 from sidecar.main import Sidecar
 from sidecar.settings import load_settings
+from tests.fixture_repos import PLUGINS, fixture_repository
 
 pytestmark = pytest.mark.integration
 
-PLUGINS = Path(__file__).resolve().parent.parent / "testdata" / "plugins"
+
 V = "1.0.0"
 
 
@@ -42,12 +42,7 @@ FRAME = jpeg()
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory) -> Path:
-    models = tmp_path_factory.mktemp("models")
-    for plugin in sorted(PLUGINS.glob("sc_*")):
-        shutil.copytree(plugin, models / plugin.name)
-    repo = tmp_path_factory.mktemp("repo") / "model_repository"
-    build_repository(models, repo)
-    return repo
+    return fixture_repository(tmp_path_factory, [plugin.name for plugin in sorted(PLUGINS.glob("sc_*"))])
 
 
 @pytest.fixture(scope="module")

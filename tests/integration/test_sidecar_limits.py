@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import shutil
 import ssl
 from pathlib import Path
 
@@ -16,16 +15,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ruthgen.writer import build_repository
 from sidecar.client import AIRuntimeClient, make_request, result_dict
 from sidecar.main import Sidecar
 from sidecar.settings import load_settings
+from tests.fixture_repos import fixture_repository
 from tests.sidecar.abuse import frozen_stream_client, until
 from tests.sidecar.http.conftest import app_client
 
 pytestmark = pytest.mark.integration
 
-PLUGINS = Path(__file__).resolve().parent.parent / "testdata" / "plugins"
 V = "1.0.0"
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]  # a channel of its own: its own connection
 
@@ -42,12 +40,7 @@ FRAME = _jpeg()
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory) -> Path:
-    models = tmp_path_factory.mktemp("models")
-    for name in ("sc_echo", "sc_hang"):
-        shutil.copytree(PLUGINS / name, models / name)
-    repo = tmp_path_factory.mktemp("repo") / "model_repository"
-    build_repository(models, repo)
-    return repo
+    return fixture_repository(tmp_path_factory, ("sc_echo", "sc_hang"))
 
 
 @pytest.fixture(scope="module")

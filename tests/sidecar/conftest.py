@@ -135,6 +135,7 @@ class FakeTriton:
         self.requests: list[Any] = []
         self.streams: list[FakeStream] = []
         self.writes: list[asyncio.Future] = []
+        self.shared_memory: dict[str, str] = {}  # registered system shared-memory regions: name -> key
 
     def answer(self, request) -> bytes | str | None:
         """RESULT serialised as Triton does (a behaviour's bytes, or list of bytes for a batch), a
@@ -172,6 +173,15 @@ class FakeTriton:
 
     async def model_statistics(self, name: str, timeout_s: float = 5.0) -> dict[str, Any]:
         return {}
+
+    async def register_system_shared_memory(self, name: str, key: str, byte_size: int) -> None:
+        self.shared_memory[name] = key
+
+    async def unregister_system_shared_memory(self, name: str) -> None:
+        self.shared_memory.pop(name, None)
+
+    async def system_shared_memory_regions(self) -> dict[str, str]:
+        return dict(self.shared_memory)
 
     async def infer(self, request, timeout_s: float) -> bytes:
         self.requests.append(request)

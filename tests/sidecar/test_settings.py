@@ -24,6 +24,7 @@ def test_settings_have_documented_defaults(monkeypatch):
     assert (settings.grpc_keepalive_time_s, settings.grpc_keepalive_timeout_s) == (30.0, 10.0)
     assert settings.stream_idle_timeout_s == 300.0
     assert not settings.http_tls and not settings.admin_allow_plaintext
+    assert not settings.shared_memory and settings.shared_memory_prefix == "ruth-frames-"
     assert all(field.description for field in SidecarSettings.model_fields.values())
 
 
@@ -35,6 +36,13 @@ def test_settings_take_environment_then_flags(monkeypatch):
     assert settings.triton_url == "other:9001"
     assert settings.watch_models is False
     assert settings.max_frame_bytes == 4096
+
+
+def test_frames_by_reference_turn_on_with_one_environment_variable(monkeypatch):
+    monkeypatch.setenv("RUTH_SHARED_MEMORY", "true")
+    assert load_settings([]).shared_memory is True
+    with pytest.raises(ValidationError, match="shared_memory_prefix"):
+        load_settings(shared_memory_prefix="../etc")
 
 
 def test_settings_refuse_half_a_tls_configuration(tmp_path):
