@@ -28,6 +28,7 @@ RUN --mount=type=secret,id=ca-certificates \
         grpcio \
         grpcio-health-checking \
         grpcio-reflection \
+        grpcio-status \
         httpx \
         jinja2 \
         numpy \

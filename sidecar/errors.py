@@ -2,7 +2,8 @@
 
 :class:`ErrorCode` mirrors ``ruth.airuntime.v1.ErrorCode`` by name. The mapping of codes to gRPC
 status codes lives only in :mod:`sidecar.grpc.status`; :data:`ERROR_CODE_KEY` is the trailing
-metadata key that carries the code of a failed unary call (the server sets it, the client reads it).
+metadata key that carries the code of a failed unary call (the server sets it, the client reads it);
+:data:`ERROR_DOMAIN` is the ``domain`` of the standard ``google.rpc.ErrorInfo`` that carries it too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import enum
 
 ERROR_CODE_KEY = "ruth-error-code"
+ERROR_DOMAIN = "ruth.airuntime.v1"  # the API's protobuf package
 
 
 class ErrorCode(str, enum.Enum):
