@@ -40,8 +40,8 @@ def test_install_provides_every_module_its_code_imports(entries, extras, some_im
     required, optional = _imports(*entries)
     assert some_imports <= required
     assert _missing(required, extras) == []
-    if "embedded" in extras:  # the whole runtime: GPU telemetry too
-        assert "pynvml" in optional
+    if "embedded" in extras:  # the whole runtime: video (cv2) and GPU telemetry (pynvml) too
+        assert {"cv2", "pynvml"} <= optional
         assert _missing(optional, extras) == []
 
 

@@ -84,7 +84,8 @@ def sidecar(module_triton_factory, tmp_path_factory):
     repository = root / "model_repository"
     build_repository(models, repository)
     triton = module_triton_factory(repository, load_models=[])
-    with SidecarProcess(triton.grpc_url, repository, port=0, log_path=root / "sidecar.log") as process:
+    with SidecarProcess(triton.grpc_url, repository, port=0, log_path=root / "sidecar.log",
+                        extra_args=["--http-port", "0"]) as process:
         yield process
 
 
