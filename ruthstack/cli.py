@@ -9,12 +9,14 @@ runs, so the generator's commands work where only the generator is installed.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ruthgen import cli as generator_cli
+from ruthgen.console import progress_for, show
 from ruthgen.embedded.commands import (
     DEFAULT_LOG,
     STOP_HINT,
@@ -26,7 +28,7 @@ from ruthgen.embedded.commands import (
     serve_until_interrupted,
 )
 from ruthgen.embedded.launcher import EmbeddedTriton
-from ruthgen.embedded.up import UpOptions, format_table
+from ruthgen.embedded.up import UpOptions, model_table
 
 app = typer.Typer(
     name="ruthgen",
@@ -64,7 +66,11 @@ def up(
         str | None, typer.Option(help="Register the runtime's capabilities with this backend.")
     ] = None,
 ) -> None:
-    """Build the repository from the plugins and serve every valid model until Ctrl-C (or SIGTERM)."""
+    """Build the repository from the plugins and serve every valid model until Ctrl-C (or SIGTERM).
+
+    What takes long (building the plugins' environments, loading and warming up the models) is shown
+    as it goes on stderr: live rows on a terminal, a line per step otherwise.
+    """
     from ruthstack.stack import SidecarOptions, Stack, running_stack
 
     options = UpOptions(
@@ -76,8 +82,11 @@ def up(
         extra_args=("--backend-url", backend_url) if backend_url else (),
     )
 
+    progress = progress_for(sys.stderr)
+
     def ready(stack: Stack) -> EmbeddedTriton:
-        typer.echo(format_table(stack.models()))
+        progress.close()
+        show(model_table(stack.models()))
         typer.echo(describe(stack.triton))
         if stack.sidecar is not None:
             typer.echo(f"sidecar (AIRuntime gRPC) on {stack.sidecar.address}, log {companion.log_path}")
@@ -87,7 +96,8 @@ def up(
         typer.echo(STOP_HINT)
         return stack.triton
 
-    serve_until_interrupted(running_stack(options, companion), ready)
+    with progress:
+        serve_until_interrupted(running_stack(options, companion, progress), ready)
 
 
 @app.command("infer")
