@@ -31,16 +31,6 @@ FIRE = ("fire_detection", "2.1.0")
 CLIP_FRAMES, CLIP_FPS = 18, 10.0
 
 
-def write_clip(path: Path, frames: list[np.ndarray], fps: float) -> Path:
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    assert writer.isOpened()
-    for rgb in frames:
-        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
-
-
 def read_video(path: Path) -> tuple[list[np.ndarray], float]:
     """Every frame (RGB) decoded, counted by reading, and the frame rate the file declares."""
     capture = cv2.VideoCapture(str(path))
@@ -63,8 +53,9 @@ def lines(output: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """A flame that flickers and grows on the floor: 18 frames at 10 fps, 640x480."""
-    frames = [rgb for rgb, _ in scenes.flame_sequence(frames=CLIP_FRAMES, fps=CLIP_FPS)]
-    return write_clip(tmp_path_factory.mktemp("clip") / "flame.mp4", frames, CLIP_FPS)
+    path = tmp_path_factory.mktemp("clip") / "flame.mp4"
+    assert scenes.write_video(scenes.flame_sequence(frames=CLIP_FRAMES, fps=CLIP_FPS), path, CLIP_FPS) == 18
+    return path
 
 
 @pytest.fixture(scope="module")
