@@ -13,6 +13,8 @@ UNSUPPORTED_3.13 := numpy < 2, which tritonclient 2.51 and Triton 2.51's Python 
 
 .PHONY: setup up test test-unit test-integration lint proto bench clean
 
+# The dev extra: the whole runtime (the embedded extra: generator, sidecar, tritonserver) and the
+# tools of the tests and linters; the default install alone is the light client (pyproject.toml).
 $(STAMP): pyproject.toml $(wildcard $(CONSTRAINTS)) requirements-plugins.txt
 	$(if $(PYVER),,$(error $(PYTHON) does not run: set PYTHON to a Python $(SUPPORTED)))
 	$(if $(wildcard $(CONSTRAINTS)),,$(error Python $(PYVER) ($(PYTHON)) is not supported$(if \

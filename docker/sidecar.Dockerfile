@@ -2,10 +2,10 @@
 #
 #   docker build -f docker/sidecar.Dockerfile -t ruth/sidecar:0.1.0 .
 #
-# Every package comes from the project's lock for the image's Python (`constraints/py3.X.txt`); the
-# list below is the sidecar's own runtime dependencies and is checked against that lock and against the
-# sidecar's imports by tests/deploy. The generated protobuf code (sidecar/_proto/) is part of
-# the copied source: it is committed, rebuilt only by `make proto`.
+# The project with its `sidecar` extra (pyproject.toml), every package pinned by the project's lock for
+# the image's Python (`constraints/py3.X.txt`); tests/deploy checks that the extra covers the sidecar's
+# imports. The generated protobuf code (sidecar/_proto/) is part of the copied source: it is
+# committed, rebuilt only by `make proto`.
 #
 # Without Docker Hub: --build-arg PYTHON_IMAGE=ruth-standin/python:3.11-bookworm
 # (scripts/standin_images.sh). pip reads a CA bundle given as the build secret `ca-certificates`
@@ -21,35 +21,14 @@ ARG PIP_CERT
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY constraints/py${PYTHON_VERSION}.txt ./constraints.txt
-RUN --mount=type=secret,id=ca-certificates \
-    python -m venv /opt/venv \
- && /opt/venv/bin/pip install -c constraints.txt \
-        fastapi \
-        grpcio \
-        grpcio-health-checking \
-        grpcio-reflection \
-        httpx \
-        jinja2 \
-        numpy \
-        nvidia-ml-py \
-        pillow \
-        prometheus-client \
-        protobuf \
-        psutil \
-        pydantic \
-        pydantic-settings \
-        pyyaml \
-        "tritonclient[grpc]" \
-        uvicorn \
-        watchdog
 COPY pyproject.toml README.md ./
 COPY ruthgen ./ruthgen
 COPY sidecar ./sidecar
 COPY templates ./templates
-# The project itself without its dependencies: those above are the sidecar's, and the rest
-# (the embedded tritonserver wheel, the generator's tools) have no place in this image.
+# Neither the embedded tritonserver nor the generator's command-line tools: only the `sidecar` extra.
 RUN --mount=type=secret,id=ca-certificates \
-    /opt/venv/bin/pip install --no-deps . \
+    python -m venv /opt/venv \
+ && /opt/venv/bin/pip install -c constraints.txt ".[sidecar]" \
  && /opt/venv/bin/python -c "import sidecar._proto.airuntime_pb2_grpc"
 
 FROM ${PYTHON_IMAGE}

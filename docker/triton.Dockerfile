@@ -62,15 +62,9 @@ COPY pyproject.toml README.md /opt/ruth/src/
 COPY ruthgen /opt/ruth/src/ruthgen
 COPY ruthstack /opt/ruth/src/ruthstack
 COPY templates /opt/ruth/src/templates
+# The project with its `generator` extra (pyproject.toml), pinned by the same lock.
 RUN --mount=type=secret,id=ca-certificates \
-    python3 -m pip install -c /opt/ruth/constraints.txt \
-        jinja2 \
-        psutil \
-        pydantic \
-        pyyaml \
-        "tritonclient[grpc]" \
-        typer \
- && python3 -m pip install --no-deps /opt/ruth/src \
+    python3 -m pip install -c /opt/ruth/constraints.txt "/opt/ruth/src[generator]" \
  && rm -rf /opt/ruth/src
 # ruthgen.envs builds every environment under $RUTH_ENV_CACHE, the path Triton reads it from.
 ENV RUTH_ENV_CACHE=/opt/ruth/envs

@@ -3,7 +3,8 @@
 Model-agnostic: any object in the result that has numeric ``x``, ``y``, ``width`` and ``height``
 (pixels, top-left origin) is drawn as a box, captioned with its ``label`` and ``confidence`` when
 present; the result's top-level scalar fields (an event type, a count, ...) are written in the
-bottom-left corner. Nothing here knows what a model detects.
+bottom-left corner, and an error answer's code and message in their place. Nothing here knows what
+a model detects. :func:`annotate` writes an image file; :func:`annotate_frame` draws on a video frame.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 BOX_KEYS = ("x", "y", "width", "height")
@@ -70,24 +72,47 @@ def summary(result: Any) -> str:
 
 def annotate(image_path: Path, result: Any, out_path: Path) -> int:
     """Write ``image_path`` with the boxes and summary of ``result`` drawn on it; returns the box count."""
-    boxes = find_boxes(result)
     with Image.open(image_path) as source:
         image = source.convert("RGB")
-    draw = ImageDraw.Draw(image)
+    count = draw(image, result)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out_path)
+    return count
+
+
+def annotate_frame(rgb: np.ndarray, answer: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """A copy of the HxWx3 RGB frame with ``answer`` drawn: its result's boxes and summary, or its
+    error's code and message; returns it and the box count."""
+    image = Image.fromarray(rgb)
+    if "result" in answer:
+        count = draw(image, answer["result"])
+    else:
+        error = answer.get("error") or {}
+        _caption_bottom_left(image, f"{error.get('code', 'ERROR')}: {error.get('message', '')}", (200, 0, 0))
+        count = 0
+    return np.asarray(image), count
+
+
+def draw(image: Image.Image, result: Any) -> int:
+    """Draw the boxes and the summary of ``result`` on ``image`` (RGB, in place); returns the box count."""
+    boxes = find_boxes(result)
+    pen = ImageDraw.Draw(image)
     line = max(2, round(min(image.size) / 200))
     for index, box in enumerate(boxes):
         colour = PALETTE[index % len(PALETTE)]
         corners = (box.x, box.y, box.x + max(box.width, 1), box.y + max(box.height, 1))
-        draw.rectangle(corners, outline=colour, width=line)
+        pen.rectangle(corners, outline=colour, width=line)
         if box.caption:
-            _label(draw, (box.x, max(0.0, box.y - 14)), box.caption, colour)
+            _label(pen, (box.x, max(0.0, box.y - 14)), box.caption, colour)
     text = summary(result)
     if text:  # bottom left, where it hides no box label
-        _label(draw, (4, image.height - 4 - _text_height(draw, text)), text, (0, 0, 0))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(out_path)
+        _caption_bottom_left(image, text, (0, 0, 0))
     return len(boxes)
 
+
+def _caption_bottom_left(image: Image.Image, text: str, colour: Colour) -> None:
+    pen = ImageDraw.Draw(image)
+    _label(pen, (4, image.height - 4 - _text_height(pen, text)), text, colour)
 
 
 def _label(draw: ImageDraw.ImageDraw, origin: tuple[float, float], text: str, colour: Colour) -> None:

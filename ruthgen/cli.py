@@ -19,12 +19,14 @@ import enum
 import functools
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
+from ruthgen import console
 from ruthgen.embedded import commands as embedded_commands
 from ruthgen.errors import RuthgenError
 
@@ -132,16 +134,17 @@ def build(
     as_json: JsonOption = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any plugin is INVALID.")] = False,
 ) -> None:
-    """Build the model repository from every valid plugin; invalid ones are reported, not fatal."""
+    """Build the model repository from every valid plugin; invalid ones are reported, not fatal.
+
+    Building the plugins' environments is shown as it goes on stderr (not with --json).
+    """
     from ruthgen.writer import build_repository
 
-    result = build_repository(models, out, target.value)
+    with console.progress_for(sys.stderr, quiet=as_json) as progress:
+        result = build_repository(models, out, target.value, progress=progress)
     _emit(result.to_dict(), as_json)
     if not as_json:
-        typer.echo(
-            f"{out}: {len(result.written)} written, {len(result.unchanged)} unchanged, "
-            f"{len(result.removed)} removed"
-        )
+        typer.echo(f"{out}: {result.summary()}")
     raise typer.Exit(1 if strict and not all(r.valid for r in result.reports) else 0)
 
 
@@ -190,29 +193,38 @@ app.command("triton")(embedded_commands.triton)
 
 
 def _emit(data: dict[str, Any], as_json: bool, details: bool = True) -> None:
+    """``data`` as JSON, or its models as a table (with their issues when ``details``)."""
     if as_json:
         typer.echo(json.dumps(data, indent=2, sort_keys=True))
         return
-    rows = [("STATE", "MODEL", "VERSION", "TRITON NAME")]
-    rows += [(m["state"], m["model_id"], m["version"], m["triton_name"] or "-") for m in data["models"]]
-    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
-    for index, row in enumerate(rows):
-        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if index and details:
-            model = data["models"][index - 1]
-            _print_issues(model["errors"], model["warnings"])
+    models = data["models"]
+    with_issues = details and any(m["errors"] or m["warnings"] for m in models)
+    made = console.table("STATE", "MODEL", "VERSION", "TRITON NAME", *(["ISSUES"] if with_issues else []))
+    for m in models:
+        issues = ["\n".join(_issue_lines(m["errors"], m["warnings"]))] if with_issues else []
+        console.add_row(made, console.state(m["state"]), m["model_id"], m["version"], m["triton_name"] or "-",
+                        *issues)
+    if models:
+        console.show(made)
     for warning in data.get("warnings", []):
         typer.echo(f"warning: {warning}", err=True)
-    if not data["models"]:
+    if not models:
         typer.echo("no plugins found")
 
 
-def _print_issues(errors: Iterable[Any], warnings: Iterable[Any]) -> None:
+def _issue_lines(errors: Iterable[Any], warnings: Iterable[Any]) -> list[str]:
+    lines = []
     for mark, issues in (("error", errors), ("warning", warnings)):
         for issue in issues:
             item = issue if isinstance(issue, dict) else issue.to_dict()
             where = f" [{item['path']}]" if item["path"] else ""
-            typer.echo(f"    {mark} {item['check']}{where}: {item['message']}")
+            lines.append(f"{mark} {item['check']}{where}: {item['message']}")
+    return lines
+
+
+def _print_issues(errors: Iterable[Any], warnings: Iterable[Any]) -> None:
+    for line in _issue_lines(errors, warnings):
+        typer.echo(f"    {line}")
 
 
 def main() -> None:

@@ -15,6 +15,9 @@ requirements (``--no-deps`` when ``dependencies.no_deps``). Never ``--system-sit
   missing. ``RUTH_ENV_OFFLINE=1`` forbids the index altogether.
 * numpy < 2 always: Triton 2.51's Python stub silently corrupts tensors under numpy 2.
 
+* Reported as it goes: ``ensure_env(..., report=)`` hears each step of a build (creating, resolving,
+  downloading, installing, checking), read from pip's output line by line.
+
 Library API: :func:`check_requirements`, :func:`ensure_env`, :func:`env_cache_dir`, :func:`env_key`.
 """
 
@@ -32,9 +35,10 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.parser import Parser
 from pathlib import Path
@@ -63,6 +67,17 @@ PIP_TIMEOUT_S = 1800
 _NUMPY_1 = tuple(Version(f"1.{minor}.{patch}") for minor in range(27) for patch in range(7))
 _OPTION_RE = re.compile(r"\s+--hash[=\s]\S+")
 _CONFLICT_RE = re.compile(r"The conflict is caused by:\n(.*?)(?:\n\s*\n|\Z)", re.S)
+#: ``report(step, detail)``: hears the steps of a build (ruthgen.progress.Progress.reporter).
+Report = Callable[[str, str], None]
+#: pip's output lines -> (step, detail): the detail is the package (and its size) it is at.
+_PIP_STEPS = (
+    (re.compile(r"^Collecting (?P<what>\S+)"), "resolving", ""),
+    (re.compile(r"^\s*Downloading (?P<file>\S+?) \((?P<size>[^)]+)\)"), "downloading", ""),
+    (re.compile(r"^\s*Using cached (?P<file>\S+?) \((?P<size>[^)]+)\)"), "downloading", ", pip's cache"),
+    (re.compile(r"^Processing (?P<file>\S+)"), "installing", ""),
+    (re.compile(r"^\s*Building wheel for (?P<what>\S+)"), "building", ""),
+    (re.compile(r"^Installing collected packages: (?P<what>.+)"), "installing", ""),
+)
 
 
 @dataclass(frozen=True)
@@ -199,8 +214,16 @@ def env_key(plugin_dir: Path, contract: ModelContract) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def ensure_env(plugin_dir: Path, contract: ModelContract) -> Path:
-    """The plugin's environment folder, built once per key; raises EnvironmentBuildError."""
+def _silent(step: str, detail: str = "") -> None:
+    pass
+
+
+def ensure_env(plugin_dir: Path, contract: ModelContract, report: Report | None = None) -> Path:
+    """The plugin's environment folder, built once per key; raises EnvironmentBuildError.
+
+    ``report(step, detail)`` hears each step when it is built (nothing when it is cached).
+    """
+    report = report or _silent
     plugin_dir = Path(plugin_dir)
     problems = check_requirements(plugin_dir, contract)
     if problems:
@@ -220,20 +243,22 @@ def ensure_env(plugin_dir: Path, contract: ModelContract) -> Path:
         if (final / MARKER_FILE).is_file():  # built by another process while we waited
             return final
         no_deps = bool(contract.dependencies and contract.dependencies.no_deps)
-        _build(final, _install_set(lines), no_deps, cache / WHEELHOUSE)
+        _build(final, _install_set(lines), no_deps, cache / WHEELHOUSE, report)
     return final
 
 
-def _build(final: Path, install: list[str], no_deps: bool, wheelhouse: Path) -> None:
+def _build(final: Path, install: list[str], no_deps: bool, wheelhouse: Path, report: Report) -> None:
     started = time.monotonic()
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     LOGGER.info("building environment %s for %s", final.name, ", ".join(install))
     try:
+        report("creating the environment", final.name)
         _run([sys.executable, "-m", "venv", "--without-pip", str(tmp)], "python -m venv")
         site = tmp / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
         req_file = tmp / "ruth-requirements.txt"
         req_file.write_text("\n".join(install) + "\n", "utf-8")
-        _install(req_file, site, no_deps, wheelhouse)
+        _install(req_file, site, no_deps, wheelhouse, report)
+        report("checking", "numpy < 2, the imports")
         _verify_numpy(site)
         _make_relocatable(tmp)
         _link_libpython(tmp)
@@ -258,7 +283,7 @@ def _pip(*args: str) -> list[str]:
     return [sys.executable, "-m", "pip", *args, "--disable-pip-version-check", "--no-input"]
 
 
-def _install(req_file: Path, site: Path, no_deps: bool, wheelhouse: Path) -> None:
+def _install(req_file: Path, site: Path, no_deps: bool, wheelhouse: Path, report: Report) -> None:
     deps = ["--no-deps"] if no_deps else []
     install = _pip(
         "install",
@@ -273,14 +298,66 @@ def _install(req_file: Path, site: Path, no_deps: bool, wheelhouse: Path) -> Non
         str(req_file),
     )
     wheelhouse.mkdir(parents=True, exist_ok=True)
-    first = subprocess.run(install, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, env=_pip_env())
-    if first.returncode == 0:
+    report("installing", "from the wheels kept by earlier builds")
+    code, output = _run_pip(install, "pip install", _silent)
+    if code == 0:
         return
     if os.environ.get(OFFLINE_ENV, "").strip() in ("1", "true", "yes"):
-        raise EnvironmentBuildError(_pip_failure("offline install", first.stdout + first.stderr))
+        raise EnvironmentBuildError(_pip_failure("offline install", output))
     LOGGER.info("fetching wheels from the package index into %s", wheelhouse)
-    _run(_pip("wheel", "--wheel-dir", str(wheelhouse), *deps, "-r", str(req_file)), "pip wheel")
-    _run(install, "pip install")
+    fetch = _pip("wheel", "--wheel-dir", str(wheelhouse), *deps, "-r", str(req_file))
+    _check(_run_pip(fetch, "pip wheel", report, fetching=True), "pip wheel")
+    _check(_run_pip(install, "pip install", report), "pip install")
+
+
+def _run_pip(cmd: list[str], what: str, report: Report, fetching: bool = False) -> tuple[int, str]:
+    """Run pip, telling ``report`` each step its output shows (``fetching``: ``pip wheel``, whose
+    "Processing" lines are packages found, not installed); (exit code, output)."""
+    try:
+        process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   env=_pip_env())
+    except OSError as exc:
+        raise EnvironmentBuildError(f"{what} failed: {exc}") from exc
+    timer = threading.Timer(PIP_TIMEOUT_S, process.kill)
+    timer.start()
+    lines = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            step = pip_step(line)
+            if step is not None:
+                report("resolving" if fetching and step[0] == "installing" else step[0], step[1])
+        code = process.wait()
+    finally:
+        timer.cancel()
+    if code < 0:
+        raise EnvironmentBuildError(f"{what} failed: killed after {PIP_TIMEOUT_S} s")
+    return code, "".join(lines)
+
+
+def _check(result: tuple[int, str], what: str) -> None:
+    if result[0] != 0:
+        raise EnvironmentBuildError(_pip_failure(what, result[1]))
+
+
+def pip_step(line: str) -> tuple[str, str] | None:
+    """The build step one line of pip's output shows, as ``(step, detail)``, or None."""
+    for pattern, step, note in _PIP_STEPS:
+        found = pattern.match(line)
+        if found is None:
+            continue
+        groups = found.groupdict()
+        if "file" not in groups:
+            return step, groups["what"].strip()
+        name = groups["file"].rsplit("/", 1)[-1]
+        if name.endswith(".metadata"):
+            return None  # pip reads a wheel's metadata before it downloads the wheel
+        parts = name.split("-")
+        package = " ".join(parts[:2]) if len(parts) > 2 else name
+        size = groups.get("size")
+        return step, f"{package} ({size}{note})" if size else package
+    return None
 
 
 def _pip_env() -> dict[str, str]:

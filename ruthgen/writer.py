@@ -21,7 +21,8 @@ and ``ruth-manifest.json`` at the root (see :mod:`ruthgen.manifest`).
   replaces or removes the entries its manifest names, never other files or folders.
 * Deterministic: the same plugins give byte-identical files (sorted keys, no timestamps).
 
-Library API (stable): ``build_repository(models_dir, out_dir, target="cpu", only=None) -> BuildResult``,
+Library API (stable): ``build_repository(models_dir, out_dir, target="cpu", only=None, progress=None) ->
+BuildResult`` (``progress``: a :class:`ruthgen.progress.Progress` told each step, the environments' builds),
 and ``build_copy(models_dir, out_dir, model_id, version, name, target="cpu")``, which writes a second
 copy of one entry under another Triton name (the sidecar's reload slot) and leaves the manifest alone.
 """
@@ -53,6 +54,7 @@ from ruthgen.manifest import (
     new_manifest,
 )
 from ruthgen.naming import semver_key
+from ruthgen.progress import Progress
 from ruthgen.repofiles import (
     DigestCache,
     Shared,
@@ -100,6 +102,9 @@ class BuildResult:
     warnings: list[str] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
 
+    def summary(self) -> str:
+        return f"{len(self.written)} written, {len(self.unchanged)} unchanged, {len(self.removed)} removed"
+
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` shape of ``ruthgen build``."""
         models = []
@@ -124,14 +129,18 @@ def build_repository(
     out_dir: str | os.PathLike[str],
     target: str = "cpu",
     only: set[str] | None = None,
+    progress: Progress | None = None,
 ) -> BuildResult:
     """Build (or update) the repository ``out_dir`` from the plugins under ``models_dir``.
 
     ``only``: regenerate just these Triton entries (add, rewrite or remove them) and leave every
     other entry and manifest record as it is. Invalid plugins never stop the build; they are
     reported in the result and the manifest. Raises :class:`~ruthgen.errors.BuildError` when the
-    repository cannot be written (it is then left unchanged).
+    repository cannot be written (it is then left unchanged). ``progress`` is told each step.
     """
+    progress = progress or Progress()
+    subject = str(out_dir)
+    progress.step(subject, "validating the plugins in", str(models_dir))
     repo = Path(out_dir).absolute()
     discovery = scan(models_dir, target)
     repo.mkdir(parents=True, exist_ok=True)
@@ -144,22 +153,20 @@ def build_repository(
             repository=repo, target=target, reports=discovery.reports, warnings=discovery.warnings
         )
         cache = DigestCache(repo / CACHE_FILE)
-        entries, records, removed = _plan(discovery.reports, repo, old, target, only, cache)
+        valid = sum(r.valid for r in discovery.reports)
+        progress.step(subject, "generating", f"{valid} valid, {len(discovery.reports) - valid} invalid")
+        entries, records, removed = _plan(discovery.reports, repo, old, target, only, cache, progress)
         to_write = [e for e in entries if e.action == "written"]
         result.written = sorted(e.report.triton_name for e in to_write)  # type: ignore[misc]
         result.unchanged = sorted(e.report.triton_name for e in entries if e.action == "unchanged")  # type: ignore[misc]
         result.removed = removed
         result.manifest = new_manifest(target, records)
         if to_write or removed or result.manifest != old or not (repo / MANIFEST_FILE).is_file():
+            progress.step(subject, "writing", f"{len(to_write)} entr{'y' if len(to_write) == 1 else 'ies'}")
             _apply(repo, to_write, removed, dumps(result.manifest))
         cache.save()
-    LOGGER.info(
-        "repository %s: %d written, %d unchanged, %d removed",
-        repo,
-        len(result.written),
-        len(result.unchanged),
-        len(result.removed),
-    )
+    progress.done(subject, result.summary())
+    LOGGER.info("repository %s: %s", repo, result.summary())
     return result
 
 
@@ -199,6 +206,7 @@ def _plan(
     target: str,
     only: set[str] | None,
     cache: DigestCache,
+    progress: Progress,
 ) -> tuple[list[_Entry], list[dict[str, Any]], list[str]]:
     old_records = {(m["model_id"], m["version"]): m for m in old["models"]}
     owned = {m["path"] for m in old["models"] if m.get("state") == "VALID" and m.get("path")}
@@ -212,7 +220,9 @@ def _plan(
             if key in old_records:
                 records[key] = old_records[key]
             continue
-        entry = _plan_entry(report, repo, target, owned, generator, cache) if report.valid else None
+        entry = None
+        if report.valid:
+            entry = _plan_entry(report, repo, target, owned, generator, cache, progress=progress)
         if entry is None:
             records[key] = invalid_record(report)
             continue
@@ -246,6 +256,7 @@ def _plan_entry(
     generator: str,
     cache: DigestCache,
     name: str | None = None,
+    progress: Progress | None = None,
 ) -> _Entry | None:
     contract, name = report.contract, name or report.triton_name
     assert contract is not None and name is not None
@@ -260,7 +271,7 @@ def _plan_entry(
         return None
     env_dir = None
     try:
-        env_dir = _ensure_env(report)
+        env_dir = _ensure_env(report, progress or Progress())
     except EnvironmentBuildError as exc:
         report.errors.append(
             ValidationIssue("environment_build_failed", str(exc), "dependencies.requirements")
@@ -290,11 +301,26 @@ def _compact(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _ensure_env(report: PluginReport) -> Path | None:
+def _ensure_env(report: PluginReport, progress: Progress) -> Path | None:
+    """The plugin's environment (None without requirements); a build is told to ``progress``."""
     contract = report.contract
     if contract is None or contract.dependencies is None or contract.dependencies.requirements is None:
         return None
-    return Path(envs.ensure_env(report.plugin_dir, contract)).absolute()
+    subject = f"{report.model_id} {report.version}"
+    steps: list[str] = []
+
+    def step(step: str, detail: str = "") -> None:
+        steps.append(step)
+        progress.step(subject, step, detail)
+
+    try:
+        env = Path(envs.ensure_env(report.plugin_dir, contract, report=step)).absolute()
+    except EnvironmentBuildError as exc:
+        progress.done(subject, f"its environment could not be built: {exc}", ok=False)
+        raise
+    if steps:  # built now, not found in the cache
+        progress.done(subject, "environment built")
+    return env
 
 
 def _plugin_files(root: Path) -> list[tuple[str, str, os.stat_result]]:

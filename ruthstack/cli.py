@@ -1,20 +1,22 @@
 """The ``ruthgen`` console script: the generator's commands plus ``up`` and ``infer``.
 
 ``up`` builds the repository, serves it with the embedded tritonserver and starts the sidecar
-beside it; ``infer`` sends images to a model through a running sidecar. The sidecar's modules are
-imported only when one of these two runs, so the generator's commands work where only the
-generator is installed.
+beside it; ``infer`` sends images or a video's frames, as one camera, to a model through a running
+sidecar (:mod:`ruthstack.infer`). The sidecar's modules are imported only when one of these two
+runs, so the generator's commands work where only the generator is installed.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ruthgen import cli as generator_cli
+from ruthgen.console import progress_for, show
 from ruthgen.embedded.commands import (
     DEFAULT_LOG,
     STOP_HINT,
@@ -26,7 +28,7 @@ from ruthgen.embedded.commands import (
     serve_until_interrupted,
 )
 from ruthgen.embedded.launcher import EmbeddedTriton
-from ruthgen.embedded.up import UpOptions, format_table
+from ruthgen.embedded.up import UpOptions, model_table
 
 app = typer.Typer(
     name="ruthgen",
@@ -64,7 +66,11 @@ def up(
         str | None, typer.Option(help="Register the runtime's capabilities with this backend.")
     ] = None,
 ) -> None:
-    """Build the repository from the plugins and serve every valid model until Ctrl-C (or SIGTERM)."""
+    """Build the repository from the plugins and serve every valid model until Ctrl-C (or SIGTERM).
+
+    What takes long (building the plugins' environments, loading and warming up the models) is shown
+    as it goes on stderr: live rows on a terminal, a line per step otherwise.
+    """
     from ruthstack.stack import SidecarOptions, Stack, running_stack
 
     options = UpOptions(
@@ -76,8 +82,11 @@ def up(
         extra_args=("--backend-url", backend_url) if backend_url else (),
     )
 
+    progress = progress_for(sys.stderr)
+
     def ready(stack: Stack) -> EmbeddedTriton:
-        typer.echo(format_table(stack.models()))
+        progress.close()
+        show(model_table(stack.models()))
         typer.echo(describe(stack.triton))
         if stack.sidecar is not None:
             typer.echo(f"sidecar (AIRuntime gRPC) on {stack.sidecar.address}, log {companion.log_path}")
@@ -87,40 +96,83 @@ def up(
         typer.echo(STOP_HINT)
         return stack.triton
 
-    serve_until_interrupted(running_stack(options, companion), ready)
+    with progress:
+        serve_until_interrupted(running_stack(options, companion, progress), ready)
 
 
 @app.command("infer")
 def infer(
-    images: Annotated[list[Path], typer.Argument(help="JPEG or PNG files.", exists=True, dir_okay=False)],
     model: Annotated[str, typer.Option("--model", help="The model_id.")],
     version: Annotated[str, typer.Option("--version", help="The model version (there is no default).")],
+    images: Annotated[
+        list[Path] | None,
+        typer.Argument(help="JPEG or PNG files, or folders of them (sent in name order).", exists=True),
+    ] = None,
+    video: Annotated[
+        Path | None,
+        typer.Option("--video", help="A video file: its frames, in order.", exists=True, dir_okay=False),
+    ] = None,
+    camera: Annotated[
+        str | None,
+        typer.Option(help="The camera id every frame carries (default: one of this run's own)."),
+    ] = None,
+    fps: Annotated[
+        float | None,
+        typer.Option(help="Frames per second to send (default: as fast as the model answers).", min=0.001),
+    ] = None,
+    realtime: Annotated[bool, typer.Option(help="Send the video at its own frame rate.")] = False,
     sidecar: Annotated[str, typer.Option("--sidecar", help="HOST:PORT of the sidecar.")] = "127.0.0.1:50051",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 10.0,
     annotate: Annotated[
         Path | None,
-        typer.Option(help="Also write each image with the answer's boxes and labels drawn (PNG or JPEG)."),
+        typer.Option(help="Also write the answers drawn: on each image (PNG, JPEG) or in one video (.mp4)."),
     ] = None,
 ) -> None:
-    """Send images to a model through the sidecar; print each answer as one JSON line."""
-    from sidecar.client import infer_files
+    """Send one camera's frames (images, a video) to a model through the sidecar; one JSON line per answer."""
+    from ruthgen.errors import UsageError
+    from ruthgen.media import VideoSource, image_files, image_frames
+    from ruthstack.infer import DEFAULT_VIDEO_FPS, Annotations, StreamOptions, own_camera_id, stream_frames
 
     try:
-        answers = infer_files(sidecar, model, version, images, timeout_s=timeout)
+        if bool(images) == (video is not None):
+            raise UsageError("give images (files or folders) or --video FILE, not both")
+        if realtime and (video is None or fps is not None):
+            raise UsageError("--realtime sends a --video at its own frame rate (images: use --fps)")
+        if video is not None:
+            source = VideoSource(video)
+            if realtime and not source.fps:
+                raise UsageError(f"{video} does not say its frame rate: use --fps")
+            rate = source.fps if realtime else fps
+            frames, paths, base = source.frames(), None, {"video": str(video)}
+            video_fps = source.fps or fps or DEFAULT_VIDEO_FPS
+        else:
+            paths = image_files(images or [])
+            rate, frames, base = fps, image_frames(paths, fps), {}
+            video_fps = fps or DEFAULT_VIDEO_FPS
+        drawn = Annotations(annotate, paths, video_fps) if annotate is not None else None
+    except UsageError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(e.exit_code) from e
+    options = StreamOptions(sidecar, model, version, camera or own_camera_id(), rate, timeout)
+    failed = 0
+
+    def on_answer(frame, answer) -> None:
+        nonlocal failed
+        where = {"image": str(frame.path)} if frame.path is not None else {**base, "frame": frame.index}
+        typer.echo(json.dumps({**where, **answer}, sort_keys=True))
+        failed += "error" in answer
+        if drawn is not None:
+            drawn.add(frame, answer)
+
+    try:
+        stream_frames(options, frames, on_answer)
     except ConnectionError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
-    for answer in answers:
-        typer.echo(json.dumps(answer, sort_keys=True))
-    if annotate is not None:
-        from ruthgen.annotate import annotate as draw
-        from ruthgen.annotate import output_paths
-
-        for image, answer, out in zip(images, answers, output_paths(annotate, images), strict=True):
-            if "result" in answer:
-                boxes = draw(image, answer["result"], out)
-                typer.echo(f"annotated {out} ({boxes} box{'es' if boxes != 1 else ''})", err=True)
-    raise typer.Exit(1 if any("error" in a for a in answers) else 0)
+    finally:
+        for line in drawn.close() if drawn is not None else ():
+            typer.echo(line, err=True)
+    raise typer.Exit(1 if failed else 0)
 
 
 def main() -> None:

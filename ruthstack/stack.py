@@ -17,6 +17,7 @@ from pathlib import Path
 from ruthgen.embedded import up
 from ruthgen.embedded.errors import EmbeddedTritonError
 from ruthgen.embedded.up import UpOptions
+from ruthgen.progress import Progress
 from sidecar.process import SidecarProcess, SidecarStartError
 
 __all__ = ["SidecarOptions", "Stack", "UpOptions", "running_stack", "sidecar_arguments"]
@@ -50,19 +51,26 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(options: UpOptions, sidecar: SidecarOptions) -> Iterator[Stack]:
-    """Build, serve every VALID model, start the sidecar; stop everything when the block ends."""
-    with up.running_stack(options) as base:
+def running_stack(
+    options: UpOptions, sidecar: SidecarOptions, progress: Progress | None = None
+) -> Iterator[Stack]:
+    """Build, serve every VALID model, start the sidecar; stop everything when the block ends.
+    ``progress`` is told each step (:func:`ruthgen.embedded.up.running_stack`'s, then the sidecar's)."""
+    progress = progress or Progress()
+    with up.running_stack(options, progress) as base:
         process = None
         if sidecar.enabled:  # stopped before Triton: the exit stack unwinds in reverse
             launcher = SidecarProcess(
                 base.triton.grpc_url, options.repository, host=options.host, port=sidecar.port,
                 log_path=sidecar.log_path, extra_args=sidecar_arguments(options, sidecar),
             )
+            progress.step("sidecar", "starting", "(it checks every model before it serves)")
             try:
                 process = base.exit_stack.enter_context(launcher)
             except SidecarStartError as e:
+                progress.done("sidecar", "did not start", ok=False)
                 raise EmbeddedTritonError(str(e)) from e
+            progress.done("sidecar", f"serving on {process.address}")
         yield Stack(base, process)
 
 

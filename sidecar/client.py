@@ -60,6 +60,11 @@ def response_dict(response: pb.InferenceResponse) -> dict[str, Any]:
     return json_format.MessageToDict(response, preserving_proto_field_name=True)
 
 
+def answer_dict(response: pb.InferenceResponse) -> dict[str, Any]:
+    """The whole response as a JSON-ready dict, integral numbers as integers (``ruthgen infer``)."""
+    return _plain(response_dict(response))
+
+
 def format_of(path: str | Path) -> int:
     suffix = Path(path).suffix.lower().lstrip(".")
     if suffix not in FORMATS:

@@ -2,8 +2,9 @@
 
 :class:`ErrorCode` mirrors ``ruth.airuntime.v1.ErrorCode`` by name. The mapping of codes to gRPC
 status codes lives only in :mod:`sidecar.grpc.status`; :data:`ERROR_CODE_KEY` is the trailing
-metadata key that carries the code of a failed unary call (the server sets it, the client reads it),
-and :data:`REGION_KEY` the call metadata that registers a shared-memory region (frames by reference;
+metadata key that carries the code of a failed unary call (the server sets it, the client reads it);
+:data:`ERROR_DOMAIN` is the ``domain`` of the standard ``google.rpc.ErrorInfo`` that carries it too;
+:data:`REGION_KEY` is the call metadata that registers a shared-memory region (frames by reference;
 both sides use it).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import enum
 
 ERROR_CODE_KEY = "ruth-error-code"
+ERROR_DOMAIN = "ruth.airuntime.v1"  # the API's protobuf package
 REGION_KEY = "ruth-frame-region"
 
 

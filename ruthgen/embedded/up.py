@@ -1,7 +1,9 @@
 """Build the repository from the plugins and serve it with the embedded tritonserver, as one stack.
 
 `running_stack()` builds the repository, starts the embedded tritonserver with every VALID model
-loaded, and yields a `Stack`; leaving the block stops what it started, in reverse order. Further
+loaded, and yields a `Stack`; leaving the block stops what it started, in reverse order. A
+:class:`~ruthgen.progress.Progress` given to it is told each step: the environments' builds, each
+model loading in Triton and warming up, the server ready. Further
 processes (``ruthgen up`` adds the sidecar: :mod:`ruthstack.stack`) join by entering their own
 context manager on ``stack.exit_stack``. Signal handling and waiting belong to the caller.
 """
@@ -15,8 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+from rich.text import Text
+
+from ruthgen.console import add_row, plain, state, table
 from ruthgen.embedded.launcher import EmbeddedTriton
+from ruthgen.embedded.loadlog import following_loads
 from ruthgen.manifest import valid_records
+from ruthgen.progress import Progress
 
 LOGGER = logging.getLogger(__name__)
 
@@ -61,27 +69,34 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(options: UpOptions) -> Iterator[Stack]:
+def running_stack(options: UpOptions, progress: Progress | None = None) -> Iterator[Stack]:
     """Build the repository, serve every VALID model; stop everything when the block ends."""
     from ruthgen.writer import build_repository
 
-    result = build_repository(options.models_dir, options.repository, options.target)
+    progress = progress or Progress()
+    result = build_repository(options.models_dir, options.repository, options.target, progress=progress)
     names = sorted(valid_records(result.manifest))
     if not names:
         LOGGER.warning("no valid plugin under %s: serving an empty repository", options.models_dir)
     with contextlib.ExitStack() as exit_stack:
-        triton = exit_stack.enter_context(
-            EmbeddedTriton(
-                options.repository,
-                host=options.host,
-                grpc_port=options.grpc_port,
-                http_port=options.http_port,
-                metrics_port=options.metrics_port,
-                load_models=names,
-                log_path=options.log_path,
-                startup_timeout_s=options.startup_timeout_s,
-            )
+        server = EmbeddedTriton(
+            options.repository,
+            host=options.host,
+            grpc_port=options.grpc_port,
+            http_port=options.http_port,
+            metrics_port=options.metrics_port,
+            load_models=names,
+            log_path=options.log_path,
+            startup_timeout_s=options.startup_timeout_s,
         )
+        progress.step("tritonserver", "starting", f"({len(names)} model(s) to load)")
+        try:
+            with following_loads(options.log_path, progress):
+                triton = exit_stack.enter_context(server)
+        except BaseException as e:
+            progress.done("tritonserver", f"did not start: {_one_line(str(e)) or type(e).__name__}", ok=False)
+            raise
+        progress.done("tritonserver", f"ready on {triton.grpc_url} (gRPC)")
         yield Stack(options=options, manifest=result.manifest, triton=triton, exit_stack=exit_stack)
 
 
@@ -108,20 +123,19 @@ def model_rows(manifest: dict[str, Any], index: list[dict[str, str]]) -> list[Mo
     return rows
 
 
-def format_table(rows: list[ModelRow]) -> str:
-    """A plain-text table of `ModelRow`s (the reason truncated to one line)."""
-    header = ("STATE", "MODEL", "VERSION", "TRITON NAME", "REASON")
-    lines = [header] + [
-        (r.state, r.model_id, r.version, r.triton_name or "-", _one_line(r.reason)) for r in rows
-    ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-    text = [
-        "  ".join([*(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True)), line[-1]]).rstrip()
-        for line in lines
-    ]
+def model_table(rows: list[ModelRow]) -> Table | Text:
+    """The `ModelRow`s as a table (the reason truncated to one line), states in colour."""
     if not rows:
-        text.append("no plugins found")
-    return "\n".join(text)
+        return Text("no plugins found")
+    made = table("STATE", "MODEL", "VERSION", "TRITON NAME", "REASON")
+    for r in rows:
+        add_row(made, state(r.state), r.model_id, r.version, r.triton_name or "-", _one_line(r.reason))
+    return made
+
+
+def format_table(rows: list[ModelRow]) -> str:
+    """:func:`model_table` as plain text."""
+    return plain(model_table(rows))
 
 
 def _one_line(text: str, limit: int = 100) -> str:

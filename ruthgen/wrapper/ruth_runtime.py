@@ -187,6 +187,10 @@ class PluginRuntime:
                 self.context = self._load_step("config", self._make_context)
                 self._state = self._load_step("load", self._modules.load, self.context)
             GUARD.start_serving()
+            LOGGER.info(
+                "%s:%s loaded in %.0f ms; warming up",
+                self.model_id, self.version, (time.monotonic() - started) * 1000,
+            )
             warmup_ms = self._warmup()
         except BaseException:
             self.close()

@@ -1,8 +1,11 @@
 """The one mapping from sidecar error codes to gRPC status codes, and how errors leave a call.
 
 A unary call that fails ends with the mapped status, the error's message as details, and the
-error code in the trailing metadata key ``ruth-error-code`` (``sidecar.client`` turns it back into
-an ``InferenceResponse.error``). On InferStream errors travel inside each response instead.
+error code twice in the trailing metadata: as the standard rich error model (``grpc-status-details-bin``:
+a ``google.rpc.Status`` holding one ``google.rpc.ErrorInfo`` whose ``reason`` is the code and whose
+``domain`` is ``ruth.airuntime.v1``), which gRPC clients in every language decode, and under the key
+``ruth-error-code`` (``sidecar.client`` turns it back into an ``InferenceResponse.error``). On
+InferStream errors travel inside each response instead.
 Anything else a handler raises becomes INTERNAL with a generic message (and is logged).
 """
 
@@ -14,8 +17,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
-from sidecar.errors import ERROR_CODE_KEY, ErrorCode, SidecarError
+from sidecar.errors import ERROR_CODE_KEY, ERROR_DOMAIN, ErrorCode, SidecarError
 
 LOGGER = logging.getLogger("sidecar.grpc")
 
@@ -36,9 +42,21 @@ GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
 
 async def abort(context: grpc.aio.ServicerContext, error: SidecarError) -> None:
     """End the call with the status of ``error`` (raises, as ``context.abort`` does)."""
-    await context.abort(
-        GRPC_STATUS[error.code], error.message, trailing_metadata=((ERROR_CODE_KEY, error.code.value),)
-    )
+    await _abort(context, GRPC_STATUS[error.code], error.message, error.code)
+
+
+def error_metadata(status: grpc.StatusCode, message: str, code: ErrorCode) -> tuple[tuple[str, Any], ...]:
+    """The trailing metadata of a failed call: the rich error model, then ``ruth-error-code``."""
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=code.value, domain=ERROR_DOMAIN))
+    rich = rpc_status.to_status(status_pb2.Status(code=status.value[0], message=message, details=[info]))
+    return (*rich.trailing_metadata, (ERROR_CODE_KEY, code.value))
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext, status: grpc.StatusCode, message: str, code: ErrorCode
+) -> None:
+    await context.abort(status, message, trailing_metadata=error_metadata(status, message, code))
 
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -57,8 +75,6 @@ def handle_errors(method: F) -> F:
             await abort(context, e)
         except Exception:  # the handler's bug must not leak details to the caller
             LOGGER.exception("%s failed", method.__name__)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, "internal error", trailing_metadata=((ERROR_CODE_KEY, "INTERNAL"),)
-            )
+            await _abort(context, grpc.StatusCode.INTERNAL, "internal error", ErrorCode.INTERNAL)
 
     return wrapper  # type: ignore[return-value]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import re
@@ -140,9 +141,21 @@ def build_request(
     if timestamp_ms:
         params[param.TIMESTAMP_MS].string_param = str(timestamp_ms)
     if route.sequence:
-        params[param.SEQUENCE_ID].string_param = camera_id
+        params[param.SEQUENCE_ID].int64_param = sequence_number(camera_id)
         params[param.SEQUENCE_START].bool_param = sequence_start
     return request
+
+
+@functools.lru_cache(maxsize=65536)
+def sequence_number(camera_id: str) -> int:
+    """A camera's Triton sequence id: 63 bits of the BLAKE2b digest of its id, never 0.
+
+    Cameras travel to Triton as numbers, not strings: Triton 2.51's Python backend corrupts its heap
+    and aborts the whole server on a string sequence id longer than 20 bytes. The plugin still gets
+    the camera's own id, from the ``camera_id`` parameter.
+    """
+    digest = hashlib.blake2b(camera_id.encode("utf-8"), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") & (2**63 - 1)) or 1
 
 
 def build_batch_request(

@@ -237,10 +237,12 @@ def pip_installs(run: str) -> list[list[str]]:
     return installs
 
 
-def requirement_names(arguments: list[str]) -> tuple[list[Requirement], list[str]]:
-    """The requirements and the options (with their values) of one `pip install` argument list."""
+def requirement_names(arguments: list[str]) -> tuple[list[Requirement], list[str], list[str]]:
+    """The requirements named, the options (with their values) and the local folders installed
+    (``.``, ``.[sidecar]``, ``/opt/ruth/src[generator]``) of one `pip install` argument list."""
     requirements: list[Requirement] = []
     options: list[str] = []
+    folders: list[str] = []
     takes_value = {"-c", "-r", "--constraint", "--requirement", "-i", "--index-url", "--target"}
     skip = False
     for word in arguments:
@@ -251,10 +253,10 @@ def requirement_names(arguments: list[str]) -> tuple[list[Requirement], list[str
             options.append(word)
             skip = word in takes_value
         elif word.startswith(("/", ".")):
-            options.append(word)
+            folders.append(word)
         else:
             requirements.append(Requirement(word))
-    return requirements, options
+    return requirements, options, folders
 
 
 # --- the project's lock and its dependency graph -----------------------------------------------

@@ -58,6 +58,7 @@ from ruthgen.embedded import EmbeddedTriton
 from ruthgen.embedded.flags import ALL_MODELS
 from sidecar.client import AIRuntimeClient, result_dict
 from tests.backend import FakeBackend
+from tests.distribution import local_install
 
 pytestmark = pytest.mark.integration
 
@@ -136,11 +137,14 @@ class StageInstall:
                 assert result.returncode == 0, f"pip install {' '.join(mapped)}:\n{result.stderr[-3000:]}"
 
     def _local(self, word: str) -> str:
-        """Container paths of the build (constraints, the copied source) -> the copies under ``src``."""
+        """Container paths of the build (constraints, the copied source, with its extras: ``.[sidecar]``,
+        ``/opt/ruth/src[generator]``) -> the copies under ``src``."""
         if word.endswith("constraints.txt"):
             return str(self.src / "constraints.txt")
-        if word in (".", "/opt/ruth/src"):
-            return str(self.src)
+        project = local_install(word)
+        if project is not None and project[0] in (".", "/opt/ruth/src"):
+            extras = project[1]
+            return str(self.src) + (f"[{','.join(extras)}]" if extras else "")
         return word
 
     def entrypoint(self) -> list[str]:

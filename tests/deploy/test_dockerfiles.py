@@ -33,6 +33,8 @@ from packaging.version import Version
 
 from ruthgen.envs import BASE_PACKAGES, CACHE_ENV
 from sidecar.settings import SidecarSettings
+from tests.distribution import local_install
+from tests.distribution import requirements as project_requirements
 
 SIDECAR = parse_dockerfile(DOCKER / "sidecar.Dockerfile")
 TRITON = parse_dockerfile(DOCKER / "triton.Dockerfile")
@@ -42,18 +44,45 @@ TRITON_PYTHON = "3.10"
 
 
 def _installed(dockerfile, stage_name: str | None = None) -> list[Requirement]:
-    """Every requirement installed by name in a stage (the first stage when none is named)."""
+    """Every requirement a stage installs (the first stage when none is named): those it names, and
+    the project's own with the extras it installs the project with (``.[sidecar]``)."""
     stage = dockerfile.stage(stage_name) if stage_name else dockerfile.stages[0]
     requirements: list[Requirement] = []
     for run in stage.runs():
         for arguments in pip_installs(run):
-            names, options = requirement_names(arguments)
-            if names:
+            names, options, folders = requirement_names(arguments)
+            projects = [local_install(folder) for folder in folders]
+            assert all(projects), f"pip install of a folder that is not the project's source: {folders}"
+            if names or projects:
                 assert "-c" in options and options[options.index("-c") + 1].endswith("constraints.txt"), (
                     f"pip install without the project's lock: {arguments}"
                 )
+            for requirement in names:
+                assert not requirement.specifier, f"{requirement}: the version comes from the lock only"
             requirements.extend(names)
+            for _, extras in projects:
+                requirements.extend(project_requirements(*extras))
     return requirements
+
+
+def _named(dockerfile, stage_name: str) -> list[str]:
+    """The packages a stage installs by name (not through the project's extras)."""
+    return [
+        str(requirement)
+        for run in dockerfile.stage(stage_name).runs()
+        for arguments in pip_installs(run)
+        for requirement in requirement_names(arguments)[0]
+    ]
+
+
+def _project_extras(dockerfile, stage_name: str) -> list[list[str]]:
+    """The extras of each install of the project's source in a stage."""
+    return [
+        local_install(folder)[1]
+        for run in dockerfile.stage(stage_name).runs()
+        for arguments in pip_installs(run)
+        for folder in requirement_names(arguments)[2]
+    ]
 
 
 def _lock_of(dockerfile) -> str:
@@ -69,7 +98,9 @@ def _assert_locked(requirements: list[Requirement], python_version: str) -> None
     for requirement in requirements:
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{requirement} is not in {lock}"
-        assert not requirement.specifier, f"{requirement}: the version comes from {lock} only"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"{lock} pins {name}=={pins[name]}, outside {requirement}: run scripts/lock.sh"
+        )
     unlocked = closure(requirements, python_version) - set(pins)
     assert not unlocked, f"installed without a pin in {lock}: {sorted(unlocked)}"
 
@@ -127,6 +158,14 @@ def test_sidecar_dockerfile_includes_the_generated_proto_code_when_built():
     copies = SIDECAR.stage("build").values("COPY")
     assert "sidecar ./sidecar" in copies
     assert any("import sidecar._proto.airuntime_pb2_grpc" in run for run in SIDECAR.stage("build").runs())
+
+
+def test_sidecar_dockerfile_installs_the_project_with_its_sidecar_extra_and_no_copied_list_when_built():
+    assert _project_extras(SIDECAR, "build") == [["sidecar"]]
+    assert _named(SIDECAR, "build") == []
+    brought = closure(_installed(SIDECAR, "build"), "3.11")
+    assert {"tritonclient", "fastapi", "grpcio-status"} <= brought
+    assert not brought & {"nvidia-pytriton", "typer", "opencv-python-headless"}, "no place in this image"
 
 
 def test_sidecar_image_runs_non_root_on_the_settings_port_when_started():
@@ -195,6 +234,13 @@ def test_triton_ruthgen_stage_installs_what_ruthgen_build_imports_when_built(tmp
     copies = TRITON.stage("ruthgen").values("COPY")
     for package in sorted(loaded & {"ruthgen", "sidecar"}):
         assert f"{package} /opt/ruth/src/{package}" in copies, f"{package} is imported but not copied"
+
+
+def test_triton_ruthgen_stage_installs_the_project_with_its_generator_extra_and_no_copied_list_when_built():
+    assert _project_extras(TRITON, "ruthgen") == [["generator"]]
+    assert _named(TRITON, "ruthgen") == []
+    brought = closure(_installed(TRITON, "ruthgen"), TRITON_PYTHON)
+    assert not brought & {"nvidia-pytriton", "fastapi", "uvicorn"}, "the embedded server and the sidecar"
 
 
 def test_triton_images_run_as_the_sidecar_uid_when_started():

@@ -1,5 +1,6 @@
 """``ruthgen up``: the model table (unit), and build + serve + sidecar + Ctrl-C end to end."""
 
+import os
 import re
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from ruthgen.embedded import cleanup
 from ruthgen.embedded.up import ModelRow, UpOptions, format_table, model_rows
 from ruthgen.scaffold import scaffold_plugin
 from ruthstack.stack import SidecarOptions, running_stack
+from tests.terminal import run_in_terminal
 
 
 def _record(model_id: str, version: str, state: str = "VALID", **extra) -> dict:
@@ -118,6 +120,11 @@ def test_up_command_prints_table_and_stops_on_ctrl_c(tmp_path):
             if line.startswith("Ctrl-C stops it."):
                 break
         text = "".join(output)
+        for version in ("1.0.0", "1.1.0"):  # a line per step: not a terminal
+            assert f"alpha {version}: loading in Triton [" in text, text
+            assert re.search(rf"^alpha {version}: warming up \(loaded in \d+ ms\) \[", text, re.M), text
+            assert re.search(rf"^alpha {version}: READY, warmup [\d.]+ ms \(\d+\.\d s\)$", text, re.M), text
+        assert re.search(r"^sidecar: serving on 127\.0\.0\.1:\d+ \(", text, re.M), text
         assert re.search(r"^READY\s+alpha\s+1\.0\.0\s+alpha__1\.0\.0", text, re.M), text
         assert re.search(r"^READY\s+alpha\s+1\.1\.0\s+alpha__1\.1\.0", text, re.M), text
         assert re.search(r"^INVALID\s+broken\s+1\.0\.0", text, re.M), text
@@ -131,3 +138,24 @@ def test_up_command_prints_table_and_stops_on_ctrl_c(tmp_path):
         process.kill()
     assert process.returncode == 0, rest
     assert rest.strip().endswith("stopped")
+
+
+@pytest.mark.integration
+def test_up_command_shows_the_models_loading_as_live_rows_on_a_terminal(tmp_path):
+    seen = run_in_terminal(
+        [str(Path(sys.executable).parent / "ruthgen"), "up", "-m", str(_plugins(tmp_path)),
+         "-o", str(tmp_path / "repo"), "--log-file", str(tmp_path / "log.txt"), "--sidecar-port", "0",
+         "--sidecar-http-port", "0"],
+        env={k: v for k, v in os.environ.items() if not k.startswith("RUTH_")}, cwd=tmp_path,
+        interrupt_after="Ctrl-C stops it.", timeout_s=240,
+    )
+    assert seen.returncode == 0, seen.text[-3000:]
+    assert "\x1b[" in seen.raw  # colours and redraws: rich rows, then a rich table
+    text = seen.text
+    for version in ("1.0.0", "1.1.0"):  # each row ends ticked, with how long it took
+        assert re.search(rf"^✓ alpha {version}\s+READY, warmup [\d.]+ ms\s+0:00:\d\d$", text, re.M), text
+    assert re.search(r"^✓ tritonserver\s+ready on 127\.0\.0\.1:\d+ \(gRPC\)", text, re.M), text
+    assert re.search(r"^✓ sidecar\s+serving on 127\.0\.0\.1:\d+", text, re.M), text
+    assert re.search(r"^READY\s+alpha\s+1\.1\.0\s+alpha__1\.1\.0", text, re.M), text
+    assert re.search(r"^INVALID\s+broken\s+1\.0\.0", text, re.M), text
+    assert text.rstrip().endswith("stopped")

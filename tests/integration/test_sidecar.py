@@ -296,6 +296,17 @@ async def test_temporal_model_gets_sequence_start_and_restarts_after_idle_releas
     assert await count("camA") == {"camera_id": "camA", "count": 2, "start": False}
 
 
+async def test_temporal_model_takes_long_camera_ids_apart(client, triton):
+    # Triton 2.51 aborts on string sequence ids over 20 bytes: the sidecar sends numbers
+    cameras = [f"site-7/building-C/camera-{uuid}" for uuid in ("0f8e2c1a-9b7d-4e3f-a2c5-6d1b8e9f0a7c",
+                                                                  "0f8e2c1a-9b7d-4e3f-a2c5-6d1b8e9f0a7d")]
+    for count in (1, 2, 3):
+        for camera in cameras:
+            response = await client.infer("sc_temporal", V, FRAME, camera_id=camera, frame_id=str(count))
+            assert result_dict(response) == {"camera_id": camera, "count": count, "start": count == 1}
+    assert triton.is_ready()
+
+
 async def test_temporal_model_on_a_stream_keeps_camera_order_and_restarts_after_idle_release(client):
     async def stream_counts(camera: str, frames: int) -> list[dict]:
         async def write():

@@ -16,6 +16,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from ruthgen.envs import BASE_PACKAGES, base_requirements, parse_requirements
+from tests.distribution import EXTRAS, names
+from tests.distribution import requirements as project_requirements
 
 try:
     import tomllib
@@ -76,8 +78,7 @@ def test_constraints_file_is_written_by_the_lock_script_for_its_python(version):
 @pytest.mark.parametrize("version", SUPPORTED)
 def test_constraints_satisfy_the_project_requirements_on_their_python(version):
     pinned = pins(constraints_file(version))
-    listed = [*PYPROJECT["dependencies"], *PYPROJECT["optional-dependencies"]["dev"]]
-    for requirement in map(Requirement, listed):
+    for requirement in project_requirements("dev"):
         if not active(requirement, version):
             continue
         name = canonicalize_name(requirement.name)
@@ -89,6 +90,14 @@ def test_constraints_satisfy_the_project_requirements_on_their_python(version):
     assert not issues
     for line in plugin_packages:
         assert canonicalize_name(line.requirement.name) in pinned, f"{line.text} is not in py{version}.txt"
+
+
+def test_lock_input_covers_every_extra_of_the_distribution():
+    # scripts/lock.sh resolves the dev extra: it must bring every other one, or an extra would be
+    # installed from versions nobody locked.
+    assert set(EXTRAS) == {"generator", "sidecar", "embedded", "dev"}
+    assert names(project_requirements("dev")) == names(project_requirements(*EXTRAS))
+    assert "--extra dev" in (ROOT / "scripts" / "lock.sh").read_text()
 
 
 @pytest.mark.parametrize("version", SUPPORTED)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ruthgen.progress import Progress
+
 TESTDATA = Path(__file__).resolve().parents[1] / "testdata" / "plugins"
 INFERENCE_PY = (
     'def load(context):\n    return None\n\n\ndef infer(state, inputs):\n    return {"score": 0.5}\n'
@@ -40,3 +42,16 @@ def tree_bytes(root: Path, skip: tuple[str, ...] = (".ruthgen-cache.json",)) -> 
         elif path.is_file():
             out[rel] = path.read_bytes()
     return out
+
+
+class RecordedProgress(Progress):
+    """A Progress that keeps what it was told: ("step", subject, step, detail) and ("done", ..., ok)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, ...]] = []
+
+    def step(self, subject: str, step: str, detail: str = "") -> None:
+        self.events.append(("step", subject, step, detail))
+
+    def done(self, subject: str, outcome: str, ok: bool = True) -> None:
+        self.events.append(("done", subject, outcome, str(ok)))

@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from ruthgen.annotate import Box, annotate, find_boxes, output_paths, summary
+from ruthgen.annotate import Box, annotate, annotate_frame, find_boxes, output_paths, summary
 
 RESULT = {
     "event_type": "person_detected",
@@ -53,3 +53,20 @@ def test_output_paths_keeps_the_path_for_one_image_and_names_one_per_image_for_s
     assert output_paths(out, [tmp_path / "a.jpg", tmp_path / "b.jpg"]) == [
         tmp_path / "ann-a.png", tmp_path / "ann-b.png",
     ]
+
+
+def test_annotate_frame_draws_the_boxes_of_a_result_on_a_copy():
+    grey = np.full((100, 120, 3), 128, np.uint8)
+    box = {"x": 60, "y": 50, "width": 40, "height": 30}
+    drawn, boxes = annotate_frame(grey, {"result": {"boxes": [box]}})
+    assert boxes == 1 and drawn.shape == grey.shape
+    assert (drawn[65, 60] != 128).any() and (drawn[65, 80] == 128).all()
+    assert (grey == 128).all()  # the frame itself is left as it was
+
+
+def test_annotate_frame_writes_an_errors_code_where_the_summary_goes():
+    grey = np.full((100, 120, 3), 128, np.uint8)
+    drawn, boxes = annotate_frame(grey, {"error": {"code": "TIMEOUT", "message": "no answer"}})
+    assert boxes == 0
+    assert (drawn[85:, :60] != 128).any()  # bottom left: the caption
+    assert (drawn[:50] == 128).all()

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
-from ruthgen_testlib import tree_bytes
+from ruthgen_testlib import RecordedProgress, tree_bytes
 
 from ruthgen import envs, repofiles, wrapper, writer
 from ruthgen.errors import BuildError, UsageError
@@ -237,7 +237,7 @@ def test_build_links_the_plugin_environment_when_the_plugin_has_requirements(
     env_dir.mkdir(parents=True)
     calls: list[tuple[Path, str]] = []
 
-    def ensure_env(plugin_dir: Path, contract) -> Path:
+    def ensure_env(plugin_dir: Path, contract, report=None) -> Path:
         calls.append((plugin_dir, contract.dependencies.requirements))
         return env_dir
 
@@ -251,6 +251,34 @@ def test_build_links_the_plugin_environment_when_the_plugin_has_requirements(
     assert "$$TRITON_MODEL_DIRECTORY/env" in (repo / "demo__1.0.0" / "config.pbtxt").read_text()
     assert not (repo / "plain__1.0.0" / "env").exists()
     assert "EXECUTION_ENV_PATH" not in (repo / "plain__1.0.0" / "config.pbtxt").read_text()
+
+
+def test_build_tells_progress_each_step_of_an_environment_build_and_the_repositorys(
+    make_plugin, models_dir: Path, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def ensure_env(plugin_dir: Path, contract, report=None) -> Path:
+        if plugin_dir.parent.name == "demo":  # "cached" does not report at all
+            report("resolving", "six==1.17.0")
+            report("downloading", "six 1.17.0 (11 kB)")
+        return tmp_path
+
+    monkeypatch.setattr(envs, "ensure_env", ensure_env)
+    monkeypatch.setattr(envs, "check_requirements", lambda plugin_dir, contract: [])
+    make_plugin("demo", files={"requirements.txt": "six==1.17.0\n"})
+    make_plugin("cached", files={"requirements.txt": "six==1.17.0\n"})
+    make_plugin("plain")
+    progress = RecordedProgress()
+    build_repository(models_dir, repo, progress=progress)
+    about = str(repo)
+    assert progress.events == [
+        ("step", about, "validating the plugins in", str(models_dir)),
+        ("step", about, "generating", "3 valid, 0 invalid"),
+        ("step", "demo 1.0.0", "resolving", "six==1.17.0"),
+        ("step", "demo 1.0.0", "downloading", "six 1.17.0 (11 kB)"),
+        ("done", "demo 1.0.0", "environment built", "True"),
+        ("step", about, "writing", "3 entries"),
+        ("done", about, "3 written, 0 unchanged, 0 removed", "True"),
+    ]
 
 
 def test_digest_cache_reuses_digests_when_files_are_unchanged(

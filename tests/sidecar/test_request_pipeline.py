@@ -16,6 +16,7 @@ from sidecar.core import RuntimeCore
 from sidecar.errors import ErrorCode
 from sidecar.main import build_core
 from sidecar.request.pipeline import FrameRequest
+from sidecar.request.triton import sequence_number
 from tests.sidecar.conftest import FakeTriton, image_bytes, write_plugin
 
 JPEG = image_bytes(64, 48)
@@ -173,7 +174,8 @@ async def test_core_starts_sequence_once_per_camera_and_resends_when_triton_rele
     def sequence(request):
         start = request.parameters["sequence_start"].bool_param
         started.append(start)
-        assert request.parameters["sequence_id"].string_param == "cam7"
+        assert request.parameters["sequence_id"].int64_param == sequence_number("cam7")
+        assert request.parameters["camera_id"].string_param == "cam7"
         if len(started) == 3 and not start:  # Triton released the idle sequence
             return "inference request for sequence cam7 to model 'tracker__1.0.0' must specify the START flag"
         return b'{"ok": true}'

@@ -26,6 +26,7 @@ from sidecar.request.triton import (
     error_from_triton,
     first_element,
     result_of,
+    sequence_number,
     set_sequence_start,
 )
 
@@ -106,7 +107,8 @@ def test_build_request_sends_camera_as_sequence_id_when_temporal():
     request = build_request(
         record(format="jpeg", batched=True, sequence=True), "1", b"x", 0, 0, "", "cam9", 0, True
     )
-    assert request.parameters["sequence_id"].string_param == "cam9"
+    assert request.parameters["sequence_id"].int64_param == sequence_number("cam9") > 0
+    assert request.parameters["camera_id"].string_param == "cam9"
     assert request.parameters["sequence_start"].bool_param is True
     assert "frame_id" not in request.parameters
     set_sequence_start(request, False)
@@ -151,3 +153,11 @@ def test_build_batch_request_stacks_raw_frames_and_pads_encoded_ones():
     assert list(request.inputs[0].shape) == [2, 5]
     assert request.raw_input_contents[0] == b"abc\0\0defgh"
     assert request.parameters["frame_lengths"].string_param == "3,5"
+
+
+def test_cameras_get_distinct_stable_sequence_numbers_whatever_their_length():
+    prefix = "site-7/building-C/floor-3/camera-"
+    long_a, long_b = prefix + "a" * 40, prefix + "b" * 40
+    numbers = {sequence_number(c) for c in ("cam1", "cam2", long_a, long_b)}
+    assert len(numbers) == 4 and all(0 < n < 2**63 for n in numbers)
+    assert sequence_number(long_a) == sequence_number(long_a)

@@ -152,25 +152,20 @@ def test_guard_refusal_in_preprocess_fails_that_phase(runtime, tmp_path):
     denied(run(rt), "PREPROCESS_ERROR", "preprocess")
 
 
-def _outside_plugin_and_temp_dir() -> Path:
-    """A path the guard refuses during load(): outside the temp dir, where a checkout may live."""
-    temp = Path(tempfile.gettempdir()).resolve()
-    for folder in (Path(__file__).resolve().parent, Path.home().resolve()):
-        if temp != folder and temp not in folder.parents:
-            return folder / "never-written.bin"
-    raise AssertionError(f"no folder outside {temp} to try a write in")
-
-
-def test_load_fails_when_load_writes_outside_the_plugin_folder(runtime):
-    target = _outside_plugin_and_temp_dir()
+def test_load_fails_when_load_writes_outside_the_plugin_folder(runtime, tmp_path, monkeypatch):
+    # load() may write in the temp dir: give the runtime one of its own, so that the target below is
+    # outside both it and the plugin folder wherever the checkout and the system temp dir are.
+    own_temp = tmp_path / "stub-temp"
+    own_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(own_temp))
+    target = tmp_path / "elsewhere" / "never-written.bin"
+    target.parent.mkdir()
     load = f"Path({str(target)!r}).write_bytes(b'1')"
-    try:
-        with pytest.raises(LoadError) as info:
-            runtime(with_targets(plugin("pass", load), []), input={"format": "raw_rgb"})
-        assert info.value.phase == "load" and "permission denied" in info.value.message
-        assert not target.exists()
-    finally:
-        target.unlink(missing_ok=True)
+    with pytest.raises(LoadError) as info:
+        runtime(with_targets(plugin("pass", load), []), input={"format": "raw_rgb"})
+    assert info.value.phase == "load" and "permission denied" in info.value.message
+    assert str(target) in info.value.message
+    assert not target.exists()
 
 
 def test_guard_is_inactive_once_the_runtime_is_closed(runtime, tmp_path):
