@@ -193,6 +193,18 @@ class ContractParse:
 
 def parse_contract(raw: Any) -> ContractParse:
     """Validate the loaded YAML of one ``model.yaml``; never raises on bad content."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return ContractParse(
+            None,
+            [
+                ValidationIssue(
+                    "model_yaml_empty",
+                    "model.yaml is empty: declare at least model_id, version, display_name, input and "
+                    "output (`ruthgen new` writes a complete one)",
+                    "model.yaml",
+                )
+            ],
+        )
     if not isinstance(raw, Mapping):
         return ContractParse(
             None,

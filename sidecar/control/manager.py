@@ -362,7 +362,7 @@ class LifecycleManager:
             self._spawn(self._abandon(name))
             return None, f"loading did not finish within {timeout:g} s; abandoned"
         except SidecarError as exc:
-            return None, exc.message
+            return None, exc.message or f"the load failed ({exc.code.value}, without a message)"
         except Exception as exc:  # a bug in the adapter: the load failed all the same
             return None, str(exc) or type(exc).__name__
         loaded = time.monotonic()

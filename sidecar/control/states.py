@@ -20,6 +20,7 @@ loads beside the serving one, and only the routing switches (see :mod:`sidecar.c
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -29,6 +30,8 @@ from typing import Any
 from ruthgen.contract import ModelContract
 from ruthgen.fsutil import iso_time
 from ruthgen.manifest import TritonFacts
+
+LOGGER = logging.getLogger(__name__)
 
 
 class ModelState(str, enum.Enum):
@@ -156,12 +159,19 @@ class ModelRecord:
         return target in TRANSITIONS[self.state]
 
     def transition(self, target: ModelState, reason: str) -> Transition:
-        """Move to ``target``; raise :class:`IllegalTransition` when the lifecycle forbids it."""
+        """Move to ``target``; raise :class:`IllegalTransition` when the lifecycle forbids it.
+
+        Every state carries a reason: an empty one (a caller's bug) is replaced by one that says so,
+        so that INVALID, FAILED and ERROR never reach the backend without a word.
+        """
         if not self.can_transition(target):
             raise IllegalTransition(
                 f"{self.model_id}:{self.version}: {self.state.value} -> {target.value} is not allowed "
                 f"(allowed: {', '.join(sorted(s.value for s in TRANSITIONS[self.state])) or 'none'})"
             )
+        if not reason or not reason.strip():
+            LOGGER.error("%s:%s -> %s without a reason", self.model_id, self.version, target.value)
+            reason = f"{target.value.lower()} (no reason was given: a runtime bug, please report it)"
         step = Transition(self.state, target, time.time(), reason)
         self.state, self.reason, self.since = target, reason, step.at
         self.history.append(step)

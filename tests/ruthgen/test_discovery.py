@@ -170,3 +170,19 @@ def test_scan_raises_usage_error_when_models_folder_or_target_is_wrong(
         scan(tmp_path / "missing")
     with pytest.raises(UsageError):
         scan(models_dir, target="tpu")
+
+
+def test_validate_plugin_names_the_check_when_model_yaml_is_empty(make_plugin) -> None:
+    plugin = make_plugin("blank")
+    (plugin / "model.yaml").write_text("")
+    report = validate_plugin(plugin, "blank", "1.0.0")
+    assert report.state == "INVALID"
+    assert [(e.check, e.path) for e in report.errors] == [("model_yaml_empty", "model.yaml")]
+
+
+def test_plugin_report_seal_adds_a_check_when_invalid_without_errors(tmp_path: Path) -> None:
+    from ruthgen.discovery import PluginReport
+
+    report = PluginReport("m", "1.0.0", tmp_path).seal()
+    assert report.state == "INVALID"
+    assert [e.check for e in report.errors] == ["validation_incomplete"]
