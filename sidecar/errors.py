@@ -24,6 +24,12 @@ class ErrorCode(str, enum.Enum):
     OUTPUT_SCHEMA_VIOLATION = "OUTPUT_SCHEMA_VIOLATION"
     OVERLOADED = "OVERLOADED"
     INTERNAL = "INTERNAL"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    GPU_ERROR = "GPU_ERROR"
+
+
+#: A model's own failures that say its instance needs a reload: out of memory, or a CUDA error.
+RESOURCE_FAILURES = frozenset({ErrorCode.RESOURCE_EXHAUSTED, ErrorCode.GPU_ERROR})
 
 
 class SidecarError(Exception):

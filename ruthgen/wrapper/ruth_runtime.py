@@ -34,10 +34,12 @@ from ruth_errors import (
     OUTPUT_SCHEMA_VIOLATION,
     POSTPROCESS_ERROR,
     PREPROCESS_ERROR,
+    RESOURCE_CODES,
     TIMEOUT,
     LoadError,
     RuthError,
     describe,
+    resource_code,
 )
 from ruth_guard import Guard, Policy
 from ruth_protocol import BATCH, CAMERA_ID, FRAME_ID, FRAME_LENGTHS, TIMESTAMP_MS
@@ -228,7 +230,9 @@ class PluginRuntime:
             raise LoadError(phase, f"exceeded {self.load_timeout * 1000:.0f} ms") from None
         except (Exception, SystemExit) as exc:
             denied = GUARD.take()
-            raise LoadError(phase, _denied(denied) if denied else describe(exc, self.plugin_dir)) from exc
+            if denied:
+                raise LoadError(phase, _denied(denied)) from exc
+            raise LoadError(phase, describe(exc, self.plugin_dir), resource_code(exc)) from exc
         denied = GUARD.take()
         if denied:
             raise LoadError(phase, _denied(denied))
@@ -251,7 +255,8 @@ class PluginRuntime:
         finally:
             self._limits = self.timeouts
         if isinstance(outcome, RuthError):
-            raise LoadError(f"warmup.{outcome.phase}", outcome.message)
+            resource = outcome.code if outcome.code in RESOURCE_CODES else None
+            raise LoadError(f"warmup.{outcome.phase}", outcome.message, resource)
         return (time.monotonic() - started) * 1000
 
     # ---- execute ------------------------------------------------------------------------------
@@ -339,8 +344,10 @@ class PluginRuntime:
             raise RuthError(TIMEOUT, phase, f"exceeded {seconds * 1000:.0f} ms") from None
         except (Exception, SystemExit) as exc:
             denied = GUARD.take()
-            message = _denied(denied) if denied else describe(exc, self.plugin_dir)
-            raise RuthError(_PHASE_CODES[phase], phase, message) from exc
+            if denied:
+                raise RuthError(_PHASE_CODES[phase], phase, _denied(denied)) from exc
+            code = resource_code(exc) or _PHASE_CODES[phase]
+            raise RuthError(code, phase, describe(exc, self.plugin_dir)) from exc
         denied = GUARD.take()
         if limit.exceeded:
             raise RuthError(TIMEOUT, phase, f"exceeded {seconds * 1000:.0f} ms")

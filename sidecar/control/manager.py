@@ -15,8 +15,10 @@ version at a time (a lock per version, so a slow load never holds up another mod
   abandoned (its stubs killed, an unload requested). Load failures keep Triton's reason and are
   retried only when the files change or a rescan forces it;
 * recovery (:class:`~sidecar.control.recovery.Recovery`): a dead stub, a model the server no longer
-  has loaded, or ``max_consecutive_timeouts`` timeouts in a row (a hung instance) move a READY
-  version to ERROR; it is reloaded after the cooldown (a hung instance's stubs killed first).
+  has loaded, an out-of-memory or CUDA error (RESOURCE_EXHAUSTED, GPU_ERROR), or
+  ``max_consecutive_timeouts`` timeouts in a row (a hung instance) move a READY version to ERROR; it
+  is reloaded after the cooldown (a hung instance's stubs killed first). A load or reload that fails
+  for lack of memory is FAILED, not retried on a schedule.
 
 The request path never calls the manager: every change of a version's state or serving copy is
 published as a new :class:`~sidecar.request.routes.Route`, and :meth:`LifecycleManager.observe`
@@ -33,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ruthgen.manifest import ManifestEntry
+from ruthgen.wrapper.ruth_errors import load_resource_code
 from sidecar.control.capacity import Capacity
 from sidecar.control.health import (
     HealthPolicy,
@@ -48,7 +51,7 @@ from sidecar.control.recovery import Recovery, RecoveryPolicy, StubKiller
 from sidecar.control.sources import EntrySource, Key, StageError
 from sidecar.control.states import ModelRecord, ModelRegistry, ModelState, RejectedChange, Transition
 from sidecar.control.watcher import Change
-from sidecar.errors import ModelNotLoaded, ModelProcessDied, SidecarError
+from sidecar.errors import RESOURCE_FAILURES, ModelNotLoaded, ModelProcessDied, SidecarError
 from sidecar.request.routes import Leases, Route, RouteTable
 from sidecar.request.triton import IndexEntry
 
@@ -132,9 +135,13 @@ class LifecycleManager:
         changed = False
         if error is None or counts_against_model(code):
             changed = tracker.record(error is None, elapsed_ms, timeout=code == "TIMEOUT")
+        if error is not None and counts_against_model(code):
+            record.note_error(f"{code}: {error.message}")
         if record.state is S.READY:
             if error is None:
                 record.recovery_attempts = 0
+            elif error.code in RESOURCE_FAILURES:
+                self.recovery.fail(record, f"{code}: {error.message}", hung=False)
             elif isinstance(error, ModelProcessDied):
                 self.recovery.fail(record, f"the model's process died: {error.message}", hung=False)
             elif isinstance(error, ModelNotLoaded):
@@ -316,6 +323,14 @@ class LifecycleManager:
         elif old is not None and hung and self.stub_killer is not None:
             await asyncio.to_thread(self.stub_killer.kill, old)
         staged, error = await self._load_copy(record, new)
+        if staged is None and load_resource_code(error):
+            # no memory for it: retrying on a schedule would only fail again (§3.5); a rescan retries
+            if old is not None and old != new:
+                record.active_name = None
+                self._spawn(self._retire_copy(old, kill_first=hung))
+            record.transition(S.FAILED, f"recovery reload {attempt} failed for lack of resources, "
+                                        f"not retried: {error}")
+            return False
         if staged is None:
             record.transition(S.ERROR, f"recovery reload {attempt} failed: {error}")
             return False

@@ -5,11 +5,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import pytest
+
 from sidecar.control.health import Health
 from sidecar.control.manager import LifecycleManager, route_of
 from sidecar.control.states import ModelState
 from sidecar.control.watcher import Change
-from sidecar.errors import InternalError, ModelNotLoaded, ModelProcessDied, RequestTimeout, SidecarError
+from sidecar.errors import (
+    ErrorCode,
+    InternalError,
+    ModelNotLoaded,
+    ModelProcessDied,
+    PluginError,
+    RequestTimeout,
+    SidecarError,
+)
 
 S = ModelState
 A, B = "m__1.0.0", "m__1.0.0__b"
@@ -66,12 +76,21 @@ async def test_rescan_marks_an_invalid_plugin_invalid_without_loading(manager, c
     assert control.calls == [] and route(manager) is None
 
 
-async def test_load_failure_keeps_tritons_reason_and_is_not_retried(manager, control, entries):
+@pytest.mark.parametrize(
+    ("reason", "kept"),
+    [
+        ("load failed for model 'm__1.0.0': Internal: ModuleNotFoundError: No module named 'cv9'",
+         "No module named 'cv9'"),
+        ("Internal: [RUTH:LOAD_FAILED] load: RESOURCE_EXHAUSTED: MemoryError: out of memory",
+         "load: RESOURCE_EXHAUSTED: MemoryError"),
+    ],
+)
+async def test_load_failure_keeps_tritons_reason_and_is_not_retried(manager, control, entries, reason, kept):
     entries.add("m", "1.0.0")
-    control.fail[A] = "load failed for model 'm__1.0.0': Internal: ModuleNotFoundError: No module named 'cv9'"
+    control.fail[A] = reason
     await manager.rescan()
     record = manager.registry.get("m", "1.0.0")
-    assert record.state is S.FAILED and "No module named 'cv9'" in record.reason
+    assert record.state is S.FAILED and kept in record.reason
     await manager.on_changes([Change("other", None)])
     await manager.rescan()  # a rescan without changes and without force does not retry
     assert control.count("load") == 1
@@ -326,3 +345,52 @@ async def test_resync_reloads_the_versions_the_server_no_longer_serves(manager, 
     record = manager.registry.get("m", "1.0.0")
     await _until(lambda: record.state is S.READY and route(manager) == B)
     assert manager.registry.get("n", "1.0.0").recovery_attempts == 0
+
+
+def out_of_memory() -> SidecarError:
+    return PluginError("infer: OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB",
+                       ErrorCode.RESOURCE_EXHAUSTED)
+
+
+async def test_out_of_memory_moves_to_error_and_recovers_after_the_cooldown(manager, control, entries):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    observe(manager, error=out_of_memory())
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state is S.ERROR and record.reason.startswith("RESOURCE_EXHAUSTED: infer:")
+    await _until(lambda: record.state is S.READY)
+    assert _states(record)[-3:] == [S.ERROR, S.LOADING, S.READY] and route(manager) == B
+
+
+async def test_gpu_error_moves_to_error_like_out_of_memory(manager, entries):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    observe(manager, error=PluginError("infer: CUDA error: an illegal memory access", ErrorCode.GPU_ERROR))
+    assert manager.registry.get("m", "1.0.0").state is S.ERROR
+
+
+async def test_recovery_reload_out_of_memory_is_failed_and_not_retried(manager, control, entries):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    control.fail[B] = ("load failed for model 'm__1.0.0__b': version 1 is at UNAVAILABLE state: Internal: "
+                       "[RUTH:LOAD_FAILED] load: RESOURCE_EXHAUSTED: OutOfMemoryError: CUDA out of memory")
+    observe(manager, error=out_of_memory())
+    record = manager.registry.get("m", "1.0.0")
+    await _until(lambda: record.state is S.FAILED)
+    assert "lack of resources" in record.reason and "RESOURCE_EXHAUSTED" in record.reason
+    await _until(lambda: control.count("unload", A) == 1)  # the broken copy gives its memory back
+    loads = control.count("load")
+    await asyncio.sleep(0.2)
+    assert control.count("load") == loads and route(manager) is None
+
+
+async def test_a_request_failure_is_the_versions_last_error_with_its_time(manager, entries):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    violation = PluginError("validate: data must contain ['ok']", ErrorCode.OUTPUT_SCHEMA_VIOLATION)
+    observe(manager, error=violation)
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state is S.READY and record.last_error.startswith("OUTPUT_SCHEMA_VIOLATION: validate:")
+    assert record.last_error_at is not None
+    observe(manager, error=SidecarError("bad frame", ErrorCode.INVALID_INPUT))
+    assert record.last_error.startswith("OUTPUT_SCHEMA_VIOLATION"), "the caller's errors are not the model's"
