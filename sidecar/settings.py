@@ -73,6 +73,14 @@ class SidecarSettings(BaseSettings):
     max_frame_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="largest accepted frame; larger ones are INVALID_INPUT"
     )
+    failed_request_log_per_s: float = Field(
+        5.0, ge=0,
+        description="failed requests logged per second and model version (one line each, the rest "
+        "counted and reported on the next line); 0 turns the lines off",
+    )
+    failed_request_log_burst: int = Field(
+        20, ge=1, description="failed requests of one model version logged at once before the rate applies"
+    )
     refresh_interval_s: float = Field(
         5.0, gt=0, description="how often Triton's readiness is checked and the health windows aged"
     )

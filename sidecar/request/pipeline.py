@@ -8,7 +8,8 @@
   on the copy (:meth:`Pipeline.begin`), and both resend once with START when Triton released an
   idle sequence (:meth:`Pipeline.restart_sequence`);
 * :meth:`Pipeline.settle` ends the lease, reports the outcome to the control plane's ``observe``
-  callback and returns the :class:`Outcome`.
+  callback, logs a failure (one rate-limited line per failed request, :mod:`sidecar.request.failures`)
+  and returns the :class:`Outcome`.
 
 Every request gets exactly one :class:`Outcome`; a request refused before it was sent (a routing or
 input error, OVERLOADED) is answered without a lease and is not observed.
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sidecar.errors import InvalidInput, Overloaded, SequenceNotStarted, SidecarError
+from sidecar.request.failures import FailureLog
 from sidecar.request.images import jpeg_size, png_size, raw_size
 from sidecar.request.routes import Leases, Route, RouteTable
 from sidecar.request.triton import (
@@ -184,6 +186,7 @@ class Pipeline:
         self.routes = routes
         self.leases = leases
         self._observe = observe
+        self.failures = FailureLog(settings.failed_request_log_per_s, settings.failed_request_log_burst)
         self._timeout_s = settings.request_timeout_ms / 1000.0
         self._max_frame_bytes = settings.max_frame_bytes
         self._max_unary = settings.max_in_flight_unary
@@ -359,6 +362,10 @@ class Pipeline:
             except SidecarError as e:
                 result, error = None, e
         self._observe(pending.route, error, elapsed_ms)
+        if error is not None:
+            request = pending.request
+            self.failures.record(pending.route.model_id, pending.route.version, request.frame_id,
+                                 request.camera_id, error, elapsed_ms)
         return Outcome(pending.request, result, error, elapsed_ms)
 
     def _settle_batch(
@@ -384,6 +391,11 @@ class Pipeline:
                 continue
             data, failed = next(replies)
             self._observe(pending.route, failed, elapsed_ms)
+            if failed is not None:
+                frame_id = item.frame_id if item is not None else pending.request.frame_id
+                camera_id = (item.camera_id if item is not None else "") or pending.request.camera_id
+                self.failures.record(pending.route.model_id, pending.route.version, frame_id, camera_id,
+                                     failed, elapsed_ms)
             frames.append(FrameOutcome(item, None if failed else data, failed))
         if pending.request.batch is None:  # one frame sent the usual way: answered the usual way
             (only,) = frames

@@ -278,3 +278,15 @@ async def test_core_holds_a_lease_on_the_copy_while_a_unary_request_is_in_flight
     assert outcome.error is None
     assert counts == [1]
     assert core.leases.count("alpha__1.0.0") == 0
+
+
+async def test_core_logs_one_line_per_failed_request_with_its_ids(core, fake_triton, caplog):
+    fake_triton.behaviours["alpha__1.0.0"] = lambda r: "[RUTH:INFERENCE_ERROR] infer: ZeroDivisionError"
+    with caplog.at_level("WARNING", logger="sidecar.requests"):
+        await core.infer(frame(frame_id="f9", camera_id="cam7"))
+    (line,) = [r for r in caplog.records if r.name == "sidecar.requests"]
+    assert {k: line.ruth[k] for k in ("model_id", "version", "frame_id", "camera_id", "code", "phase")} == {
+        "model_id": "alpha", "version": "1.0.0", "frame_id": "f9", "camera_id": "cam7",
+        "code": "INFERENCE_ERROR", "phase": "infer",
+    }
+    assert line.ruth["latency_ms"] >= 0
