@@ -30,6 +30,9 @@ INPUT_TYPES: tuple[str, ...] = ("frame", "batch", "temporal")
 INPUT_FORMATS: tuple[str, ...] = ("jpeg", "png", "raw_rgb", "raw_bgr")
 SCHEMA_VERSIONS: tuple[str, ...] = ("1",)
 MAX_TIMEOUT_MS = 600_000
+#: The runtime's total request timeout (the sidecar's ``request_timeout_ms``, architecture §5.4).
+DEFAULT_REQUEST_TIMEOUT_MS = 7000
+REQUEST_TIMEOUT_ENV = "RUTH_REQUEST_TIMEOUT_MS"
 
 
 class _Section(BaseModel):
@@ -292,6 +295,29 @@ def _message(path: str, err: Mapping[str, Any]) -> str:
     return f"{path}: {text}" if path and not text.startswith(path.rsplit(".", 1)[-1]) else text
 
 
+def declared_limits_ms(contract: ModelContract) -> int:
+    """The longest a request may run inside the model by its own limits: the three phases' sum."""
+    limits = contract.timeouts
+    return limits.preprocess_ms + limits.inference_ms + limits.postprocess_ms
+
+
+def timeout_warnings(contract: ModelContract, request_timeout_ms: int) -> list[ValidationIssue]:
+    """A warning when the phase limits add up to more than the runtime's total request timeout:
+    requests would then be answered TIMEOUT by the runtime before the model's own limits apply."""
+    declared = declared_limits_ms(contract)
+    if declared <= request_timeout_ms:
+        return []
+    return [
+        ValidationIssue(
+            "timeouts_exceed_runtime",
+            f"the phase limits add up to {declared} ms but the runtime answers TIMEOUT after "
+            f"{request_timeout_ms} ms (its request_timeout_ms): lower timeouts.* or raise "
+            f"{REQUEST_TIMEOUT_ENV}",
+            "timeouts",
+        )
+    ]
+
+
 def contract_digest(contract: ModelContract) -> str:
     """``sha256:<hex>`` of the canonical JSON of the normalised contract."""
     data = json.dumps(contract.normalized(), sort_keys=True, separators=(",", ":"))
@@ -312,6 +338,8 @@ __all__ = [
     "Permissions",
     "Timeouts",
     "contract_digest",
+    "declared_limits_ms",
     "is_model_id",
     "parse_contract",
+    "timeout_warnings",
 ]

@@ -23,7 +23,15 @@ from typing import Any
 
 import yaml
 
-from ruthgen.contract import Dependencies, ModelContract, contract_digest, parse_contract
+from ruthgen.contract import (
+    DEFAULT_REQUEST_TIMEOUT_MS,
+    REQUEST_TIMEOUT_ENV,
+    Dependencies,
+    ModelContract,
+    contract_digest,
+    parse_contract,
+    timeout_warnings,
+)
 from ruthgen.errors import UsageError, ValidationIssue
 from ruthgen.naming import MODEL_ID_RE, is_model_id, is_semver, semver_key, triton_name
 from ruthgen.spec import TARGETS, instance_kind
@@ -179,7 +187,19 @@ def _validate(plugin_dir: Path, model_id: str, version: str, target: str) -> Plu
         report.contract = contract
         report.output_json_schema = contract.output_json_schema()
         report.contract_digest = contract_digest(contract)
+        report.warnings.extend(timeout_warnings(contract, runtime_request_timeout_ms()))
     return report
+
+
+def runtime_request_timeout_ms() -> int:
+    """The runtime's total request timeout: ``RUTH_REQUEST_TIMEOUT_MS`` when set, else the default."""
+    raw = os.environ.get(REQUEST_TIMEOUT_ENV, "").strip()
+    try:
+        value = int(raw) if raw else DEFAULT_REQUEST_TIMEOUT_MS
+    except ValueError:
+        LOGGER.warning("ignoring %s=%r: not a whole number of milliseconds", REQUEST_TIMEOUT_ENV, raw)
+        return DEFAULT_REQUEST_TIMEOUT_MS
+    return value if value > 0 else DEFAULT_REQUEST_TIMEOUT_MS
 
 
 def _where(plugin_dir: Path) -> str:

@@ -113,8 +113,10 @@ class RuntimeCore:
                 drain_timeout_s=settings.drain_timeout_s, cooldown_s=settings.recovery_cooldown_s,
                 max_retries=settings.recovery_max_retries,
                 max_consecutive_timeouts=settings.timeouts_before_unhealthy,
+                hang_check_s=settings.hang_check_s,
             ),
             stub_killer=stub_killer,
+            request_timeout_ms=settings.request_timeout_ms,
             capacity=Capacity(adapter) if settings.calibrate else None,
         )
         self.pipeline = Pipeline(settings, adapter, self.routes, self.leases, self._observe)

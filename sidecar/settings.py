@@ -37,7 +37,13 @@ class SidecarSettings(BaseSettings):
         Path("model_repository"), description=f"the generated repository holding {MANIFEST_FILE}"
     )
     request_timeout_ms: int = Field(
-        7000, gt=0, le=600_000, description="total time a request may take; a smaller client deadline wins"
+        7000, gt=0, le=600_000,
+        description="the most a request may take: a model's own budget (its phase limits added up plus "
+        "request_timeout_margin_ms) is capped by it; a smaller client deadline wins",
+    )
+    request_timeout_margin_ms: int = Field(
+        500, ge=0, le=60_000,
+        description="added to a model's phase limits for its requests' budget (queueing and transport)",
     )
     max_in_flight_per_stream: int = Field(
         64, ge=1, le=4096, description="InferStream stops reading its client when this many are in flight"
@@ -114,7 +120,14 @@ class SidecarSettings(BaseSettings):
     drain_timeout_s: float = Field(30.0, gt=0, description="how long an unload waits for in-flight requests")
     recovery_cooldown_s: float = Field(30.0, ge=0, description="wait before each automatic reload (ERROR)")
     recovery_max_retries: int = Field(3, ge=0, description="automatic reloads before a model stays ERROR")
-    timeouts_before_unhealthy: int = Field(3, ge=1, description="consecutive timeouts that mark a model hung")
+    timeouts_before_unhealthy: int = Field(
+        3, ge=1, description="consecutive timeouts that make a model UNHEALTHY and start its hang check"
+    )
+    hang_check_s: float = Field(
+        10.0, gt=0,
+        description="after those timeouts, how long (at most; less when the model's limits are shorter) "
+        "the sidecar waits for the instance to finish anything before it takes it for hung and kills it",
+    )
     health_window_requests: int = Field(200, ge=1, description="requests in the health window of a model")
     health_window_s: float = Field(60.0, gt=0, description="age limit of the requests in the health window")
     health_latency_factor: float = Field(3.0, gt=1, description="latency above this x the hint degrades")

@@ -34,6 +34,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from ruthgen.contract import DEFAULT_REQUEST_TIMEOUT_MS, ModelContract, declared_limits_ms, timeout_warnings
 from ruthgen.manifest import ManifestEntry
 from ruthgen.wrapper.ruth_errors import load_resource_code
 from sidecar.control.capacity import Capacity
@@ -47,7 +48,7 @@ from sidecar.control.health import (
     is_loaded,
     model_health,
 )
-from sidecar.control.recovery import Recovery, RecoveryPolicy, StubKiller
+from sidecar.control.recovery import Recovery, RecoveryPolicy, StubKiller, progress
 from sidecar.control.sources import EntrySource, Key, StageError
 from sidecar.control.states import ModelRecord, ModelRegistry, ModelState, RejectedChange, Transition
 from sidecar.control.watcher import Change
@@ -66,6 +67,7 @@ class ModelControl(Protocol):
     async def load_model(self, name: str, timeout_s: float = ...) -> None: ...
     async def unload_model(self, name: str, timeout_s: float = ...) -> None: ...
     async def repository_index(self, timeout_s: float = ...) -> list[IndexEntry]: ...
+    async def model_statistics(self, name: str) -> dict[str, Any]: ...
 
 
 class LifecycleManager:
@@ -80,6 +82,7 @@ class LifecycleManager:
         policy: RecoveryPolicy | None = None,
         stub_killer: StubKiller | None = None,
         capacity: Capacity | None = None,
+        request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
     ) -> None:
         self.control = control
         self.source = source
@@ -89,10 +92,12 @@ class LifecycleManager:
         self.policy = policy or RecoveryPolicy()
         self.stub_killer = stub_killer
         self.capacity = capacity
+        self.request_timeout_ms = request_timeout_ms
         self.registry = ModelRegistry()
         self.trackers: dict[Key, ModelHealthTracker] = {}
         self.recovery = Recovery(self.policy, self._recover_locked, self._lock, self._changed)
         self._locks: dict[Key, asyncio.Lock] = {}
+        self._hang_checks: set[Key] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._change_listeners: list[Callable[[], None]] = []
         self.registry.add_listener(self._on_transition)
@@ -148,10 +153,53 @@ class LifecycleManager:
                 self.recovery.fail(record, f"the inference server lost it: {error.message}", hung=False,
                                    delay_s=0.0)
             elif tracker.consecutive_timeouts >= self.policy.max_consecutive_timeouts:
-                reason = f"{tracker.consecutive_timeouts} consecutive timeouts: instance hung"
-                self.recovery.fail(record, reason, hung=True)
+                self._check_hung(record, tracker.consecutive_timeouts)
         if changed:
             self._changed()
+
+    # ---- slow or hung ----------------------------------------------------------------------------
+
+    def _check_hung(self, record: ModelRecord, timeouts: int) -> None:
+        """Timeouts in a row: hung (no answer at all) or slow (answers, late)? Only hung is killed."""
+        name = record.active_name
+        if record.key in self._hang_checks or name is None:
+            return
+        self._hang_checks.add(record.key)
+        self._spawn(self._hang_check(record, name, timeouts))
+
+    async def _hang_check(self, record: ModelRecord, name: str, timeouts: int) -> None:
+        """Watch Triton's statistics of copy ``name`` for ``hang_check_s`` (or the model's own phase
+        limits plus a second, when shorter: a live wrapper answers within them): an instance that
+        finishes anything meanwhile is slow and stays loaded; one that finishes nothing is hung."""
+        limits_s = declared_limits_ms(record.contract) / 1000.0 + 1.0 if record.contract else None
+        wait_s = min(self.policy.hang_check_s, limits_s or self.policy.hang_check_s)
+        try:
+            before = await self._progress(name)
+            after = None
+            if before is not None:
+                await asyncio.sleep(wait_s)
+                after = await self._progress(name)
+            if record.state is not S.READY or record.active_name != name:
+                return
+            if before is not None and after is not None and after > before:
+                message = (f"TIMEOUT: {timeouts} requests in a row timed out but the instance still answers "
+                           f"(late): slow, not hung; it stays loaded")
+                LOGGER.warning("%s:%s %s", record.model_id, record.version, message)
+                record.note_error(message)
+                self._changed()
+                return
+            silent = f"nothing finished within {wait_s:g} s" if after is not None else "no statistics"
+            reason = f"{timeouts} consecutive timeouts and {silent}: instance hung"
+            self.recovery.fail(record, reason, hung=True)
+        finally:
+            self._hang_checks.discard(record.key)
+
+    async def _progress(self, name: str) -> int | None:
+        try:
+            return progress(await self.control.model_statistics(name))
+        except Exception as exc:  # statistics unavailable: the timeouts alone decide
+            LOGGER.info("statistics of %s unavailable: %s", name, exc)
+            return None
 
     # ---- status ----------------------------------------------------------------------------------
 
@@ -279,6 +327,7 @@ class LifecycleManager:
             record.transition(S.INVALID, check.reason)
             return
         record.contract = check.contract
+        record.warnings = self._warnings(check.contract)
         record.transition(S.LOADING, "loading into the inference server")
         name = self.source.slots(record.key)[0]
         staged, error = await self._load_copy(record, name)
@@ -414,10 +463,19 @@ class LifecycleManager:
         """Requests go to copy ``name`` from now on (a new health window for it)."""
         record.active_name = name
         record.contract, record.triton = staged.contract, staged.triton
+        record.warnings = self._warnings(staged.contract)
         record.output_schema = staged.output_json_schema
         self.trackers[record.key] = ModelHealthTracker(self.health_policy, record.inference_time_hint_ms)
         self.recovery.hung.discard(record.key)
         self._publish(record)
+
+    def _warnings(self, contract: ModelContract | None) -> list[str]:
+        if contract is None:
+            return []
+        found = [f"{w.check}: {w.message}" for w in timeout_warnings(contract, self.request_timeout_ms)]
+        for warning in found:
+            LOGGER.warning("%s:%s %s", contract.model_id, contract.version, warning)
+        return found
 
     def _reject(self, record: ModelRecord, reason: str, digest: str) -> None:
         LOGGER.warning("%s:%s keeps serving its running copy: %s", record.model_id, record.version, reason)
@@ -483,5 +541,5 @@ def route_of(record: ModelRecord) -> Route:
         record.model_id, record.version, state, reason, record.active_name,
         input_type=spec.type, format=spec.format, min_width=spec.min_width, min_height=spec.min_height,
         max_width=spec.max_width, max_height=spec.max_height, batched=triton.max_batch_size > 0,
-        sequence=triton.sequence, max_batch=record.frames_per_request,
+        sequence=triton.sequence, max_batch=record.frames_per_request, limits_ms=declared_limits_ms(contract),
     )

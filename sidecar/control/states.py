@@ -116,6 +116,8 @@ class ModelRecord:
     rejected_change: RejectedChange | None = None
     recovery_attempts: int = 0
     fps_capacity: float | None = None
+    #: what the runtime finds questionable but not wrong (e.g. limits longer than it allows)
+    warnings: list[str] = field(default_factory=list)
     _listener: Callable[[ModelRecord, Transition], None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -198,6 +200,7 @@ class ModelRecord:
             "last_error": self.last_error,
             "rejected_change": self.rejected_change.to_dict() if self.rejected_change else None,
             "recovery_attempts": self.recovery_attempts,
+            "warnings": list(self.warnings),
             "history": [t.to_dict() for t in self.history],
         }
 

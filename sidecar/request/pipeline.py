@@ -188,6 +188,7 @@ class Pipeline:
         self._observe = observe
         self.failures = FailureLog(settings.failed_request_log_per_s, settings.failed_request_log_burst)
         self._timeout_s = settings.request_timeout_ms / 1000.0
+        self._margin_ms = settings.request_timeout_margin_ms
         self._max_frame_bytes = settings.max_frame_bytes
         self._max_unary = settings.max_in_flight_unary
         self._unary_in_flight = 0
@@ -214,7 +215,7 @@ class Pipeline:
             route, request_id, request.data, width, height, request.frame_id, request.camera_id,
             request.timestamp_ms, start,
         )
-        deadline = started + self.deadline_s(request, client_remaining_s)
+        deadline = started + self.deadline_s(request, client_remaining_s, route)
         return Pending(request, route, request_id, message, started, deadline, start, epoch)
 
     def _prepare_batch(
@@ -253,7 +254,7 @@ class Pipeline:
         self._ids += 1
         request_id = str(self._ids)
         message = build_batch_request(route, request_id, frames, ids) if frames else None
-        deadline = started + self.deadline_s(request, client_remaining_s)
+        deadline = started + self.deadline_s(request, client_remaining_s, route)
         pending = Pending(request, route, request_id, message, started, deadline, False, 0)
         pending.answers = answers
         return pending
@@ -295,13 +296,19 @@ class Pipeline:
             raise InvalidInput(f"{route.model_id} {route.version} is temporal: camera_id is required")
         return width, height
 
-    def deadline_s(self, request: FrameRequest, client_remaining_s: float | None = None) -> float:
-        """Seconds this request may take: the request timeout, or less if the client asks for less.
+    def deadline_s(
+        self, request: FrameRequest, client_remaining_s: float | None = None, route: Route | None = None
+    ) -> float:
+        """Seconds this request may take (architecture §5.4): the model's phase limits added up plus
+        ``request_timeout_margin_ms``, capped by the runtime's ``request_timeout_ms``, or less if
+        the client asks for less.
 
         A client's gRPC deadline is shortened by a small margin so that the TIMEOUT answer
         reaches the client before its own deadline expires.
         """
         timeout = self._timeout_s
+        if route is not None and route.limits_ms:
+            timeout = min(timeout, (route.limits_ms + self._margin_ms) / 1000.0)
         if request.timeout_ms:
             timeout = min(timeout, request.timeout_ms / 1000.0)
         if client_remaining_s is not None:

@@ -186,3 +186,15 @@ def test_plugin_report_seal_adds_a_check_when_invalid_without_errors(tmp_path: P
     report = PluginReport("m", "1.0.0", tmp_path).seal()
     assert report.state == "INVALID"
     assert [e.check for e in report.errors] == ["validation_incomplete"]
+
+
+def test_validate_plugin_warns_when_the_phase_limits_exceed_the_runtimes_timeout(make_plugin, monkeypatch):
+    limits = {"preprocess_ms": 1000, "inference_ms": 30000, "postprocess_ms": 1000}
+    plugin = make_plugin("patient", timeouts=limits)
+    report = validate_plugin(plugin, "patient", "1.0.0")
+    assert report.state == "VALID"
+    (warning,) = [w for w in report.warnings if w.check == "timeouts_exceed_runtime"]
+    assert "32000 ms" in warning.message and "7000 ms" in warning.message and warning.path == "timeouts"
+    monkeypatch.setenv("RUTH_REQUEST_TIMEOUT_MS", "40000")
+    assert not [w for w in validate_plugin(plugin, "patient", "1.0.0").warnings
+                if w.check == "timeouts_exceed_runtime"]

@@ -155,6 +155,18 @@ def test_core_deadline_takes_the_smallest_of_setting_request_and_client(settings
     assert pipeline.deadline_s(frame(), client_remaining_s=3.0) == pytest.approx(2.95)
 
 
+def test_core_deadline_is_the_models_phase_limits_plus_margin_capped_by_the_runtime(settings, fake_triton):
+    from sidecar.request.routes import Route
+
+    pipeline = build_core(settings, fake_triton).pipeline
+    quick = Route("m", "1.0.0", "READY", triton_name="m__1.0.0", limits_ms=1200)
+    slow = Route("m", "1.0.0", "READY", triton_name="m__1.0.0", limits_ms=60_000)
+    assert pipeline.deadline_s(frame(), route=quick) == pytest.approx(1.7)  # 1200 ms + the 500 ms margin
+    assert pipeline.deadline_s(frame(), route=slow) == pytest.approx(7.0)  # the runtime's maximum
+    assert pipeline.deadline_s(frame(timeout_ms=300), route=quick) == pytest.approx(0.3)
+    assert pipeline.deadline_s(frame(), client_remaining_s=1.0, route=slow) == pytest.approx(0.95)
+
+
 async def test_core_answers_overloaded_when_unary_limit_is_reached(settings, fake_triton):
     fake_triton.delays["alpha__1.0.0"] = 0.2
     runtime = build_core(settings.model_copy(update={"max_in_flight_unary": 2}), fake_triton)

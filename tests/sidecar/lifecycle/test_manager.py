@@ -20,6 +20,7 @@ from sidecar.errors import (
     RequestTimeout,
     SidecarError,
 )
+from sidecar.request.routes import Leases, RouteTable
 
 S = ModelState
 A, B = "m__1.0.0", "m__1.0.0__b"
@@ -207,11 +208,31 @@ async def test_consecutive_timeouts_kill_the_hung_stubs_and_reload(manager, cont
     assert manager.registry.get("m", "1.0.0").state is S.READY
     observe(manager, error=timeout(), latency_ms=1000.0)
     record = manager.registry.get("m", "1.0.0")
-    assert record.state is S.ERROR and "3 consecutive timeouts" in record.reason
-    assert manager.trackers[record.key].health is Health.UNHEALTHY
+    assert record.state is S.READY and manager.trackers[record.key].health is Health.UNHEALTHY
+    await _until(lambda: record.state is S.ERROR)  # the hang check: nothing finished meanwhile
+    assert "3 consecutive timeouts and nothing finished" in record.reason
     await _until(lambda: record.state is S.READY)
     assert killer.killed == [A] and route(manager) == B
     assert manager.trackers[record.key].health is Health.HEALTHY
+
+
+async def test_consecutive_timeouts_of_a_slow_instance_that_still_answers_do_not_kill_it(
+    manager, control, entries, killer
+):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    finished = iter(range(1, 1000))
+
+    async def answering(name):  # the instance finishes one execution per look: late, but alive
+        return {"execution_count": str(next(finished))}
+
+    control.model_statistics = answering
+    for _ in range(3):
+        observe(manager, error=timeout(), latency_ms=1000.0)
+    record = manager.registry.get("m", "1.0.0")
+    await _until(lambda: "slow, not hung" in (record.last_error or ""))
+    assert record.state is S.READY and killer.killed == [] and route(manager) == A
+    assert manager.trackers[record.key].health is Health.UNHEALTHY  # still late: the backend sees it
 
 
 async def test_model_that_keeps_failing_ends_in_error_after_max_retries(manager, control, entries):
@@ -394,3 +415,15 @@ async def test_a_request_failure_is_the_versions_last_error_with_its_time(manage
     assert record.last_error_at is not None
     observe(manager, error=SidecarError("bad frame", ErrorCode.INVALID_INPUT))
     assert record.last_error.startswith("OUTPUT_SCHEMA_VIOLATION"), "the caller's errors are not the model's"
+
+
+async def test_a_version_whose_limits_exceed_the_runtimes_gets_a_warning(control, entries, policy):
+    manager = LifecycleManager(control, entries, RouteTable(), Leases(), policy=policy,
+                               request_timeout_ms=5000)
+    entries.add("m", "1.0.0")  # the default limits: 1000 + 5000 + 1000 ms
+    await manager.rescan()
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state is S.READY
+    assert [w.split(":")[0] for w in record.warnings] == ["timeouts_exceed_runtime"]
+    assert record.to_dict()["warnings"] == record.warnings
+    assert route_of(record).limits_ms == 7000
