@@ -60,9 +60,11 @@ class InputSpec(_Section):
 
 
 class OutputSpec(_Section):
-    """The result: ``schema`` is the output-schema dialect (see :mod:`ruthgen.schema_dialect`)."""
+    """The result: ``schema`` is the output-schema dialect (see :mod:`ruthgen.schema_dialect`);
+    ``schema_version`` optionally names its version (else a hash of the schema stands for it)."""
 
     schema_: dict[str, Any] = Field(alias="schema")
+    schema_version: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:+-]+$")
 
     @field_validator("schema_")
     @classmethod
@@ -179,6 +181,15 @@ class ModelContract(_Section):
     def output_json_schema(self) -> dict[str, Any]:
         """The JSON Schema every plugin output is validated with."""
         return compile_output_schema(self.output.schema_)
+
+    def output_schema_version(self) -> str:
+        """What identifies the output schema: ``output.schema_version`` when declared, else
+        ``sha256:`` and the first 12 hex digits of the hash of the compiled JSON Schema's canonical
+        JSON (key order, spacing and YAML spelling do not change it; any change of the shape does)."""
+        if self.output.schema_version:
+            return self.output.schema_version
+        text = json.dumps(self.output_json_schema(), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def normalized(self) -> dict[str, Any]:
         """JSON-ready mapping of the contract, defaults filled in, keys as in model.yaml."""

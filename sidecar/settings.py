@@ -33,6 +33,11 @@ class SidecarSettings(BaseSettings):
     )
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 picks a free one)")
     triton_url: str = Field("127.0.0.1:8001", description="host:port of Triton's gRPC endpoint")
+    triton_metrics_url: str | None = Field(
+        None,
+        description="Triton's Prometheus metrics (GPU memory and utilisation for the registration); "
+        "unset: http://<triton_url's host>:8002/metrics; empty: not read",
+    )
     model_repository: Path = Field(
         Path("model_repository"), description=f"the generated repository holding {MANIFEST_FILE}"
     )
@@ -167,6 +172,14 @@ class SidecarSettings(BaseSettings):
     def grpc_address(self) -> str:
         host = f"[{self.grpc_host}]" if ":" in self.grpc_host else self.grpc_host
         return f"{host}:{self.grpc_port}"
+
+    @property
+    def metrics_url_of_triton(self) -> str | None:
+        """Where Triton's metrics are read from (None: not read)."""
+        if self.triton_metrics_url is not None:
+            return self.triton_metrics_url or None
+        host = self.triton_url.rsplit(":", 1)[0] if ":" in self.triton_url else self.triton_url
+        return f"http://{host}:8002/metrics"
 
     @property
     def max_message_bytes(self) -> int:

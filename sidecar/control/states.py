@@ -134,7 +134,8 @@ class ModelRecord:
 
     @property
     def output_schema_version(self) -> str | None:
-        return self.contract.schema_version if self.contract else None
+        """Identifies the output schema (declared, or a hash of it): it changes when the shape does."""
+        return self.contract.output_schema_version() if self.contract else None
 
     @property
     def inference_time_hint_ms(self) -> float | None:
