@@ -42,6 +42,7 @@ from ruth_errors import (
     resource_code,
 )
 from ruth_guard import Guard, Policy
+from ruth_metrics import PluginMetrics
 from ruth_protocol import BATCH, CAMERA_ID, FRAME_ID, FRAME_LENGTHS, TIMESTAMP_MS
 
 ENTRY_FILE = "ruth_entry.json"
@@ -142,7 +143,9 @@ class PluginRuntime:
         version_dir: Path,
         *,
         device: str = "cpu",
+        device_id: int | None = None,
         environ: Mapping[str, str] | None = None,
+        metrics_api: Any = None,
     ) -> None:
         environ = os.environ if environ is None else environ
         self.entry = entry
@@ -151,6 +154,8 @@ class PluginRuntime:
         self.plugin_dir = (version_dir / PLUGIN_DIR).absolute()
         self.input_type = str(self.contract["input"]["type"])
         self.device = device
+        self.device_id = device_id if device == "gpu" else None
+        self.metrics = PluginMetrics(self.model_id, self.version, metrics_api)
         self.timeouts = phase_timeouts(self.contract, environ)
         self.load_timeout = _env_ms(environ, LOAD_TIMEOUT_ENV, DEFAULT_LOAD_TIMEOUT_MS) / 1000.0
         self.warmup_timeout = _env_ms(environ, WARMUP_TIMEOUT_ENV, DEFAULT_WARMUP_TIMEOUT_MS) / 1000.0
@@ -219,6 +224,8 @@ class PluginRuntime:
             config=freeze(config),
             logger=ScopedLogger(self.model_id, self.version),
             device=self.device,
+            device_id=self.device_id,
+            metrics=self.metrics,
         )
 
     def _load_step(self, phase: str, func: Any, *args: Any) -> Any:
@@ -363,6 +370,7 @@ class PluginRuntime:
         self._deadlines.close()
         ruth_loader.unload(self.plugin_dir, self._package)
         self._modules, self._state = None, None
+        self.metrics.close()
 
 
 def _denied(reasons: list[str]) -> str:
