@@ -12,7 +12,9 @@ Library API: :func:`parse_contract` (mapping -> :class:`ContractParse`), :class:
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -137,10 +139,45 @@ class Dependencies(_Section):
         return path.as_posix()
 
 
-class Permissions(_Section):
-    """What the plugin may do beyond computing on its input."""
+_ENDPOINT_RE = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+(?:/\d{1,3})?)\]|(?P<host>[^\s:\[\]/]+(?:/\d{1,2})?))"
+    r":(?P<port>\d{1,5}|\*)$"
+)
 
-    network: bool = False
+
+def check_endpoint(entry: str) -> str:
+    """Raise ValueError unless ``entry`` is ``host:port``, ``ip:port``, ``cidr:port`` or
+    ``[ipv6 or ipv6-cidr]:port`` (``*`` for any port); returns it unchanged."""
+    match = _ENDPOINT_RE.match(entry)
+    if match is None:
+        raise ValueError(f"{entry!r} is not host:port, CIDR:port or [IPv6]:port (port 1-65535 or *)")
+    port = match.group("port")
+    if port != "*" and not 1 <= int(port) <= 65535:
+        raise ValueError(f"{entry!r}: port {port} is not in 1-65535")
+    address = match.group("v6") or match.group("host")
+    if "/" in address or match.group("v6"):
+        try:
+            ipaddress.ip_network(address, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{entry!r}: {exc}") from None
+    return entry
+
+
+class Permissions(_Section):
+    """What the plugin may do beyond computing on its input: ``network`` is false (nothing), true
+    (anything) or an allowlist of ``host:port`` / ``CIDR:port`` endpoints it may reach."""
+
+    network: bool | list[str] = False
+
+    @field_validator("network")
+    @classmethod
+    def _endpoints(cls, value: bool | list[str]) -> bool | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("an empty allowlist permits nothing: write false instead")
+            for entry in value:
+                check_endpoint(entry)
+        return value
 
 
 class ModelContract(_Section):
@@ -268,6 +305,7 @@ _CHECK_BY_FIELD = {
 }
 _CHECK_BY_SECTION = {
     "timeouts": "bad_timeouts",
+    "permissions": "invalid_permissions",
     "output": "output_schema_invalid",
     "entry_points": "invalid_entry_point",
 }

@@ -159,7 +159,8 @@ class PluginRuntime:
         self.timeouts = phase_timeouts(self.contract, environ)
         self.load_timeout = _env_ms(environ, LOAD_TIMEOUT_ENV, DEFAULT_LOAD_TIMEOUT_MS) / 1000.0
         self.warmup_timeout = _env_ms(environ, WARMUP_TIMEOUT_ENV, DEFAULT_WARMUP_TIMEOUT_MS) / 1000.0
-        self.allow_network = bool((self.contract.get("permissions") or {}).get("network", False))
+        network = (self.contract.get("permissions") or {}).get("network", False)
+        self.allow_network: bool | list[str] = list(network) if isinstance(network, list) else bool(network)
         self.decoder: Decoder | None = None
         self.context: PluginContext | None = None
         self._package = ruth_loader.package_name(self.model_id, self.version)

@@ -198,3 +198,22 @@ def test_validate_plugin_warns_when_the_phase_limits_exceed_the_runtimes_timeout
     monkeypatch.setenv("RUTH_REQUEST_TIMEOUT_MS", "40000")
     assert not [w for w in validate_plugin(plugin, "patient", "1.0.0").warnings
                 if w.check == "timeouts_exceed_runtime"]
+
+
+@pytest.mark.parametrize(
+    ("network", "valid"),
+    [
+        (["api.example.com:443", "10.0.0.0/8:8080", "[fd00::/8]:443", "127.0.0.1:*"], True),
+        (True, True),
+        (["api.example.com"], False),  # no port
+        (["10.0.0.0/40:443"], False),
+        (["api.example.com:70000"], False),
+        ([], False),
+    ],
+)
+def test_validate_plugin_checks_the_network_allowlist(make_plugin, network, valid) -> None:
+    report = validate_plugin(make_plugin("netty", permissions={"network": network}), "netty", "1.0.0")
+    assert report.valid is valid
+    if not valid:
+        assert [e.check for e in report.errors] == ["invalid_permissions"]
+        assert report.errors[0].path.startswith("permissions.network")
