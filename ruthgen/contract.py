@@ -91,6 +91,7 @@ class Performance(_Section):
     recommended_fps: float | None = Field(None, gt=0)
     inference_time_hint_ms: float | None = Field(None, gt=0)
     instance_count: int = Field(1, ge=1, le=64)
+    instances_per_gpu: int | None = Field(None, ge=1, le=64)
     max_queue_delay_ms: float = Field(0, ge=0, le=10_000)
     max_candidate_sequences: int = Field(64, ge=1, le=4096)
     sequence_idle_ms: int = Field(60_000, ge=1, le=86_400_000)

@@ -111,7 +111,11 @@ class SidecarSettings(BaseSettings):
         description="plugin folder the sidecar owns and regenerates entries from; unset: serve the "
         "repository as built elsewhere (read-only), reloading what its manifest changes",
     )
-    target: str = Field("cpu", description="build target of the entries it regenerates (cpu, gpu, jetson)")
+    target: str | None = Field(
+        None,
+        description="build target of the entries it regenerates (cpu, gpu, jetson); unset: the hardware "
+        "detected on this machine",
+    )
     watch_models: bool = Field(
         True, description="watch models_dir, or poll the manifest (else: SIGHUP or the admin rescan)"
     )
