@@ -119,6 +119,8 @@ class RuntimeCore:
             ),
             stub_killer=stub_killer,
             request_timeout_ms=settings.request_timeout_ms,
+            gpus=lambda: self.hardware.gpus,
+            preferred_versions=settings.preferred_versions,
             capacity=Capacity(adapter) if settings.calibrate else None,
         )
         self.pipeline = Pipeline(settings, adapter, self.routes, self.leases, self._observe)

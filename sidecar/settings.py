@@ -124,6 +124,11 @@ class SidecarSettings(BaseSettings):
         2.0, gt=0, description="how often a read-only repository's manifest is checked for a rebuild"
     )
     calibrate: bool = Field(True, description="measure each model's fps capacity right after it loads")
+    preferred_versions: list[str] = Field(
+        default_factory=list,
+        description="model_id:version pairs loaded first when GPU memory cannot hold every version "
+        "(then each model's newest first)",
+    )
     load_timeout_s: float = Field(60.0, gt=0, description="a load taking longer is FAILED and abandoned")
     unload_timeout_s: float = Field(10.0, gt=0, description="an unload taking longer gets its stubs killed")
     drain_timeout_s: float = Field(30.0, gt=0, description="how long an unload waits for in-flight requests")

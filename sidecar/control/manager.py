@@ -31,11 +31,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol
 
 from ruthgen.contract import DEFAULT_REQUEST_TIMEOUT_MS, ModelContract, declared_limits_ms, timeout_warnings
+from ruthgen.hardware import GpuInfo
 from ruthgen.manifest import ManifestEntry
+from ruthgen.naming import semver_key
 from ruthgen.wrapper.ruth_errors import load_resource_code
 from sidecar.control.capacity import Capacity
 from sidecar.control.health import (
@@ -83,6 +85,8 @@ class LifecycleManager:
         stub_killer: StubKiller | None = None,
         capacity: Capacity | None = None,
         request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
+        gpus: Callable[[], tuple[GpuInfo, ...]] | None = None,
+        preferred_versions: Collection[str] = (),
     ) -> None:
         self.control = control
         self.source = source
@@ -93,6 +97,10 @@ class LifecycleManager:
         self.stub_killer = stub_killer
         self.capacity = capacity
         self.request_timeout_ms = request_timeout_ms
+        self._gpus = gpus or tuple
+        self.preferred_versions = frozenset(preferred_versions)
+        self._gpu_snapshot: tuple[GpuInfo, ...] = ()
+        self._gpu_reserved: dict[int, int] = {}
         self.registry = ModelRegistry()
         self.trackers: dict[Key, ModelHealthTracker] = {}
         self.recovery = Recovery(self.policy, self._recover_locked, self._lock, self._changed)
@@ -242,13 +250,34 @@ class LifecycleManager:
         known = {r.key for r in self.registry if model_id in (None, r.model_id)}
         keys = sorted(present | known)
         limit = asyncio.Semaphore(LOAD_CONCURRENCY)
+        needs_gpu_memory: list[ModelRecord] = []
 
         async def one(key: Key) -> None:
             async with limit:
-                await self.reconcile(key, key in present, force=force)
+                await self.reconcile(key, key in present, force=force, deferred=needs_gpu_memory)
 
         await asyncio.gather(*(one(k) for k in keys))
+        for record in sorted(needs_gpu_memory, key=self._priority(needs_gpu_memory)):
+            async with self._lock(record.key):
+                if record.state is S.VALIDATING and record.contract is not None:
+                    await self._load_first(record)
         return [r.to_dict() for k in keys if (r := self.registry.get(*k)) is not None]
+
+    def _priority(self, records: list[ModelRecord]) -> Callable[[ModelRecord], tuple[int, int, str]]:
+        """§3.6 when GPU memory may not hold every version: the versions named in
+        ``preferred_versions`` first, then each model's newest before any model's older ones."""
+        newest_first: dict[str, list[str]] = {}
+        for record in records:
+            newest_first.setdefault(record.model_id, []).append(record.version)
+        for versions in newest_first.values():
+            versions.sort(key=semver_key, reverse=True)
+
+        def key(record: ModelRecord) -> tuple[int, int, str]:
+            preferred = f"{record.model_id}:{record.version}" in self.preferred_versions
+            rank = newest_first[record.model_id].index(record.version)
+            return (0 if preferred else 1, rank, record.model_id)
+
+        return key
 
     async def on_changes(self, changes: list[Change]) -> None:
         """A watcher's callback: reconcile just the versions that changed."""
@@ -279,7 +308,11 @@ class LifecycleManager:
                     record.recovery_attempts = 0
                     self.recovery.schedule(record, 0.0)
 
-    async def reconcile(self, key: Key, present: bool, *, force: bool = False) -> None:
+    async def reconcile(
+        self, key: Key, present: bool, *, force: bool = False, deferred: list[ModelRecord] | None = None
+    ) -> None:
+        """Bring one version in line with its source; ``deferred`` (a rescan's) collects the new
+        versions that need GPU memory, which the rescan then loads in priority order."""
         async with self._lock(key):
             record = self.registry.get(*key)
             if not present:
@@ -289,22 +322,22 @@ class LifecycleManager:
             digest = await asyncio.to_thread(self.source.digest, key)
             if record is None:
                 record = self.registry.add(*key)
-                await self._bring_up(record, digest)
+                await self._bring_up(record, digest, deferred)
                 return
             changed = digest != record.source_digest
             state = record.state
             if state is S.UNLOADED:
                 record.transition(S.DISCOVERED, "found again")
-                await self._bring_up(record, digest)
+                await self._bring_up(record, digest, deferred)
             elif state is S.INVALID and (changed or force):
                 record.transition(S.DISCOVERED, "files changed" if changed else "rescan requested")
-                await self._bring_up(record, digest)
+                await self._bring_up(record, digest, deferred)
             elif state is S.FAILED and (changed or force):
                 record.transition(S.UNLOADING, "cleaning up a failed load before loading again")
                 await self._unload_all(record)
                 record.transition(S.UNLOADED, "cleaned up")
                 record.transition(S.DISCOVERED, "files changed" if changed else "rescan requested")
-                await self._bring_up(record, digest)
+                await self._bring_up(record, digest, deferred)
             elif state is S.READY and changed:
                 rejected = record.rejected_change
                 if force or rejected is None or rejected.source_digest != digest:
@@ -317,7 +350,9 @@ class LifecycleManager:
 
     # ---- transitions with Triton -----------------------------------------------------------------
 
-    async def _bring_up(self, record: ModelRecord, digest: str) -> None:
+    async def _bring_up(
+        self, record: ModelRecord, digest: str, deferred: list[ModelRecord] | None = None
+    ) -> None:
         record.transition(S.VALIDATING, "checking the contract and the files")
         check = await asyncio.to_thread(self.source.check, record.key)
         record.source_digest = digest
@@ -328,6 +363,12 @@ class LifecycleManager:
             return
         record.contract = check.contract
         record.warnings = self._warnings(check.contract)
+        if deferred is not None and self._needs_gpu_memory(check.contract):
+            deferred.append(record)  # stays VALIDATING until its turn (§3.6)
+            return
+        await self._load_first(record)
+
+    async def _load_first(self, record: ModelRecord) -> None:
         record.transition(S.LOADING, "loading into the inference server")
         name = self.source.slots(record.key)[0]
         staged, error = await self._load_copy(record, name)
@@ -372,7 +413,7 @@ class LifecycleManager:
         elif old is not None and hung and self.stub_killer is not None:
             await asyncio.to_thread(self.stub_killer.kill, old)
         staged, error = await self._load_copy(record, new)
-        if staged is None and load_resource_code(error):
+        if staged is None and (load_resource_code(error) or error.startswith("RESOURCE_EXHAUSTED")):
             # no memory for it: retrying on a schedule would only fail again (§3.5); a rescan retries
             if old is not None and old != new:
                 record.active_name = None
@@ -419,6 +460,9 @@ class LifecycleManager:
         except StageError as exc:
             return None, exc.reason
         generated = time.monotonic()
+        short = self._reserve_gpu_memory(record, staged)
+        if short:
+            return None, short
         timeout = self.policy.load_timeout_s
         try:
             await asyncio.wait_for(self.control.load_model(name, timeout_s=timeout), timeout)
@@ -468,6 +512,37 @@ class LifecycleManager:
         self.trackers[record.key] = ModelHealthTracker(self.health_policy, record.inference_time_hint_ms)
         self.recovery.hung.discard(record.key)
         self._publish(record)
+
+    # ---- GPU memory ------------------------------------------------------------------------------
+
+    def _needs_gpu_memory(self, contract: ModelContract | None) -> bool:
+        return bool(contract is not None and contract.hardware.supports_gpu
+                    and contract.hardware.min_gpu_memory_mb and self._gpus())
+
+    def _reserve_gpu_memory(self, record: ModelRecord, staged: ManifestEntry) -> str:
+        """"" when copy ``staged`` may load: its GPU instances' ``min_gpu_memory_mb`` fits the free
+        memory of every GPU (Triton places them on each), after what the loads since the last
+        hardware figures reserved; else why not (RESOURCE_EXHAUSTED: the version is FAILED)."""
+        per_instance = staged.contract.hardware.min_gpu_memory_mb if staged.contract else None
+        gpus = self._gpus()
+        if not per_instance or not gpus or staged.triton is None or staged.triton.instance_kind != "KIND_GPU":
+            return ""
+        if gpus is not self._gpu_snapshot:  # new figures: they include what was loaded before them
+            self._gpu_snapshot, self._gpu_reserved = gpus, {}
+        need = per_instance * staged.triton.instance_count
+        for gpu in gpus:
+            if gpu.memory_available_mb is None:
+                continue
+            free = gpu.memory_available_mb - self._gpu_reserved.get(gpu.index, 0)
+            if free < need:
+                after = " after the versions loaded before it" if self._gpu_reserved else ""
+                return (f"RESOURCE_EXHAUSTED: not loaded: needs {need} MB of GPU memory on each GPU "
+                        f"({staged.triton.instance_count} instance(s) x hardware.min_gpu_memory_mb "
+                        f"{per_instance}) but GPU {gpu.index} has {free} MB free{after}; versions load "
+                        f"in priority order (preferred_versions, then newest first); a rescan retries")
+        for gpu in gpus:
+            self._gpu_reserved[gpu.index] = self._gpu_reserved.get(gpu.index, 0) + need
+        return ""
 
     def _warnings(self, contract: ModelContract | None) -> list[str]:
         if contract is None:

@@ -427,3 +427,40 @@ async def test_a_version_whose_limits_exceed_the_runtimes_gets_a_warning(control
     assert [w.split(":")[0] for w in record.warnings] == ["timeouts_exceed_runtime"]
     assert record.to_dict()["warnings"] == record.warnings
     assert route_of(record).limits_ms == 7000
+
+
+def _gpu_manager(control, entries, policy, free_mb: list[int], preferred=()):
+    from ruthgen.hardware import GpuInfo
+
+    gpus = tuple(GpuInfo(i, memory_total_mb=16384, memory_available_mb=mb) for i, mb in enumerate(free_mb))
+    return LifecycleManager(control, entries, RouteTable(), Leases(), policy=policy, gpus=lambda: gpus,
+                            preferred_versions=preferred)
+
+
+@pytest.mark.parametrize(("preferred", "loaded", "skipped"), [((), "2.0.0", "1.0.0"),
+                                                              (("m:1.0.0",), "1.0.0", "2.0.0")])
+async def test_versions_that_need_more_gpu_memory_than_is_free_load_in_priority_order(
+    control, entries, policy, preferred, loaded, skipped
+):
+    manager = _gpu_manager(control, entries, policy, [10_000], preferred)
+    for version in ("1.0.0", "2.0.0"):
+        entries.add("m", version, min_gpu_memory_mb=6000)
+    entries.add("cpu_model", "1.0.0")
+    await manager.rescan()
+    assert manager.registry.get("m", loaded).state is S.READY
+    left_out = manager.registry.get("m", skipped)
+    assert left_out.state is S.FAILED and left_out.reason.startswith("RESOURCE_EXHAUSTED: not loaded")
+    assert "needs 6000 MB" in left_out.reason
+    assert "GPU 0 has 4000 MB free after the versions" in left_out.reason
+    assert control.count("load", f"m__{skipped}") == 0, "never sent to the inference server"
+    assert manager.registry.get("cpu_model", "1.0.0").state is S.READY
+
+
+async def test_gpu_memory_is_checked_on_every_gpu_the_instances_land_on(control, entries, policy):
+    manager = _gpu_manager(control, entries, policy, [12_000, 3_000])
+    entries.add("m", "1.0.0", min_gpu_memory_mb=4000)
+    await manager.rescan()
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state is S.FAILED and "GPU 1 has 3000 MB free;" in record.reason
+    await manager.rescan()
+    assert control.count("load") == 0 and record.state is S.FAILED  # not retried without a rescan asking
