@@ -302,3 +302,9 @@ async def test_core_logs_one_line_per_failed_request_with_its_ids(core, fake_tri
         "code": "INFERENCE_ERROR", "phase": "infer",
     }
     assert line.ruth["latency_ms"] >= 0
+
+
+def test_core_declares_the_installed_packages_version(core):
+    import importlib.metadata
+
+    assert core.capabilities()["version"] == importlib.metadata.version("ruth-ai-runtime")
