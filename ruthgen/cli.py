@@ -62,10 +62,26 @@ class InputFormat(str, enum.Enum):
 
 ModelsOption = Annotated[Path, typer.Option("--models", "-m", help="The plugins folder.")]
 RepoOption = Annotated[Path, typer.Option("--out", "-o", help="The model repository to write.")]
-TargetOption = Annotated[Target, typer.Option("--target", "-t", help="Where the repository will run.")]
+TargetOption = Annotated[
+    Target | None,
+    typer.Option("--target", "-t", help="Where the repository will run (default: this machine's hardware)."),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 DEFAULT_MODELS = Path("ai/models")
 DEFAULT_REPOSITORY = Path("model_repository")
+
+
+def _target(target: Target | None, quiet: bool = False) -> str:
+    """The build target asked for, else the one this machine's hardware calls for (§3.4); said on
+    stderr unless ``quiet`` (--json prints nothing but its JSON)."""
+    if target is not None:
+        return target.value
+    from ruthgen.hardware import detected_target
+
+    found = detected_target()
+    if not quiet:
+        typer.echo(f"target: {found} (detected; --target sets another)", err=True)
+    return found
 
 
 def _reports_errors(func: F) -> F:
@@ -115,12 +131,12 @@ def new(
 @app.command()
 @_reports_errors
 def validate(
-    models: ModelsOption = DEFAULT_MODELS, target: TargetOption = Target.cpu, as_json: JsonOption = False
+    models: ModelsOption = DEFAULT_MODELS, target: TargetOption = None, as_json: JsonOption = False
 ) -> None:
     """Check every plugin; exit 1 when any is INVALID."""
     from ruthgen.discovery import scan
 
-    found = scan(models, target.value)
+    found = scan(models, _target(target, as_json))
     _emit({"models": [r.to_dict() for r in found.reports], "warnings": found.warnings}, as_json)
     raise typer.Exit(0 if all(r.valid for r in found.reports) else 1)
 
@@ -130,7 +146,7 @@ def validate(
 def build(
     models: ModelsOption = DEFAULT_MODELS,
     out: RepoOption = DEFAULT_REPOSITORY,
-    target: TargetOption = Target.cpu,
+    target: TargetOption = None,
     as_json: JsonOption = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any plugin is INVALID.")] = False,
 ) -> None:
@@ -141,7 +157,7 @@ def build(
     from ruthgen.writer import build_repository
 
     with console.progress_for(sys.stderr, quiet=as_json) as progress:
-        result = build_repository(models, out, target.value, progress=progress)
+        result = build_repository(models, out, _target(target, as_json), progress=progress)
     _emit(result.to_dict(), as_json)
     if not as_json:
         typer.echo(f"{out}: {result.summary()}")
@@ -151,12 +167,12 @@ def build(
 @app.command("list")
 @_reports_errors
 def list_models(
-    models: ModelsOption = DEFAULT_MODELS, target: TargetOption = Target.cpu, as_json: JsonOption = False
+    models: ModelsOption = DEFAULT_MODELS, target: TargetOption = None, as_json: JsonOption = False
 ) -> None:
     """List every plugin version with its state and Triton name."""
     from ruthgen.discovery import scan
 
-    found = scan(models, target.value)
+    found = scan(models, _target(target, as_json))
     items = []
     for report in found.reports:
         item = report.to_dict()

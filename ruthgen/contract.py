@@ -12,7 +12,9 @@ Library API: :func:`parse_contract` (mapping -> :class:`ContractParse`), :class:
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -30,6 +32,9 @@ INPUT_TYPES: tuple[str, ...] = ("frame", "batch", "temporal")
 INPUT_FORMATS: tuple[str, ...] = ("jpeg", "png", "raw_rgb", "raw_bgr")
 SCHEMA_VERSIONS: tuple[str, ...] = ("1",)
 MAX_TIMEOUT_MS = 600_000
+#: The runtime's total request timeout (the sidecar's ``request_timeout_ms``, architecture §5.4).
+DEFAULT_REQUEST_TIMEOUT_MS = 7000
+REQUEST_TIMEOUT_ENV = "RUTH_REQUEST_TIMEOUT_MS"
 
 
 class _Section(BaseModel):
@@ -57,9 +62,11 @@ class InputSpec(_Section):
 
 
 class OutputSpec(_Section):
-    """The result: ``schema`` is the output-schema dialect (see :mod:`ruthgen.schema_dialect`)."""
+    """The result: ``schema`` is the output-schema dialect (see :mod:`ruthgen.schema_dialect`);
+    ``schema_version`` optionally names its version (else a hash of the schema stands for it)."""
 
     schema_: dict[str, Any] = Field(alias="schema")
+    schema_version: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:+-]+$")
 
     @field_validator("schema_")
     @classmethod
@@ -84,6 +91,7 @@ class Performance(_Section):
     recommended_fps: float | None = Field(None, gt=0)
     inference_time_hint_ms: float | None = Field(None, gt=0)
     instance_count: int = Field(1, ge=1, le=64)
+    instances_per_gpu: int | None = Field(None, ge=1, le=64)
     max_queue_delay_ms: float = Field(0, ge=0, le=10_000)
     max_candidate_sequences: int = Field(64, ge=1, le=4096)
     sequence_idle_ms: int = Field(60_000, ge=1, le=86_400_000)
@@ -132,10 +140,45 @@ class Dependencies(_Section):
         return path.as_posix()
 
 
-class Permissions(_Section):
-    """What the plugin may do beyond computing on its input."""
+_ENDPOINT_RE = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+(?:/\d{1,3})?)\]|(?P<host>[^\s:\[\]/]+(?:/\d{1,2})?))"
+    r":(?P<port>\d{1,5}|\*)$"
+)
 
-    network: bool = False
+
+def check_endpoint(entry: str) -> str:
+    """Raise ValueError unless ``entry`` is ``host:port``, ``ip:port``, ``cidr:port`` or
+    ``[ipv6 or ipv6-cidr]:port`` (``*`` for any port); returns it unchanged."""
+    match = _ENDPOINT_RE.match(entry)
+    if match is None:
+        raise ValueError(f"{entry!r} is not host:port, CIDR:port or [IPv6]:port (port 1-65535 or *)")
+    port = match.group("port")
+    if port != "*" and not 1 <= int(port) <= 65535:
+        raise ValueError(f"{entry!r}: port {port} is not in 1-65535")
+    address = match.group("v6") or match.group("host")
+    if "/" in address or match.group("v6"):
+        try:
+            ipaddress.ip_network(address, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{entry!r}: {exc}") from None
+    return entry
+
+
+class Permissions(_Section):
+    """What the plugin may do beyond computing on its input: ``network`` is false (nothing), true
+    (anything) or an allowlist of ``host:port`` / ``CIDR:port`` endpoints it may reach."""
+
+    network: bool | list[str] = False
+
+    @field_validator("network")
+    @classmethod
+    def _endpoints(cls, value: bool | list[str]) -> bool | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("an empty allowlist permits nothing: write false instead")
+            for entry in value:
+                check_endpoint(entry)
+        return value
 
 
 class ModelContract(_Section):
@@ -177,6 +220,15 @@ class ModelContract(_Section):
         """The JSON Schema every plugin output is validated with."""
         return compile_output_schema(self.output.schema_)
 
+    def output_schema_version(self) -> str:
+        """What identifies the output schema: ``output.schema_version`` when declared, else
+        ``sha256:`` and the first 12 hex digits of the hash of the compiled JSON Schema's canonical
+        JSON (key order, spacing and YAML spelling do not change it; any change of the shape does)."""
+        if self.output.schema_version:
+            return self.output.schema_version
+        text = json.dumps(self.output_json_schema(), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
     def normalized(self) -> dict[str, Any]:
         """JSON-ready mapping of the contract, defaults filled in, keys as in model.yaml."""
         return self.model_dump(mode="json", by_alias=True)
@@ -193,6 +245,18 @@ class ContractParse:
 
 def parse_contract(raw: Any) -> ContractParse:
     """Validate the loaded YAML of one ``model.yaml``; never raises on bad content."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return ContractParse(
+            None,
+            [
+                ValidationIssue(
+                    "model_yaml_empty",
+                    "model.yaml is empty: declare at least model_id, version, display_name, input and "
+                    "output (`ruthgen new` writes a complete one)",
+                    "model.yaml",
+                )
+            ],
+        )
     if not isinstance(raw, Mapping):
         return ContractParse(
             None,
@@ -242,6 +306,7 @@ _CHECK_BY_FIELD = {
 }
 _CHECK_BY_SECTION = {
     "timeouts": "bad_timeouts",
+    "permissions": "invalid_permissions",
     "output": "output_schema_invalid",
     "entry_points": "invalid_entry_point",
 }
@@ -280,6 +345,29 @@ def _message(path: str, err: Mapping[str, Any]) -> str:
     return f"{path}: {text}" if path and not text.startswith(path.rsplit(".", 1)[-1]) else text
 
 
+def declared_limits_ms(contract: ModelContract) -> int:
+    """The longest a request may run inside the model by its own limits: the three phases' sum."""
+    limits = contract.timeouts
+    return limits.preprocess_ms + limits.inference_ms + limits.postprocess_ms
+
+
+def timeout_warnings(contract: ModelContract, request_timeout_ms: int) -> list[ValidationIssue]:
+    """A warning when the phase limits add up to more than the runtime's total request timeout:
+    requests would then be answered TIMEOUT by the runtime before the model's own limits apply."""
+    declared = declared_limits_ms(contract)
+    if declared <= request_timeout_ms:
+        return []
+    return [
+        ValidationIssue(
+            "timeouts_exceed_runtime",
+            f"the phase limits add up to {declared} ms but the runtime answers TIMEOUT after "
+            f"{request_timeout_ms} ms (its request_timeout_ms): lower timeouts.* or raise "
+            f"{REQUEST_TIMEOUT_ENV}",
+            "timeouts",
+        )
+    ]
+
+
 def contract_digest(contract: ModelContract) -> str:
     """``sha256:<hex>`` of the canonical JSON of the normalised contract."""
     data = json.dumps(contract.normalized(), sort_keys=True, separators=(",", ":"))
@@ -300,6 +388,8 @@ __all__ = [
     "Permissions",
     "Timeouts",
     "contract_digest",
+    "declared_limits_ms",
     "is_model_id",
     "parse_contract",
+    "timeout_warnings",
 ]

@@ -23,7 +23,15 @@ from typing import Any
 
 import yaml
 
-from ruthgen.contract import Dependencies, ModelContract, contract_digest, parse_contract
+from ruthgen.contract import (
+    DEFAULT_REQUEST_TIMEOUT_MS,
+    REQUEST_TIMEOUT_ENV,
+    Dependencies,
+    ModelContract,
+    contract_digest,
+    parse_contract,
+    timeout_warnings,
+)
 from ruthgen.errors import UsageError, ValidationIssue
 from ruthgen.naming import MODEL_ID_RE, is_model_id, is_semver, semver_key, triton_name
 from ruthgen.spec import TARGETS, instance_kind
@@ -37,6 +45,7 @@ DEFAULT_REQUIREMENTS = "requirements.txt"
 MAX_YAML_BYTES = 256 * 1024
 VALID, INVALID = "VALID", "INVALID"
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_UNREADABLE = object()  # _load_yaml's answer when model.yaml could not be read (the error is reported)
 
 
 @dataclass
@@ -60,6 +69,18 @@ class PluginReport:
     @property
     def state(self) -> str:
         return INVALID if self.errors or self.contract is None else VALID
+
+    def seal(self) -> PluginReport:
+        """Close the report: an INVALID one always carries at least one error naming its check."""
+        if self.contract is None and not self.errors:
+            self.errors.append(
+                ValidationIssue(
+                    "validation_incomplete",
+                    "the plugin could not be validated and no check said why; report this as a bug",
+                    "",
+                )
+            )
+        return self
 
     @property
     def valid(self) -> bool:
@@ -128,8 +149,14 @@ def _subdirs(path: Path) -> list[Path]:
 def validate_plugin(
     plugin_dir: str | os.PathLike[str], model_id: str, version: str, target: str = "cpu"
 ) -> PluginReport:
-    """Run every check on one plugin version folder ``<models>/<model_id>/<version>``."""
-    plugin_dir = Path(plugin_dir)
+    """Run every check on one plugin version folder ``<models>/<model_id>/<version>``.
+
+    The report is sealed: when it is INVALID, at least one error names the check that failed.
+    """
+    return _validate(Path(plugin_dir), model_id, version, target).seal()
+
+
+def _validate(plugin_dir: Path, model_id: str, version: str, target: str) -> PluginReport:
     report = PluginReport(model_id=model_id, version=version, plugin_dir=plugin_dir)
     if not is_model_id(model_id):
         report.errors.append(
@@ -143,7 +170,7 @@ def validate_plugin(
         return report
     report.triton_name = triton_name(model_id, version)
     raw = _load_yaml(plugin_dir, report)
-    if raw is None:
+    if raw is _UNREADABLE:
         return report
     parsed = parse_contract(raw)
     report.errors.extend(parsed.errors)
@@ -160,7 +187,19 @@ def validate_plugin(
         report.contract = contract
         report.output_json_schema = contract.output_json_schema()
         report.contract_digest = contract_digest(contract)
+        report.warnings.extend(timeout_warnings(contract, runtime_request_timeout_ms()))
     return report
+
+
+def runtime_request_timeout_ms() -> int:
+    """The runtime's total request timeout: ``RUTH_REQUEST_TIMEOUT_MS`` when set, else the default."""
+    raw = os.environ.get(REQUEST_TIMEOUT_ENV, "").strip()
+    try:
+        value = int(raw) if raw else DEFAULT_REQUEST_TIMEOUT_MS
+    except ValueError:
+        LOGGER.warning("ignoring %s=%r: not a whole number of milliseconds", REQUEST_TIMEOUT_ENV, raw)
+        return DEFAULT_REQUEST_TIMEOUT_MS
+    return value if value > 0 else DEFAULT_REQUEST_TIMEOUT_MS
 
 
 def _where(plugin_dir: Path) -> str:
@@ -178,7 +217,7 @@ def _load_yaml(plugin_dir: Path, report: PluginReport) -> Any:
                 CONTRACT_FILE,
             )
         )
-        return None
+        return _UNREADABLE
     try:
         if path.stat().st_size > MAX_YAML_BYTES:
             raise ValueError(f"it is larger than {MAX_YAML_BYTES // 1024} KiB")
@@ -187,7 +226,7 @@ def _load_yaml(plugin_dir: Path, report: PluginReport) -> Any:
         report.errors.append(
             ValidationIssue("model_yaml_unreadable", f"cannot read {CONTRACT_FILE}: {exc}", CONTRACT_FILE)
         )
-        return None
+        return _UNREADABLE
     try:
         return yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
@@ -199,7 +238,7 @@ def _load_yaml(plugin_dir: Path, report: PluginReport) -> Any:
                 "model_yaml_invalid", f"{CONTRACT_FILE} is not valid YAML{where}: {problem}", CONTRACT_FILE
             )
         )
-        return None
+        return _UNREADABLE
 
 
 def _check_folder_names(raw: Any, model_id: str, version: str, report: PluginReport) -> None:

@@ -108,8 +108,11 @@ class ManifestEntry(BaseModel):
 
     @property
     def reason(self) -> str:
-        """Why the version is INVALID: every error as ``check: message``."""
-        return "; ".join(f"{e.get('check', '')}: {e.get('message', '')}" for e in self.errors)
+        """Why the version is INVALID: every error as ``check: message`` (never empty when INVALID)."""
+        found = "; ".join(f"{e.get('check', '')}: {e.get('message', '')}" for e in self.errors)
+        if not found and self.state != "VALID":
+            return f"validation_incomplete: the manifest records {self.state} without an error"
+        return found
 
     @property
     def digest(self) -> str:

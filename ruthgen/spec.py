@@ -14,8 +14,11 @@
   is ``TYPE_STRING`` ("unexpected number of string elements 2"); a string sequence id (the camera
   id) arrives hashed there, and intact through ``request.correlation_id()`` in the stub.
 * instance kind per ``--target``: cpu -> KIND_CPU; gpu -> KIND_GPU if supports_gpu, else KIND_CPU
-  if supports_cpu; jetson -> KIND_CPU when supports_jetson (the Python backend on Jetson has no GPU
-  tensor support, so the stub runs on the CPU side and the plugin itself uses the GPU).
+  if supports_cpu. A KIND_GPU group lists no ``gpus``, so Triton runs its ``count`` instances on
+  every GPU it sees (a multi-GPU machine serves on each); ``count`` is
+  ``performance.instances_per_gpu`` when set, else ``instance_count``; jetson -> KIND_CPU when
+  supports_jetson (the Python backend on Jetson has no GPU tensor support, so the stub runs on the
+  CPU side and the plugin itself uses the GPU).
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ def instance_kind(hardware: Hardware, target: str) -> str | None:
 def build_spec(contract: ModelContract, name: str, target: str = "cpu", has_env: bool = False) -> ModelSpec:
     """The IR of the entry ``name`` for a validated contract; ``has_env`` sets EXECUTION_ENV_PATH."""
     kind = instance_kind(contract.hardware, target)
+    per_gpu = contract.performance.instances_per_gpu
     if kind is None:
         raise ValueError(f"{contract.model_id} {contract.version} cannot run on target {target}")
     perf = contract.performance
@@ -119,7 +123,7 @@ def build_spec(contract: ModelContract, name: str, target: str = "cpu", has_env:
         input=TensorSpec(INPUT_NAME, "TYPE_UINT8", dims, allow_ragged_batch=max_batch_size > 0),
         output=TensorSpec(OUTPUT_NAME, "TYPE_STRING", (1,)),
         instance_kind=kind,
-        instance_count=perf.instance_count,
+        instance_count=per_gpu if kind == "KIND_GPU" and per_gpu else perf.instance_count,
         dynamic_batching=not temporal and max_batch_size > 0,
         max_queue_delay_microseconds=delay_us,
         sequence=sequence,

@@ -62,7 +62,10 @@ def running_stack(
         if sidecar.enabled:  # stopped before Triton: the exit stack unwinds in reverse
             launcher = SidecarProcess(
                 base.triton.grpc_url, options.repository, host=options.host, port=sidecar.port,
-                log_path=sidecar.log_path, extra_args=sidecar_arguments(options, sidecar),
+                log_path=sidecar.log_path,
+                extra_args=[
+                    *sidecar_arguments(options, sidecar), "--triton-metrics-url", base.triton.metrics_url
+                ],
             )
             progress.step("sidecar", "starting", "(it checks every model before it serves)")
             try:

@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import httpx
+
 from sidecar.control.capacity import Capacity
 from sidecar.control.health import Health, HealthPolicy, HealthSnapshot, is_loaded, model_health
 from sidecar.control.manager import LifecycleManager
@@ -30,7 +32,7 @@ from sidecar.control.states import ModelRecord
 from sidecar.control.watcher import Change
 from sidecar.errors import ModelNotFound, SidecarError
 from sidecar.report.capabilities import build_declaration, fps_capacity
-from sidecar.report.hardware import HardwareInfo, HardwareProbe
+from sidecar.report.hardware import HardwareInfo, HardwareProbe, detect
 from sidecar.report.metrics import RuntimeMetrics
 from sidecar.report.registration import Registrar, RegistrationConfig
 from sidecar.request.limits import StreamLimits, StreamSlot
@@ -114,8 +116,12 @@ class RuntimeCore:
                 drain_timeout_s=settings.drain_timeout_s, cooldown_s=settings.recovery_cooldown_s,
                 max_retries=settings.recovery_max_retries,
                 max_consecutive_timeouts=settings.timeouts_before_unhealthy,
+                hang_check_s=settings.hang_check_s,
             ),
             stub_killer=stub_killer,
+            request_timeout_ms=settings.request_timeout_ms,
+            gpus=lambda: self.hardware.gpus,
+            preferred_versions=settings.preferred_versions,
             capacity=Capacity(adapter) if settings.calibrate else None,
         )
         self.regions = RegionPolicy(
@@ -161,7 +167,7 @@ class RuntimeCore:
         loads then run when it becomes ready).
         """
         await self.adapter.connect()
-        self.hardware = await asyncio.to_thread(self.hardware_probe.detect)
+        self.hardware = await self.detect_hardware()
         LOGGER.info("hardware: %s", self.hardware.to_dict())
         if self.watcher is not None:
             self.watcher.start()  # before the scan: a change made meanwhile is not missed
@@ -202,10 +208,24 @@ class RuntimeCore:
                 self.manager.tick()
                 if time.monotonic() - last_heartbeat >= self.settings.registration_interval_s:
                     last_heartbeat = time.monotonic()
-                    self.hardware = await asyncio.to_thread(self.hardware_probe.detect)
+                    self.hardware = await self.detect_hardware()
                     await self.manager.refresh_capacity()
             except Exception:
                 LOGGER.exception("periodic runtime refresh failed")
+
+    async def detect_hardware(self) -> HardwareInfo:
+        """The hardware to declare: Triton's GPU metrics first, the local probe when it has none."""
+        text = None
+        url = self.settings.metrics_url_of_triton
+        if url:
+            try:
+                async with httpx.AsyncClient(timeout=2.0) as client:
+                    response = await client.get(url)
+                if response.is_success:
+                    text = response.text
+            except httpx.HTTPError as exc:
+                LOGGER.debug("Triton's metrics at %s are unavailable: %s", url, exc)
+        return await asyncio.to_thread(detect, self.hardware_probe, text)
 
     # ---- the request path ------------------------------------------------------------------------
 

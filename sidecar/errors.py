@@ -29,18 +29,32 @@ class ErrorCode(str, enum.Enum):
     OUTPUT_SCHEMA_VIOLATION = "OUTPUT_SCHEMA_VIOLATION"
     OVERLOADED = "OVERLOADED"
     INTERNAL = "INTERNAL"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    GPU_ERROR = "GPU_ERROR"
+
+
+#: A model's own failures that say its instance needs a reload: out of memory, or a CUDA error.
+RESOURCE_FAILURES = frozenset({ErrorCode.RESOURCE_EXHAUSTED, ErrorCode.GPU_ERROR})
 
 
 class SidecarError(Exception):
-    """Root of every error the sidecar raises or answers with."""
+    """Root of every error the sidecar raises or answers with.
+
+    ``phase`` says where a request failed: the wrapper's phase (``decode``, ``preprocess``,
+    ``infer``, ``postprocess``, ``validate``), ``deadline`` (the sidecar's timeout), ``process`` (the
+    model's process died), or None when it is not known.
+    """
 
     code: ErrorCode = ErrorCode.INTERNAL
+    phase: str | None = None
 
-    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+    def __init__(self, message: str, code: ErrorCode | None = None, phase: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if phase is not None:
+            self.phase = phase
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code.value}: {self.message!r})"
@@ -64,6 +78,7 @@ class InvalidInput(SidecarError):
 
 class RequestTimeout(SidecarError):
     code = ErrorCode.TIMEOUT
+    phase = "deadline"
 
 
 class Overloaded(SidecarError):
@@ -92,6 +107,8 @@ class ManifestError(SidecarError):
 
 class ModelProcessDied(InternalError):
     """The model's process died under a request: the model must be reloaded before it answers again."""
+
+    phase = "process"
 
 
 class ModelNotLoaded(ModelNotReady):

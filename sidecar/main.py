@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ruthgen.fsutil import write_atomic
+from ruthgen.hardware import detected_target
 from sidecar.control.recovery import StubKiller
 from sidecar.control.sources import PluginFolderSource, RepositorySource
 from sidecar.control.watcher import ManifestWatcher, ModelsWatcher
@@ -40,7 +41,7 @@ def build_core(
     if settings.models_dir is not None:
         models_dir = settings.models_dir
         source: PluginFolderSource | RepositorySource = PluginFolderSource(
-            models_dir, settings.model_repository, settings.target
+            models_dir, settings.model_repository, settings.target or detected_target()
         )
         if settings.watch_models:
             def watcher(on_change):

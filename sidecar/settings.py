@@ -33,11 +33,22 @@ class SidecarSettings(BaseSettings):
     )
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 picks a free one)")
     triton_url: str = Field("127.0.0.1:8001", description="host:port of Triton's gRPC endpoint")
+    triton_metrics_url: str | None = Field(
+        None,
+        description="Triton's Prometheus metrics (GPU memory and utilisation for the registration); "
+        "unset: http://<triton_url's host>:8002/metrics; empty: not read",
+    )
     model_repository: Path = Field(
         Path("model_repository"), description=f"the generated repository holding {MANIFEST_FILE}"
     )
     request_timeout_ms: int = Field(
-        7000, gt=0, le=600_000, description="total time a request may take; a smaller client deadline wins"
+        7000, gt=0, le=600_000,
+        description="the most a request may take: a model's own budget (its phase limits added up plus "
+        "request_timeout_margin_ms) is capped by it; a smaller client deadline wins",
+    )
+    request_timeout_margin_ms: int = Field(
+        500, ge=0, le=60_000,
+        description="added to a model's phase limits for its requests' budget (queueing and transport)",
     )
     max_in_flight_per_stream: int = Field(
         64, ge=1, le=4096, description="InferStream stops reading its client when this many are in flight"
@@ -97,6 +108,14 @@ class SidecarSettings(BaseSettings):
         description="a pool slot whose request ended without Triton's answer (timeout, lost stream) is "
         "reused only after this long, in case Triton still reads it",
     )
+    failed_request_log_per_s: float = Field(
+        5.0, ge=0,
+        description="failed requests logged per second and model version (one line each, the rest "
+        "counted and reported on the next line); 0 turns the lines off",
+    )
+    failed_request_log_burst: int = Field(
+        20, ge=1, description="failed requests of one model version logged at once before the rate applies"
+    )
     refresh_interval_s: float = Field(
         5.0, gt=0, description="how often Triton's readiness is checked and the health windows aged"
     )
@@ -116,7 +135,11 @@ class SidecarSettings(BaseSettings):
         description="plugin folder the sidecar owns and regenerates entries from; unset: serve the "
         "repository as built elsewhere (read-only), reloading what its manifest changes",
     )
-    target: str = Field("cpu", description="build target of the entries it regenerates (cpu, gpu, jetson)")
+    target: str | None = Field(
+        None,
+        description="build target of the entries it regenerates (cpu, gpu, jetson); unset: the hardware "
+        "detected on this machine",
+    )
     watch_models: bool = Field(
         True, description="watch models_dir, or poll the manifest (else: SIGHUP or the admin rescan)"
     )
@@ -125,12 +148,24 @@ class SidecarSettings(BaseSettings):
         2.0, gt=0, description="how often a read-only repository's manifest is checked for a rebuild"
     )
     calibrate: bool = Field(True, description="measure each model's fps capacity right after it loads")
+    preferred_versions: list[str] = Field(
+        default_factory=list,
+        description="model_id:version pairs loaded first when GPU memory cannot hold every version "
+        "(then each model's newest first)",
+    )
     load_timeout_s: float = Field(60.0, gt=0, description="a load taking longer is FAILED and abandoned")
     unload_timeout_s: float = Field(10.0, gt=0, description="an unload taking longer gets its stubs killed")
     drain_timeout_s: float = Field(30.0, gt=0, description="how long an unload waits for in-flight requests")
     recovery_cooldown_s: float = Field(30.0, ge=0, description="wait before each automatic reload (ERROR)")
     recovery_max_retries: int = Field(3, ge=0, description="automatic reloads before a model stays ERROR")
-    timeouts_before_unhealthy: int = Field(3, ge=1, description="consecutive timeouts that mark a model hung")
+    timeouts_before_unhealthy: int = Field(
+        3, ge=1, description="consecutive timeouts that make a model UNHEALTHY and start its hang check"
+    )
+    hang_check_s: float = Field(
+        10.0, gt=0,
+        description="after those timeouts, how long (at most; less when the model's limits are shorter) "
+        "the sidecar waits for the instance to finish anything before it takes it for hung and kills it",
+    )
     health_window_requests: int = Field(200, ge=1, description="requests in the health window of a model")
     health_window_s: float = Field(60.0, gt=0, description="age limit of the requests in the health window")
     health_latency_factor: float = Field(3.0, gt=1, description="latency above this x the hint degrades")
@@ -170,6 +205,14 @@ class SidecarSettings(BaseSettings):
     def grpc_address(self) -> str:
         host = f"[{self.grpc_host}]" if ":" in self.grpc_host else self.grpc_host
         return f"{host}:{self.grpc_port}"
+
+    @property
+    def metrics_url_of_triton(self) -> str | None:
+        """Where Triton's metrics are read from (None: not read)."""
+        if self.triton_metrics_url is not None:
+            return self.triton_metrics_url or None
+        host = self.triton_url.rsplit(":", 1)[0] if ":" in self.triton_url else self.triton_url
+        return f"http://{host}:8002/metrics"
 
     @property
     def max_message_bytes(self) -> int:

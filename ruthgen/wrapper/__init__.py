@@ -20,6 +20,7 @@ RUNTIME_FILES: tuple[Path, ...] = tuple(
         "ruth_errors.py",
         "ruth_guard.py",
         "ruth_loader.py",
+        "ruth_metrics.py",
         "ruth_protocol.py",
         "ruth_runtime.py",
     )

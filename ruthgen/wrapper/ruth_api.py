@@ -37,7 +37,13 @@ class Frame:
 
 @dataclass(frozen=True)
 class PluginContext:
-    """What a plugin knows of its surroundings; the same object for every call of one instance."""
+    """What a plugin knows of its surroundings; the same object for every call of one instance.
+
+    ``device`` is ``"gpu"`` or ``"cpu"``: where Triton placed this instance. ``device_id`` is the
+    GPU it was placed on (Triton's instance device id, the CUDA device index) and None on the CPU;
+    ``torch_device`` spells it for frameworks (``"cuda:1"`` or ``"cpu"``). ``metrics`` makes
+    counters, gauges and histograms scoped to this plugin version (:mod:`ruth_metrics`).
+    """
 
     model_id: str
     version: str
@@ -46,6 +52,14 @@ class PluginContext:
     config: Mapping[str, Any]
     logger: logging.LoggerAdapter
     device: str = "cpu"
+    device_id: int | None = None
+    metrics: Any = None
+
+    @property
+    def torch_device(self) -> str:
+        if self.device == "gpu" and self.device_id is not None:
+            return f"cuda:{self.device_id}"
+        return self.device
 
 
 class ScopedLogger(logging.LoggerAdapter):

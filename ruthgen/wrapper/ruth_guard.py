@@ -7,7 +7,10 @@ never be removed), whose policy the runtime sets and clears. Rules, once active:
   ``truncate``/``chmod``/``chown``/``utime``) only inside the plugin folder, plus ``/dev/null``;
   while the plugin is being imported and loaded the system temp dir is allowed too;
 * network (``socket.connect``/``bind``/``sendto``/``sendmsg`` and name lookups) only with
-  ``permissions.network: true``;
+  ``permissions.network: true``, or, with an allowlist of ``host:port`` / ``CIDR:port`` endpoints,
+  connections (and datagrams) to those only: an IP is allowed when a CIDR rule holds it or when a
+  lookup of an allowed host name gave it (the guard resolves the name itself, so the addresses the
+  plugin then connects to are known); ``bind`` needs ``true``;
 * once loaded (warmup and every request): no new processes (``subprocess``, ``os.system``,
   ``os.exec*``, ``os.posix_spawn``, ``os.spawn*``, ``os.fork``), no signals to other processes and no
   ``ctypes`` loading of a library that was not loaded during the plugin's load.
@@ -19,7 +22,9 @@ extensions, ``ctypes`` calls into libc) is not audited, and reads are never rest
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import sys
 import threading
 from collections.abc import Iterable
@@ -71,20 +76,91 @@ class _Quiet(str):
     """A refusal that is not the plugin's doing (the import system caching bytecode)."""
 
 
+class Endpoint:
+    """One allowlist rule: a host name or an IP network, and a port (None: any)."""
+
+    __slots__ = ("host", "network", "port")
+
+    def __init__(self, rule: str) -> None:
+        address, _, port = rule.rpartition(":")
+        address = address.strip("[]")
+        self.port = None if port == "*" else int(port)
+        try:
+            self.network = ipaddress.ip_network(address, strict=False)
+            self.host = None
+        except ValueError:
+            self.network, self.host = None, address.lower().rstrip(".")
+
+    def port_ok(self, port: Any) -> bool:
+        return self.port is None or (port is not None and str(port).isdigit() and int(port) == self.port)
+
+
+class _Allowlist:
+    """The endpoints a plugin may reach, and the addresses its allowed host names resolved to."""
+
+    def __init__(self, rules: Iterable[str]) -> None:
+        self.endpoints = [Endpoint(rule) for rule in rules]
+        self.resolved: dict[str, set[int | None]] = {}  # ip -> ports allowed through a host name
+        self._local = threading.local()
+
+    def host_allowed(self, host: Any, port: Any) -> bool:
+        name = os.fsdecode(host).lower().rstrip(".") if isinstance(host, (str, bytes)) else ""
+        found = [e for e in self.endpoints if e.port_ok(port) and (e.host == name or _in(e, name))]
+        if any(e.host is not None for e in found) and not getattr(self._local, "resolving", False):
+            self._resolve(name, {e.port for e in found if e.host is not None})
+        return bool(found)
+
+    def address_allowed(self, ip: str, port: Any) -> bool:
+        if any(e.network is not None and e.port_ok(port) and _in(e, ip) for e in self.endpoints):
+            return True
+        ports = self.resolved.get(ip, set())
+        return None in ports or (str(port).isdigit() and int(port) in ports)
+
+    def _resolve(self, name: str, ports: set[int | None]) -> None:
+        self._local.resolving = True  # our own lookup passes the hook untouched
+        try:
+            for *_, sockaddr in socket.getaddrinfo(name, None):
+                self.resolved.setdefault(str(sockaddr[0]), set()).update(ports)
+        except OSError:
+            pass
+        finally:
+            self._local.resolving = False
+
+    @property
+    def resolving(self) -> bool:
+        return getattr(self._local, "resolving", False)
+
+
+def _in(endpoint: Endpoint, ip: str) -> bool:
+    if endpoint.network is None:
+        return False
+    try:
+        return ipaddress.ip_address(ip.split("%")[0]) in endpoint.network
+    except ValueError:
+        return False
+
+
 @dataclass
 class Policy:
-    """What one plugin may do; ``serving`` is False while it is imported and loaded."""
+    """What one plugin may do; ``serving`` is False while it is imported and loaded.
+
+    ``allow_network`` is ``permissions.network``: False, True, or a list of allowed endpoints.
+    """
 
     plugin_dir: Path
-    allow_network: bool = False
+    allow_network: bool | list[str] = False
     serving: bool = False
     temp_dir: str = ""
     roots: tuple[str, ...] = ()
     loaded_libraries: set[str] = field(default_factory=set)
 
+    allowlist: _Allowlist | None = None
+
     def __post_init__(self) -> None:
         roots = {os.path.abspath(self.plugin_dir), os.path.realpath(self.plugin_dir)}
         self.roots = tuple(sorted(roots))
+        if isinstance(self.allow_network, list):
+            self.allowlist = _Allowlist(self.allow_network)
 
     def writable(self, path: str) -> bool:
         if path in _ALWAYS_WRITABLE:
@@ -153,15 +229,31 @@ def _check(policy: Policy, event: str, args: tuple[Any, ...]) -> str | None:
                 return f"{event} outside the plugin folder is not permitted: {path}"
         return None
     if event in _NETWORK_EVENTS:
-        if policy.allow_network:
+        if policy.allow_network is True:
             return None
         target = args[0] if event.startswith("socket.get") else (args[1] if len(args) > 1 else "")
+        if policy.allowlist is not None:
+            return _check_allowlist(policy.allowlist, event, args, target)
         return f"network access ({event} {target}) needs permissions.network: true"
     if not policy.serving:
         if event == "ctypes.dlopen" and args and args[0]:
             policy.loaded_libraries.add(str(args[0]))
         return None
     return _check_serving(policy, event, args)
+
+
+def _check_allowlist(allowlist: _Allowlist, event: str, args: tuple[Any, ...], target: Any) -> str | None:
+    if allowlist.resolving:
+        return None
+    if event == "socket.getaddrinfo" and allowlist.host_allowed(args[0], args[1] if len(args) > 1 else None):
+        return None
+    if event == "socket.gethostbyname" and allowlist.host_allowed(args[0], None):
+        return None
+    if event in ("socket.connect", "socket.sendto", "socket.sendmsg") and isinstance(target, tuple):
+        host, port = target[0], target[1] if len(target) > 1 else None
+        if allowlist.address_allowed(str(host), port) or allowlist.host_allowed(host, port):
+            return None
+    return f"network access ({event} {target}) is not in permissions.network's allowlist"
 
 
 def _check_serving(policy: Policy, event: str, args: tuple[Any, ...]) -> str | None:

@@ -34,12 +34,15 @@ from ruth_errors import (
     OUTPUT_SCHEMA_VIOLATION,
     POSTPROCESS_ERROR,
     PREPROCESS_ERROR,
+    RESOURCE_CODES,
     TIMEOUT,
     LoadError,
     RuthError,
     describe,
+    resource_code,
 )
 from ruth_guard import Guard, Policy
+from ruth_metrics import PluginMetrics
 from ruth_protocol import BATCH, CAMERA_ID, FRAME_ID, FRAME_LENGTHS, TIMESTAMP_MS
 
 ENTRY_FILE = "ruth_entry.json"
@@ -140,7 +143,9 @@ class PluginRuntime:
         version_dir: Path,
         *,
         device: str = "cpu",
+        device_id: int | None = None,
         environ: Mapping[str, str] | None = None,
+        metrics_api: Any = None,
     ) -> None:
         environ = os.environ if environ is None else environ
         self.entry = entry
@@ -149,10 +154,13 @@ class PluginRuntime:
         self.plugin_dir = (version_dir / PLUGIN_DIR).absolute()
         self.input_type = str(self.contract["input"]["type"])
         self.device = device
+        self.device_id = device_id if device == "gpu" else None
+        self.metrics = PluginMetrics(self.model_id, self.version, metrics_api)
         self.timeouts = phase_timeouts(self.contract, environ)
         self.load_timeout = _env_ms(environ, LOAD_TIMEOUT_ENV, DEFAULT_LOAD_TIMEOUT_MS) / 1000.0
         self.warmup_timeout = _env_ms(environ, WARMUP_TIMEOUT_ENV, DEFAULT_WARMUP_TIMEOUT_MS) / 1000.0
-        self.allow_network = bool((self.contract.get("permissions") or {}).get("network", False))
+        network = (self.contract.get("permissions") or {}).get("network", False)
+        self.allow_network: bool | list[str] = list(network) if isinstance(network, list) else bool(network)
         self.decoder: Decoder | None = None
         self.context: PluginContext | None = None
         self._package = ruth_loader.package_name(self.model_id, self.version)
@@ -221,6 +229,8 @@ class PluginRuntime:
             config=freeze(config),
             logger=ScopedLogger(self.model_id, self.version),
             device=self.device,
+            device_id=self.device_id,
+            metrics=self.metrics,
         )
 
     def _load_step(self, phase: str, func: Any, *args: Any) -> Any:
@@ -232,7 +242,9 @@ class PluginRuntime:
             raise LoadError(phase, f"exceeded {self.load_timeout * 1000:.0f} ms") from None
         except (Exception, SystemExit) as exc:
             denied = GUARD.take()
-            raise LoadError(phase, _denied(denied) if denied else describe(exc, self.plugin_dir)) from exc
+            if denied:
+                raise LoadError(phase, _denied(denied)) from exc
+            raise LoadError(phase, describe(exc, self.plugin_dir), resource_code(exc)) from exc
         denied = GUARD.take()
         if denied:
             raise LoadError(phase, _denied(denied))
@@ -255,7 +267,8 @@ class PluginRuntime:
         finally:
             self._limits = self.timeouts
         if isinstance(outcome, RuthError):
-            raise LoadError(f"warmup.{outcome.phase}", outcome.message)
+            resource = outcome.code if outcome.code in RESOURCE_CODES else None
+            raise LoadError(f"warmup.{outcome.phase}", outcome.message, resource)
         return (time.monotonic() - started) * 1000
 
     # ---- execute ------------------------------------------------------------------------------
@@ -343,8 +356,10 @@ class PluginRuntime:
             raise RuthError(TIMEOUT, phase, f"exceeded {seconds * 1000:.0f} ms") from None
         except (Exception, SystemExit) as exc:
             denied = GUARD.take()
-            message = _denied(denied) if denied else describe(exc, self.plugin_dir)
-            raise RuthError(_PHASE_CODES[phase], phase, message) from exc
+            if denied:
+                raise RuthError(_PHASE_CODES[phase], phase, _denied(denied)) from exc
+            code = resource_code(exc) or _PHASE_CODES[phase]
+            raise RuthError(code, phase, describe(exc, self.plugin_dir)) from exc
         denied = GUARD.take()
         if limit.exceeded:
             raise RuthError(TIMEOUT, phase, f"exceeded {seconds * 1000:.0f} ms")
@@ -360,6 +375,7 @@ class PluginRuntime:
         self._deadlines.close()
         ruth_loader.unload(self.plugin_dir, self._package)
         self._modules, self._state = None, None
+        self.metrics.close()
 
 
 def _denied(reasons: list[str]) -> str:

@@ -30,6 +30,8 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTPUT_SCHEMA_VIOLATION: _ClassVar[ErrorCode]
     OVERLOADED: _ClassVar[ErrorCode]
     INTERNAL: _ClassVar[ErrorCode]
+    RESOURCE_EXHAUSTED: _ClassVar[ErrorCode]
+    GPU_ERROR: _ClassVar[ErrorCode]
 
 class HealthStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -67,6 +69,8 @@ POSTPROCESS_ERROR: ErrorCode
 OUTPUT_SCHEMA_VIOLATION: ErrorCode
 OVERLOADED: ErrorCode
 INTERNAL: ErrorCode
+RESOURCE_EXHAUSTED: ErrorCode
+GPU_ERROR: ErrorCode
 HEALTH_STATUS_UNSPECIFIED: HealthStatus
 HEALTHY: HealthStatus
 DEGRADED: HealthStatus

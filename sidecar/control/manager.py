@@ -15,8 +15,10 @@ version at a time (a lock per version, so a slow load never holds up another mod
   abandoned (its stubs killed, an unload requested). Load failures keep Triton's reason and are
   retried only when the files change or a rescan forces it;
 * recovery (:class:`~sidecar.control.recovery.Recovery`): a dead stub, a model the server no longer
-  has loaded, or ``max_consecutive_timeouts`` timeouts in a row (a hung instance) move a READY
-  version to ERROR; it is reloaded after the cooldown (a hung instance's stubs killed first).
+  has loaded, an out-of-memory or CUDA error (RESOURCE_EXHAUSTED, GPU_ERROR), or
+  ``max_consecutive_timeouts`` timeouts in a row (a hung instance) move a READY version to ERROR; it
+  is reloaded after the cooldown (a hung instance's stubs killed first). A load or reload that fails
+  for lack of memory is FAILED, not retried on a schedule.
 
 The request path never calls the manager: every change of a version's state or serving copy is
 published as a new :class:`~sidecar.request.routes.Route`, and :meth:`LifecycleManager.observe`
@@ -29,10 +31,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol
 
+from ruthgen.contract import DEFAULT_REQUEST_TIMEOUT_MS, ModelContract, declared_limits_ms, timeout_warnings
+from ruthgen.hardware import GpuInfo
 from ruthgen.manifest import ManifestEntry
+from ruthgen.naming import semver_key
+from ruthgen.wrapper.ruth_errors import load_resource_code
 from sidecar.control.capacity import Capacity
 from sidecar.control.health import (
     HealthPolicy,
@@ -44,11 +50,11 @@ from sidecar.control.health import (
     is_loaded,
     model_health,
 )
-from sidecar.control.recovery import Recovery, RecoveryPolicy, StubKiller
+from sidecar.control.recovery import Recovery, RecoveryPolicy, StubKiller, progress
 from sidecar.control.sources import EntrySource, Key, StageError
 from sidecar.control.states import ModelRecord, ModelRegistry, ModelState, RejectedChange, Transition
 from sidecar.control.watcher import Change
-from sidecar.errors import ModelNotLoaded, ModelProcessDied, SidecarError
+from sidecar.errors import RESOURCE_FAILURES, ModelNotLoaded, ModelProcessDied, SidecarError
 from sidecar.request.routes import Leases, Route, RouteTable
 from sidecar.request.triton import IndexEntry
 
@@ -63,6 +69,7 @@ class ModelControl(Protocol):
     async def load_model(self, name: str, timeout_s: float = ...) -> None: ...
     async def unload_model(self, name: str, timeout_s: float = ...) -> None: ...
     async def repository_index(self, timeout_s: float = ...) -> list[IndexEntry]: ...
+    async def model_statistics(self, name: str) -> dict[str, Any]: ...
 
 
 class LifecycleManager:
@@ -77,6 +84,9 @@ class LifecycleManager:
         policy: RecoveryPolicy | None = None,
         stub_killer: StubKiller | None = None,
         capacity: Capacity | None = None,
+        request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
+        gpus: Callable[[], tuple[GpuInfo, ...]] | None = None,
+        preferred_versions: Collection[str] = (),
     ) -> None:
         self.control = control
         self.source = source
@@ -86,10 +96,16 @@ class LifecycleManager:
         self.policy = policy or RecoveryPolicy()
         self.stub_killer = stub_killer
         self.capacity = capacity
+        self.request_timeout_ms = request_timeout_ms
+        self._gpus = gpus or tuple
+        self.preferred_versions = frozenset(preferred_versions)
+        self._gpu_snapshot: tuple[GpuInfo, ...] = ()
+        self._gpu_reserved: dict[int, int] = {}
         self.registry = ModelRegistry()
         self.trackers: dict[Key, ModelHealthTracker] = {}
         self.recovery = Recovery(self.policy, self._recover_locked, self._lock, self._changed)
         self._locks: dict[Key, asyncio.Lock] = {}
+        self._hang_checks: set[Key] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._change_listeners: list[Callable[[], None]] = []
         self.registry.add_listener(self._on_transition)
@@ -132,19 +148,66 @@ class LifecycleManager:
         changed = False
         if error is None or counts_against_model(code):
             changed = tracker.record(error is None, elapsed_ms, timeout=code == "TIMEOUT")
+        if error is not None and counts_against_model(code):
+            record.note_error(f"{code}: {error.message}")
         if record.state is S.READY:
             if error is None:
                 record.recovery_attempts = 0
+            elif error.code in RESOURCE_FAILURES:
+                self.recovery.fail(record, f"{code}: {error.message}", hung=False)
             elif isinstance(error, ModelProcessDied):
                 self.recovery.fail(record, f"the model's process died: {error.message}", hung=False)
             elif isinstance(error, ModelNotLoaded):
                 self.recovery.fail(record, f"the inference server lost it: {error.message}", hung=False,
                                    delay_s=0.0)
             elif tracker.consecutive_timeouts >= self.policy.max_consecutive_timeouts:
-                reason = f"{tracker.consecutive_timeouts} consecutive timeouts: instance hung"
-                self.recovery.fail(record, reason, hung=True)
+                self._check_hung(record, tracker.consecutive_timeouts)
         if changed:
             self._changed()
+
+    # ---- slow or hung ----------------------------------------------------------------------------
+
+    def _check_hung(self, record: ModelRecord, timeouts: int) -> None:
+        """Timeouts in a row: hung (no answer at all) or slow (answers, late)? Only hung is killed."""
+        name = record.active_name
+        if record.key in self._hang_checks or name is None:
+            return
+        self._hang_checks.add(record.key)
+        self._spawn(self._hang_check(record, name, timeouts))
+
+    async def _hang_check(self, record: ModelRecord, name: str, timeouts: int) -> None:
+        """Watch Triton's statistics of copy ``name`` for ``hang_check_s`` (or the model's own phase
+        limits plus a second, when shorter: a live wrapper answers within them): an instance that
+        finishes anything meanwhile is slow and stays loaded; one that finishes nothing is hung."""
+        limits_s = declared_limits_ms(record.contract) / 1000.0 + 1.0 if record.contract else None
+        wait_s = min(self.policy.hang_check_s, limits_s or self.policy.hang_check_s)
+        try:
+            before = await self._progress(name)
+            after = None
+            if before is not None:
+                await asyncio.sleep(wait_s)
+                after = await self._progress(name)
+            if record.state is not S.READY or record.active_name != name:
+                return
+            if before is not None and after is not None and after > before:
+                message = (f"TIMEOUT: {timeouts} requests in a row timed out but the instance still answers "
+                           f"(late): slow, not hung; it stays loaded")
+                LOGGER.warning("%s:%s %s", record.model_id, record.version, message)
+                record.note_error(message)
+                self._changed()
+                return
+            silent = f"nothing finished within {wait_s:g} s" if after is not None else "no statistics"
+            reason = f"{timeouts} consecutive timeouts and {silent}: instance hung"
+            self.recovery.fail(record, reason, hung=True)
+        finally:
+            self._hang_checks.discard(record.key)
+
+    async def _progress(self, name: str) -> int | None:
+        try:
+            return progress(await self.control.model_statistics(name))
+        except Exception as exc:  # statistics unavailable: the timeouts alone decide
+            LOGGER.info("statistics of %s unavailable: %s", name, exc)
+            return None
 
     # ---- status ----------------------------------------------------------------------------------
 
@@ -187,13 +250,34 @@ class LifecycleManager:
         known = {r.key for r in self.registry if model_id in (None, r.model_id)}
         keys = sorted(present | known)
         limit = asyncio.Semaphore(LOAD_CONCURRENCY)
+        needs_gpu_memory: list[ModelRecord] = []
 
         async def one(key: Key) -> None:
             async with limit:
-                await self.reconcile(key, key in present, force=force)
+                await self.reconcile(key, key in present, force=force, deferred=needs_gpu_memory)
 
         await asyncio.gather(*(one(k) for k in keys))
+        for record in sorted(needs_gpu_memory, key=self._priority(needs_gpu_memory)):
+            async with self._lock(record.key):
+                if record.state is S.VALIDATING and record.contract is not None:
+                    await self._load_first(record)
         return [r.to_dict() for k in keys if (r := self.registry.get(*k)) is not None]
+
+    def _priority(self, records: list[ModelRecord]) -> Callable[[ModelRecord], tuple[int, int, str]]:
+        """§3.6 when GPU memory may not hold every version: the versions named in
+        ``preferred_versions`` first, then each model's newest before any model's older ones."""
+        newest_first: dict[str, list[str]] = {}
+        for record in records:
+            newest_first.setdefault(record.model_id, []).append(record.version)
+        for versions in newest_first.values():
+            versions.sort(key=semver_key, reverse=True)
+
+        def key(record: ModelRecord) -> tuple[int, int, str]:
+            preferred = f"{record.model_id}:{record.version}" in self.preferred_versions
+            rank = newest_first[record.model_id].index(record.version)
+            return (0 if preferred else 1, rank, record.model_id)
+
+        return key
 
     async def on_changes(self, changes: list[Change]) -> None:
         """A watcher's callback: reconcile just the versions that changed."""
@@ -224,7 +308,11 @@ class LifecycleManager:
                     record.recovery_attempts = 0
                     self.recovery.schedule(record, 0.0)
 
-    async def reconcile(self, key: Key, present: bool, *, force: bool = False) -> None:
+    async def reconcile(
+        self, key: Key, present: bool, *, force: bool = False, deferred: list[ModelRecord] | None = None
+    ) -> None:
+        """Bring one version in line with its source; ``deferred`` (a rescan's) collects the new
+        versions that need GPU memory, which the rescan then loads in priority order."""
         async with self._lock(key):
             record = self.registry.get(*key)
             if not present:
@@ -234,22 +322,22 @@ class LifecycleManager:
             digest = await asyncio.to_thread(self.source.digest, key)
             if record is None:
                 record = self.registry.add(*key)
-                await self._bring_up(record, digest)
+                await self._bring_up(record, digest, deferred)
                 return
             changed = digest != record.source_digest
             state = record.state
             if state is S.UNLOADED:
                 record.transition(S.DISCOVERED, "found again")
-                await self._bring_up(record, digest)
+                await self._bring_up(record, digest, deferred)
             elif state is S.INVALID and (changed or force):
                 record.transition(S.DISCOVERED, "files changed" if changed else "rescan requested")
-                await self._bring_up(record, digest)
+                await self._bring_up(record, digest, deferred)
             elif state is S.FAILED and (changed or force):
                 record.transition(S.UNLOADING, "cleaning up a failed load before loading again")
                 await self._unload_all(record)
                 record.transition(S.UNLOADED, "cleaned up")
                 record.transition(S.DISCOVERED, "files changed" if changed else "rescan requested")
-                await self._bring_up(record, digest)
+                await self._bring_up(record, digest, deferred)
             elif state is S.READY and changed:
                 rejected = record.rejected_change
                 if force or rejected is None or rejected.source_digest != digest:
@@ -262,7 +350,9 @@ class LifecycleManager:
 
     # ---- transitions with Triton -----------------------------------------------------------------
 
-    async def _bring_up(self, record: ModelRecord, digest: str) -> None:
+    async def _bring_up(
+        self, record: ModelRecord, digest: str, deferred: list[ModelRecord] | None = None
+    ) -> None:
         record.transition(S.VALIDATING, "checking the contract and the files")
         check = await asyncio.to_thread(self.source.check, record.key)
         record.source_digest = digest
@@ -272,6 +362,13 @@ class LifecycleManager:
             record.transition(S.INVALID, check.reason)
             return
         record.contract = check.contract
+        record.warnings = self._warnings(check.contract)
+        if deferred is not None and self._needs_gpu_memory(check.contract):
+            deferred.append(record)  # stays VALIDATING until its turn (§3.6)
+            return
+        await self._load_first(record)
+
+    async def _load_first(self, record: ModelRecord) -> None:
         record.transition(S.LOADING, "loading into the inference server")
         name = self.source.slots(record.key)[0]
         staged, error = await self._load_copy(record, name)
@@ -316,6 +413,14 @@ class LifecycleManager:
         elif old is not None and hung and self.stub_killer is not None:
             await asyncio.to_thread(self.stub_killer.kill, old)
         staged, error = await self._load_copy(record, new)
+        if staged is None and (load_resource_code(error) or error.startswith("RESOURCE_EXHAUSTED")):
+            # no memory for it: retrying on a schedule would only fail again (§3.5); a rescan retries
+            if old is not None and old != new:
+                record.active_name = None
+                self._spawn(self._retire_copy(old, kill_first=hung))
+            record.transition(S.FAILED, f"recovery reload {attempt} failed for lack of resources, "
+                                        f"not retried: {error}")
+            return False
         if staged is None:
             record.transition(S.ERROR, f"recovery reload {attempt} failed: {error}")
             return False
@@ -355,6 +460,9 @@ class LifecycleManager:
         except StageError as exc:
             return None, exc.reason
         generated = time.monotonic()
+        short = self._reserve_gpu_memory(record, staged)
+        if short:
+            return None, short
         timeout = self.policy.load_timeout_s
         try:
             await asyncio.wait_for(self.control.load_model(name, timeout_s=timeout), timeout)
@@ -362,7 +470,7 @@ class LifecycleManager:
             self._spawn(self._abandon(name))
             return None, f"loading did not finish within {timeout:g} s; abandoned"
         except SidecarError as exc:
-            return None, exc.message
+            return None, exc.message or f"the load failed ({exc.code.value}, without a message)"
         except Exception as exc:  # a bug in the adapter: the load failed all the same
             return None, str(exc) or type(exc).__name__
         loaded = time.monotonic()
@@ -399,10 +507,50 @@ class LifecycleManager:
         """Requests go to copy ``name`` from now on (a new health window for it)."""
         record.active_name = name
         record.contract, record.triton = staged.contract, staged.triton
+        record.warnings = self._warnings(staged.contract)
         record.output_schema = staged.output_json_schema
         self.trackers[record.key] = ModelHealthTracker(self.health_policy, record.inference_time_hint_ms)
         self.recovery.hung.discard(record.key)
         self._publish(record)
+
+    # ---- GPU memory ------------------------------------------------------------------------------
+
+    def _needs_gpu_memory(self, contract: ModelContract | None) -> bool:
+        return bool(contract is not None and contract.hardware.supports_gpu
+                    and contract.hardware.min_gpu_memory_mb and self._gpus())
+
+    def _reserve_gpu_memory(self, record: ModelRecord, staged: ManifestEntry) -> str:
+        """"" when copy ``staged`` may load: its GPU instances' ``min_gpu_memory_mb`` fits the free
+        memory of every GPU (Triton places them on each), after what the loads since the last
+        hardware figures reserved; else why not (RESOURCE_EXHAUSTED: the version is FAILED)."""
+        per_instance = staged.contract.hardware.min_gpu_memory_mb if staged.contract else None
+        gpus = self._gpus()
+        if not per_instance or not gpus or staged.triton is None or staged.triton.instance_kind != "KIND_GPU":
+            return ""
+        if gpus is not self._gpu_snapshot:  # new figures: they include what was loaded before them
+            self._gpu_snapshot, self._gpu_reserved = gpus, {}
+        need = per_instance * staged.triton.instance_count
+        for gpu in gpus:
+            if gpu.memory_available_mb is None:
+                continue
+            free = gpu.memory_available_mb - self._gpu_reserved.get(gpu.index, 0)
+            if free < need:
+                after = " after the versions loaded before it" if self._gpu_reserved else ""
+                return (f"RESOURCE_EXHAUSTED: not loaded: needs {need} MB of GPU memory on each GPU "
+                        f"({staged.triton.instance_count} instance(s) x hardware.min_gpu_memory_mb "
+                        f"{per_instance}) but GPU {gpu.index} has {free} MB free{after}; versions load "
+                        f"in priority order (preferred_versions, then newest first); a rescan retries")
+        for gpu in gpus:
+            self._gpu_reserved[gpu.index] = self._gpu_reserved.get(gpu.index, 0) + need
+        return ""
+
+    def _warnings(self, contract: ModelContract | None) -> list[str]:
+        if contract is None:
+            return []
+        found = [f"{w.check}: {w.message}" for w in timeout_warnings(contract, self.request_timeout_ms)]
+        for warning in found:
+            LOGGER.warning("%s:%s %s", contract.model_id, contract.version, warning)
+        return found
 
     def _reject(self, record: ModelRecord, reason: str, digest: str) -> None:
         LOGGER.warning("%s:%s keeps serving its running copy: %s", record.model_id, record.version, reason)
@@ -468,5 +616,5 @@ def route_of(record: ModelRecord) -> Route:
         record.model_id, record.version, state, reason, record.active_name,
         input_type=spec.type, format=spec.format, min_width=spec.min_width, min_height=spec.min_height,
         max_width=spec.max_width, max_height=spec.max_height, batched=triton.max_batch_size > 0,
-        sequence=triton.sequence, max_batch=record.frames_per_request,
+        sequence=triton.sequence, max_batch=record.frames_per_request, limits_ms=declared_limits_ms(contract),
     )

@@ -7,8 +7,10 @@
   killed. :class:`StubKiller` finds the ``triton_python_backend_stub`` processes of one Triton model
   (their command line holds the instance name ``<model>_<group>_<index>``, last or followed by the
   stub's runtime argument) among the descendants of our tritonserver only, and kills them.
-* :class:`RecoveryPolicy` holds every figure: timeouts before UNHEALTHY, cooldown, retries, load and
-  unload timeouts, drain time.
+* :class:`RecoveryPolicy` holds every figure: timeouts before UNHEALTHY, the hang check's wait,
+  cooldown, retries, load and unload timeouts, drain time.
+* :func:`progress` reads from Triton's statistics of one copy how many executions it finished: an
+  instance that keeps finishing them is slow, not hung, whatever its requests' deadlines.
 * :class:`Recovery` is the schedule: ERROR -> cooldown -> reload, at most ``max_retries`` times
   until a request succeeds again. The reload itself is the lifecycle manager's (``reload``).
 """
@@ -21,6 +23,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ruthgen.embedded.stubs import find_server, kill_processes, stub_processes
 from sidecar.control.states import ModelRecord, ModelState
@@ -38,6 +41,15 @@ class RecoveryPolicy:
     cooldown_s: float = 30.0
     max_retries: int = 3
     max_consecutive_timeouts: int = 3
+    hang_check_s: float = 10.0
+
+
+def progress(stats: dict[str, Any]) -> int:
+    """Executions and requests one Triton model finished (succeeded or failed), from its statistics:
+    it grows while an instance answers, however late, and stands still while every one is hung."""
+    timings = stats.get("inference_stats") or {}
+    finished = sum(int((timings.get(k) or {}).get("count") or 0) for k in ("success", "fail"))
+    return int(stats.get("execution_count") or 0) + finished
 
 
 class StubKiller:

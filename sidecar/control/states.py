@@ -20,6 +20,7 @@ loads beside the serving one, and only the routing switches (see :mod:`sidecar.c
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -29,6 +30,8 @@ from typing import Any
 from ruthgen.contract import ModelContract
 from ruthgen.fsutil import iso_time
 from ruthgen.manifest import TritonFacts
+
+LOGGER = logging.getLogger(__name__)
 
 
 class ModelState(str, enum.Enum):
@@ -113,6 +116,8 @@ class ModelRecord:
     rejected_change: RejectedChange | None = None
     recovery_attempts: int = 0
     fps_capacity: float | None = None
+    #: what the runtime finds questionable but not wrong (e.g. limits longer than it allows)
+    warnings: list[str] = field(default_factory=list)
     _listener: Callable[[ModelRecord, Transition], None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -129,7 +134,8 @@ class ModelRecord:
 
     @property
     def output_schema_version(self) -> str | None:
-        return self.contract.schema_version if self.contract else None
+        """Identifies the output schema (declared, or a hash of it): it changes when the shape does."""
+        return self.contract.output_schema_version() if self.contract else None
 
     @property
     def inference_time_hint_ms(self) -> float | None:
@@ -156,12 +162,19 @@ class ModelRecord:
         return target in TRANSITIONS[self.state]
 
     def transition(self, target: ModelState, reason: str) -> Transition:
-        """Move to ``target``; raise :class:`IllegalTransition` when the lifecycle forbids it."""
+        """Move to ``target``; raise :class:`IllegalTransition` when the lifecycle forbids it.
+
+        Every state carries a reason: an empty one (a caller's bug) is replaced by one that says so,
+        so that INVALID, FAILED and ERROR never reach the backend without a word.
+        """
         if not self.can_transition(target):
             raise IllegalTransition(
                 f"{self.model_id}:{self.version}: {self.state.value} -> {target.value} is not allowed "
                 f"(allowed: {', '.join(sorted(s.value for s in TRANSITIONS[self.state])) or 'none'})"
             )
+        if not reason or not reason.strip():
+            LOGGER.error("%s:%s -> %s without a reason", self.model_id, self.version, target.value)
+            reason = f"{target.value.lower()} (no reason was given: a runtime bug, please report it)"
         step = Transition(self.state, target, time.time(), reason)
         self.state, self.reason, self.since = target, reason, step.at
         self.history.append(step)
@@ -188,6 +201,7 @@ class ModelRecord:
             "last_error": self.last_error,
             "rejected_change": self.rejected_change.to_dict() if self.rejected_change else None,
             "recovery_attempts": self.recovery_attempts,
+            "warnings": list(self.warnings),
             "history": [t.to_dict() for t in self.history],
         }
 

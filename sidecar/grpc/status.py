@@ -37,6 +37,8 @@ GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.OUTPUT_SCHEMA_VIOLATION: grpc.StatusCode.INTERNAL,
     ErrorCode.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.GPU_ERROR: grpc.StatusCode.INTERNAL,
 }
 
 

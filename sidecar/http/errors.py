@@ -23,6 +23,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.OUTPUT_SCHEMA_VIOLATION: 422,
     ErrorCode.OVERLOADED: 429,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.RESOURCE_EXHAUSTED: 503,
+    ErrorCode.GPU_ERROR: 500,
 }
 
 

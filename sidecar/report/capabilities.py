@@ -5,10 +5,16 @@ The same JSON is POSTed to the backend (:mod:`sidecar.report.registration`) and 
 ``GET /capabilities``.
 
 * ``models``: every known version but UNLOADED ones, with ``state`` and ``health`` (READY: its
-  request health; ERROR: UNHEALTHY; any other state: UNHEALTHY, as it cannot serve).
+  request health; ERROR: UNHEALTHY; any other state: UNHEALTHY, as it cannot serve), the
+  ``output_schema_version`` that identifies its output schema (declared, or a hash of it), the
+  ``output_schema`` itself (JSON Schema), the ``hardware`` its contract supports and where its
+  instances run, its ``last_error`` (lifecycle or request failure, with its time) and ``warnings``.
+* ``hardware``: the machine (:mod:`sidecar.report.hardware`: Triton's GPU metrics, else the local
+  probe).
 * ``capacity`` (Appendix B): ``max_fps_total`` sums the ``fps_capacity`` of READY models;
   ``max_concurrent_streams = min(10, floor(max_fps_total / 10))``; ``recommended_batch_size`` is the
-  largest batch a READY model takes; utilisation is the observed rate over the capacity.
+  largest batch a READY model takes; utilisation is the observed rate over the capacity;
+  ``supported_hardware`` is the union of what the READY models' contracts support (§7.3).
 * ``health_summary``: the §6.5 aggregation over loaded models, and the newest error with its model.
 """
 
@@ -24,6 +30,7 @@ from sidecar.control.health import Health, HealthSnapshot, aggregate, is_loaded,
 from sidecar.control.states import ModelRecord, ModelState
 from sidecar.report.hardware import HardwareInfo
 
+HARDWARE_KINDS = ("cpu", "gpu", "jetson")
 MAX_STREAMS = 10
 FPS_PER_STREAM = 10
 
@@ -50,6 +57,7 @@ def build_declaration(
     records = [r for r in records if r.state is not ModelState.UNLOADED]
     models, loaded_health = [], []
     total_fps, observed_fps, batch = 0.0, 0.0, 1
+    supported: set[str] = set()
     for record in records:
         snapshot = health.get(record.key)
         status = model_health(record, snapshot)
@@ -60,6 +68,7 @@ def build_declaration(
             total_fps += fps or 0.0
             observed_fps += snapshot.observed_fps if snapshot else 0.0
             batch = max(batch, record.max_batch_size or 1)
+            supported.update(_supported(record))
         models.append(_model_entry(record, status, snapshot, fps))
     summary = aggregate(loaded_health).to_dict()
     summary["last_error"] = _last_error(records)
@@ -75,6 +84,7 @@ def build_declaration(
             "current_utilization_percent": (
                 round(min(100.0, 100.0 * observed_fps / total_fps), 1) if total_fps else 0.0
             ),
+            "supported_hardware": [kind for kind in HARDWARE_KINDS if kind in supported],
         },
         "models": models,
         "health_summary": summary,
@@ -92,17 +102,42 @@ def _model_entry(
         "input_type": record.input_type,
         "max_batch_size": record.frames_per_request,
         "output_schema_version": record.output_schema_version,
+        "output_schema": record.output_schema,
+        "hardware": _hardware(record),
         "performance": {
             "avg_inference_time_ms": _ms(snapshot.avg_ms if snapshot else None),
             "p99_inference_time_ms": _ms(snapshot.p99_ms if snapshot else None),
             "fps_capacity": fps,
         },
+        "last_error": record.last_error,
+        "last_error_at": iso_time(record.last_error_at) if record.last_error_at is not None else None,
     }
+    if record.warnings:
+        entry["warnings"] = list(record.warnings)
     if record.state is not ModelState.READY and record.last_error:
         entry["reason"] = record.reason
     if record.rejected_change is not None:
         entry["rejected_change"] = record.rejected_change.to_dict()
     return entry
+
+
+def _supported(record: ModelRecord) -> list[str]:
+    hardware = record.contract.hardware if record.contract else None
+    return [kind for kind in HARDWARE_KINDS if hardware is not None and getattr(hardware, f"supports_{kind}")]
+
+
+def _hardware(record: ModelRecord) -> dict[str, Any] | None:
+    """What the contract supports, its minimum GPU memory, and where its instances run now."""
+    if record.contract is None:
+        return None
+    found: dict[str, Any] = {
+        "supports": _supported(record),
+        "min_gpu_memory_mb": record.contract.hardware.min_gpu_memory_mb,
+    }
+    if record.triton is not None:
+        found["instance_kind"] = "gpu" if record.triton.instance_kind == "KIND_GPU" else "cpu"
+        found["instance_count"] = record.triton.instance_count
+    return found
 
 
 def _last_error(records: list[ModelRecord]) -> str | None:

@@ -8,7 +8,8 @@
   on the copy (:meth:`Pipeline.begin`), and both resend once with START when Triton released an
   idle sequence (:meth:`Pipeline.restart_sequence`);
 * :meth:`Pipeline.settle` ends the lease, reports the outcome to the control plane's ``observe``
-  callback and returns the :class:`Outcome`.
+  callback, logs a failure (one rate-limited line per failed request, :mod:`sidecar.request.failures`)
+  and returns the :class:`Outcome`.
 
 Every request gets exactly one :class:`Outcome`; a request refused before it was sent (a routing or
 input error, OVERLOADED) is answered without a lease and is not observed.
@@ -39,6 +40,7 @@ from sidecar.errors import (
     SharedMemoryLost,
     SidecarError,
 )
+from sidecar.request.failures import FailureLog
 from sidecar.request.images import jpeg_size, png_size, raw_size
 from sidecar.request.routes import Leases, Route, RouteTable
 from sidecar.request.shared_frames import CallRegions, FramePool, FrameReference, Slot
@@ -205,7 +207,9 @@ class Pipeline:
         self.routes = routes
         self.leases = leases
         self._observe = observe
+        self.failures = FailureLog(settings.failed_request_log_per_s, settings.failed_request_log_burst)
         self._timeout_s = settings.request_timeout_ms / 1000.0
+        self._margin_ms = settings.request_timeout_margin_ms
         self._max_frame_bytes = settings.max_frame_bytes
         self._max_unary = settings.max_in_flight_unary
         self._unary_in_flight = 0
@@ -249,7 +253,7 @@ class Pipeline:
             route, request_id, data, width, height, request.frame_id, request.camera_id,
             request.timestamp_ms, start,
         )
-        deadline = started + self.deadline_s(request, client_remaining_s)
+        deadline = started + self.deadline_s(request, client_remaining_s, route)
         pending = Pending(request, route, request_id, message, started, deadline, start, epoch)
         pending.slot = slot
         return pending
@@ -338,7 +342,7 @@ class Pipeline:
         self._ids += 1
         request_id = str(self._ids)
         message = build_batch_request(route, request_id, frames, ids) if frames else None
-        deadline = started + self.deadline_s(request, client_remaining_s)
+        deadline = started + self.deadline_s(request, client_remaining_s, route)
         pending = Pending(request, route, request_id, message, started, deadline, False, 0)
         pending.answers = answers
         return pending
@@ -380,13 +384,19 @@ class Pipeline:
             raise InvalidInput(f"{route.model_id} {route.version} is temporal: camera_id is required")
         return width, height
 
-    def deadline_s(self, request: FrameRequest, client_remaining_s: float | None = None) -> float:
-        """Seconds this request may take: the request timeout, or less if the client asks for less.
+    def deadline_s(
+        self, request: FrameRequest, client_remaining_s: float | None = None, route: Route | None = None
+    ) -> float:
+        """Seconds this request may take (architecture §5.4): the model's phase limits added up plus
+        ``request_timeout_margin_ms``, capped by the runtime's ``request_timeout_ms``, or less if
+        the client asks for less.
 
         A client's gRPC deadline is shortened by a small margin so that the TIMEOUT answer
         reaches the client before its own deadline expires.
         """
         timeout = self._timeout_s
+        if route is not None and route.limits_ms:
+            timeout = min(timeout, (route.limits_ms + self._margin_ms) / 1000.0)
         if request.timeout_ms:
             timeout = min(timeout, request.timeout_ms / 1000.0)
         if client_remaining_s is not None:
@@ -451,6 +461,10 @@ class Pipeline:
             except SidecarError as e:
                 result, error = None, e
         self._observe(pending.route, error, elapsed_ms)
+        if error is not None:
+            request = pending.request
+            self.failures.record(pending.route.model_id, pending.route.version, request.frame_id,
+                                 request.camera_id, error, elapsed_ms)
         return Outcome(pending.request, result, error, elapsed_ms)
 
     def _settle_batch(
@@ -476,6 +490,11 @@ class Pipeline:
                 continue
             data, failed = next(replies)
             self._observe(pending.route, failed, elapsed_ms)
+            if failed is not None:
+                frame_id = item.frame_id if item is not None else pending.request.frame_id
+                camera_id = (item.camera_id if item is not None else "") or pending.request.camera_id
+                self.failures.record(pending.route.model_id, pending.route.version, frame_id, camera_id,
+                                     failed, elapsed_ms)
             frames.append(FrameOutcome(item, None if failed else data, failed))
         if pending.request.batch is None:  # one frame sent the usual way: answered the usual way
             (only,) = frames

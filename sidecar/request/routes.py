@@ -41,6 +41,7 @@ class Route:
     batched: bool = False
     sequence: bool = False
     max_batch: int = 1  # frames one request may carry: the Triton max_batch_size of a `batch` model
+    limits_ms: int = 0  # the model's phase limits added up (0: unknown); its requests' time budget
 
     @property
     def serving(self) -> bool:

@@ -51,6 +51,7 @@ _STUB_DEAD = re.compile(r"Stub process '([^']*)' is not healthy")
 _NOT_LOADED = ("unknown model", "is not found", "has no available versions", "is not at ready state")
 _SEQUENCE_NOT_STARTED = "must specify the START flag"
 _SHARED_MEMORY_LOST = "Unable to find shared memory region"
+_PHASE = re.compile(r"([a-z_.]+): ")
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 2**31 - 1),
     ("grpc.max_receive_message_length", 2**31 - 1),
@@ -74,9 +75,11 @@ def error_from_triton(message: str, status: grpc.StatusCode | None = None) -> Si
     parsed = parse_message(message)
     if parsed is not None and parsed[0] in REQUEST_CODES:
         code, text = ErrorCode(parsed[0]), parsed[1].strip()
+        phase = _PHASE.match(text)
+        where = phase.group(1) if phase else None
         if code is ErrorCode.TIMEOUT:
-            return RequestTimeout(text)
-        return PluginError(text, code)
+            return RequestTimeout(text, phase=where)
+        return PluginError(text, code, where)
     if status is grpc.StatusCode.DEADLINE_EXCEEDED:
         return RequestTimeout("the model did not answer before the deadline")
     if status is grpc.StatusCode.UNAVAILABLE:

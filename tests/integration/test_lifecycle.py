@@ -273,14 +273,14 @@ async def _after_error(http, model_id):
 
 async def test_hung_plugin_is_unhealthy_after_3_timeouts_and_recovered(triton_factory, folders):
     async with stack(triton_factory, folders, ["lc_hang", "lc_echo"], request_timeout_ms=800,
-                     recovery_cooldown_s=1.5) as (_, http, client):
+                     recovery_cooldown_s=1.5, hang_check_s=1.0) as (_, http, client):
         await until(lambda: state_is(http, "lc_hang", "READY"))
         await until(lambda: state_is(http, "lc_echo", "READY"))
         for _ in range(3):
             response = await client.infer("lc_hang", V, FRAME, frame_id="hang")
             assert error_code(response) == "TIMEOUT"
-        broken = await model(http, "lc_hang")
-        assert broken["state"] == "ERROR" and "3 consecutive timeouts" in broken["reason"]
+        broken = await until(lambda: state_is(http, "lc_hang", "ERROR"))  # after the hang check
+        assert "3 consecutive timeouts and nothing finished" in broken["reason"]
         assert broken["health"] == "UNHEALTHY"
         health = await client.health()
         assert pb.HealthStatus.Name(health.status) == "DEGRADED"  # §6.5: one healthy, one not

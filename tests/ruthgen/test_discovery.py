@@ -170,3 +170,50 @@ def test_scan_raises_usage_error_when_models_folder_or_target_is_wrong(
         scan(tmp_path / "missing")
     with pytest.raises(UsageError):
         scan(models_dir, target="tpu")
+
+
+def test_validate_plugin_names_the_check_when_model_yaml_is_empty(make_plugin) -> None:
+    plugin = make_plugin("blank")
+    (plugin / "model.yaml").write_text("")
+    report = validate_plugin(plugin, "blank", "1.0.0")
+    assert report.state == "INVALID"
+    assert [(e.check, e.path) for e in report.errors] == [("model_yaml_empty", "model.yaml")]
+
+
+def test_plugin_report_seal_adds_a_check_when_invalid_without_errors(tmp_path: Path) -> None:
+    from ruthgen.discovery import PluginReport
+
+    report = PluginReport("m", "1.0.0", tmp_path).seal()
+    assert report.state == "INVALID"
+    assert [e.check for e in report.errors] == ["validation_incomplete"]
+
+
+def test_validate_plugin_warns_when_the_phase_limits_exceed_the_runtimes_timeout(make_plugin, monkeypatch):
+    limits = {"preprocess_ms": 1000, "inference_ms": 30000, "postprocess_ms": 1000}
+    plugin = make_plugin("patient", timeouts=limits)
+    report = validate_plugin(plugin, "patient", "1.0.0")
+    assert report.state == "VALID"
+    (warning,) = [w for w in report.warnings if w.check == "timeouts_exceed_runtime"]
+    assert "32000 ms" in warning.message and "7000 ms" in warning.message and warning.path == "timeouts"
+    monkeypatch.setenv("RUTH_REQUEST_TIMEOUT_MS", "40000")
+    assert not [w for w in validate_plugin(plugin, "patient", "1.0.0").warnings
+                if w.check == "timeouts_exceed_runtime"]
+
+
+@pytest.mark.parametrize(
+    ("network", "valid"),
+    [
+        (["api.example.com:443", "10.0.0.0/8:8080", "[fd00::/8]:443", "127.0.0.1:*"], True),
+        (True, True),
+        (["api.example.com"], False),  # no port
+        (["10.0.0.0/40:443"], False),
+        (["api.example.com:70000"], False),
+        ([], False),
+    ],
+)
+def test_validate_plugin_checks_the_network_allowlist(make_plugin, network, valid) -> None:
+    report = validate_plugin(make_plugin("netty", permissions={"network": network}), "netty", "1.0.0")
+    assert report.valid is valid
+    if not valid:
+        assert [e.check for e in report.errors] == ["invalid_permissions"]
+        assert report.errors[0].path.startswith("permissions.network")

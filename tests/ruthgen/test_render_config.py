@@ -127,3 +127,11 @@ def test_manifest_triton_block_matches_the_config() -> None:
         "instance_kind": "KIND_GPU",
         "instance_count": 1,
     }
+
+
+def test_render_config_puts_instances_per_gpu_on_every_gpu_of_a_gpu_build() -> None:
+    c = _contract("frame", "jpeg", "cpu_gpu", 1, instance_count=3, instances_per_gpu=2)
+    gpu = _parse(render_config(build_spec(c, "demo__1.0.0", target="gpu"))).instance_group[0]
+    assert (gpu.kind, gpu.count, list(gpu.gpus)) == (model_config_pb2.ModelInstanceGroup.KIND_GPU, 2, [])
+    cpu = _parse(render_config(build_spec(c, "demo__1.0.0", target="cpu"))).instance_group[0]
+    assert (cpu.kind, cpu.count) == (model_config_pb2.ModelInstanceGroup.KIND_CPU, 3)

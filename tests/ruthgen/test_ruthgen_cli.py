@@ -153,3 +153,29 @@ def test_console_script_builds_and_validates_when_run_as_a_subprocess(tmp_path: 
         [str(script), "validate", "--target", "tpu"], capture_output=True, timeout=120, check=False
     )
     assert usage.returncode == 2
+
+
+@pytest.mark.parametrize(("detected", "state"), [("cpu", "INVALID"), ("gpu", "VALID")])
+def test_validate_checks_hardware_against_the_detected_machine_without_target(
+    make_plugin, models_dir: Path, monkeypatch, detected: str, state: str
+) -> None:
+    import ruthgen.hardware
+
+    make_plugin("gpu_only", hardware={"supports_cpu": False, "supports_gpu": True})
+    monkeypatch.setattr(ruthgen.hardware, "detected_target", lambda: detected)
+    result = runner.invoke(app, ["validate", "--models", str(models_dir), "--json"])
+    assert _json(result)["models"][0]["state"] == state
+    assert result.stderr == ""  # --json prints nothing but its JSON
+    told = runner.invoke(app, ["validate", "--models", str(models_dir)])
+    assert f"target: {detected} (detected" in told.stderr
+
+
+def test_detected_target_follows_what_the_probe_finds(monkeypatch, tmp_path) -> None:
+    import ruthgen.hardware as hardware
+
+    class Gpu(hardware.HardwareProbe):
+        def detect(self):
+            return hardware.HardwareInfo.of_gpus([hardware.GpuInfo(0, name="T4")], "nvml")
+
+    monkeypatch.setattr(hardware, "HardwareProbe", Gpu)
+    assert hardware.detected_target() == "gpu"

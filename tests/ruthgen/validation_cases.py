@@ -8,6 +8,7 @@ BROKEN_CASES: dict[str, tuple[str, str]] = {
     "model_yaml_unreadable": ("model_yaml_unreadable", "model.yaml"),
     "model_yaml_invalid": ("model_yaml_invalid", "model.yaml"),
     "model_yaml_not_mapping": ("model_yaml_invalid", ""),
+    "model_yaml_empty": ("model_yaml_empty", "model.yaml"),
     "required_field_missing": ("required_field_missing", "output"),
     "version_mismatch": ("version_mismatch", "version"),
     "model_id_mismatch": ("model_id_mismatch", "model_id"),

@@ -156,6 +156,18 @@ def test_core_deadline_takes_the_smallest_of_setting_request_and_client(settings
     assert pipeline.deadline_s(frame(), client_remaining_s=3.0) == pytest.approx(2.95)
 
 
+def test_core_deadline_is_the_models_phase_limits_plus_margin_capped_by_the_runtime(settings, fake_triton):
+    from sidecar.request.routes import Route
+
+    pipeline = build_core(settings, fake_triton).pipeline
+    quick = Route("m", "1.0.0", "READY", triton_name="m__1.0.0", limits_ms=1200)
+    slow = Route("m", "1.0.0", "READY", triton_name="m__1.0.0", limits_ms=60_000)
+    assert pipeline.deadline_s(frame(), route=quick) == pytest.approx(1.7)  # 1200 ms + the 500 ms margin
+    assert pipeline.deadline_s(frame(), route=slow) == pytest.approx(7.0)  # the runtime's maximum
+    assert pipeline.deadline_s(frame(timeout_ms=300), route=quick) == pytest.approx(0.3)
+    assert pipeline.deadline_s(frame(), client_remaining_s=1.0, route=slow) == pytest.approx(0.95)
+
+
 async def test_core_answers_overloaded_when_unary_limit_is_reached(settings, fake_triton):
     fake_triton.delays["alpha__1.0.0"] = 0.2
     runtime = build_core(settings.model_copy(update={"max_in_flight_unary": 2}), fake_triton)
@@ -280,3 +292,21 @@ async def test_core_holds_a_lease_on_the_copy_while_a_unary_request_is_in_flight
     assert outcome.error is None
     assert counts == [1]
     assert core.leases.count("alpha__1.0.0") == 0
+
+
+async def test_core_logs_one_line_per_failed_request_with_its_ids(core, fake_triton, caplog):
+    fake_triton.behaviours["alpha__1.0.0"] = lambda r: "[RUTH:INFERENCE_ERROR] infer: ZeroDivisionError"
+    with caplog.at_level("WARNING", logger="sidecar.requests"):
+        await core.infer(frame(frame_id="f9", camera_id="cam7"))
+    (line,) = [r for r in caplog.records if r.name == "sidecar.requests"]
+    assert {k: line.ruth[k] for k in ("model_id", "version", "frame_id", "camera_id", "code", "phase")} == {
+        "model_id": "alpha", "version": "1.0.0", "frame_id": "f9", "camera_id": "cam7",
+        "code": "INFERENCE_ERROR", "phase": "infer",
+    }
+    assert line.ruth["latency_ms"] >= 0
+
+
+def test_core_declares_the_installed_packages_version(core):
+    import importlib.metadata
+
+    assert core.capabilities()["version"] == importlib.metadata.version("ruth-ai-runtime")

@@ -51,6 +51,14 @@ from sidecar.request.triton import (
         ),
         ("Deadline Exceeded", grpc.StatusCode.DEADLINE_EXCEEDED, RequestTimeout, ErrorCode.TIMEOUT, None),
         (
+            "[RUTH:RESOURCE_EXHAUSTED] infer: OutOfMemoryError: CUDA out of memory",
+            None,
+            PluginError,
+            ErrorCode.RESOURCE_EXHAUSTED,
+            "infer: OutOfMemoryError",
+        ),
+        ("[RUTH:GPU_ERROR] infer: CUDA error: x", None, PluginError, ErrorCode.GPU_ERROR, "CUDA error"),
+        (
             "Stub process 'm__1.0.0_0_0' is not healthy.",
             None,
             ModelProcessDied,

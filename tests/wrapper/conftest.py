@@ -5,16 +5,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import fake_pb_utils
 import pytest
-from wrapper_testlib import ruth_runtime, write_entry
+from wrapper_testlib import load_generated_model, ruth_runtime, write_entry
 
 
 @pytest.fixture
@@ -48,14 +46,7 @@ def triton_model(entry: Callable[..., Path]) -> Iterator[Callable[..., Any]]:
     sys.modules["triton_python_backend_utils"] = fake_pb_utils  # type: ignore[assignment]
 
     def make(files: dict[str, str], **overrides: Any) -> Any:
-        version_dir = entry(files, **overrides)
-        spec = importlib.util.spec_from_file_location(
-            f"generated_model_{uuid.uuid4().hex}", version_dir / "model.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        model = module.TritonPythonModel()
+        model = load_generated_model(entry(files, **overrides))
         made.append(model)
         model.initialize({"model_instance_kind": "CPU", "model_name": "demo__1.0.0", "model_version": "1"})
         return model

@@ -92,3 +92,38 @@ class Logger:
     @classmethod
     def log_verbose(cls, message: str) -> None:
         cls.records.append(("verbose", message))
+
+
+class MetricFamily:
+    """The custom-metrics API's shape: families of COUNTER, GAUGE or HISTOGRAM series."""
+
+    COUNTER, GAUGE, HISTOGRAM = 0, 1, 2
+    created: list[MetricFamily] = []
+
+    def __init__(self, name: str, description: str, kind: int) -> None:
+        self.name, self.description, self.kind = name, description, kind
+        self.metrics: list[_FakeMetric] = []
+        MetricFamily.created.append(self)
+
+    def Metric(self, labels: dict[str, str] | None = None, buckets: list[float] | None = None) -> _FakeMetric:
+        metric = _FakeMetric(labels or {}, buckets)
+        self.metrics.append(metric)
+        return metric
+
+
+class _FakeMetric:
+    def __init__(self, labels: dict[str, str], buckets: list[float] | None) -> None:
+        self.labels, self.buckets, self.observed = labels, buckets, []
+        self._value = 0.0
+
+    def increment(self, value: float) -> None:
+        self._value += value
+
+    def set(self, value: float) -> None:
+        self._value = value
+
+    def observe(self, value: float) -> None:
+        self.observed.append(value)
+
+    def value(self) -> float:
+        return self._value

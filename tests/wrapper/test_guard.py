@@ -176,3 +176,28 @@ def test_guard_is_inactive_once_the_runtime_is_closed(runtime, tmp_path):
     assert isinstance(run(rt), RuthError)
     rt.close()
     Path(tmp_path / "after-close.txt").write_text("the test process writes freely again")
+
+
+@pytest.mark.parametrize(
+    ("rule", "allowed"),
+    [
+        ("127.0.0.1:{port}", True),  # an IP and its port
+        ("127.0.0.0/8:{port}", True),  # a CIDR holding it
+        ("localhost:{port}", True),  # a host name: the guard resolves it and allows what it gave
+        ("127.0.0.1:*", True),
+        ("127.0.0.1:{other}", False),  # another port
+        ("10.0.0.0/8:{port}", False),  # another network
+        ("example.invalid:{port}", False),
+    ],
+)
+def test_guard_allows_only_the_allowlisted_endpoints(runtime, listener, rule, allowed):
+    host = "localhost" if rule.startswith("localhost") else listener[0]
+    body = "s = socket.create_connection(tuple(target), timeout=2)\ns.close()"
+    files = with_targets(plugin(body), [[host, listener[1]]])
+    endpoint = rule.format(port=listener[1], other=listener[1] + 1)
+    rt = runtime(files, input={"format": "raw_rgb"}, permissions={"network": [endpoint]})
+    outcome = run(rt)
+    if allowed:
+        assert json.loads(outcome)["label"] == "done"
+    else:
+        assert "not in permissions.network's allowlist" in denied(outcome)

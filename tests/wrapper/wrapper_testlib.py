@@ -6,6 +6,7 @@ modules from ``ruthgen/wrapper``), which this module puts on ``sys.path``.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import shutil
@@ -97,3 +98,14 @@ def solid(width: int, height: int, rgb: tuple[int, int, int]) -> np.ndarray:
 
 def request(frame: np.ndarray | None, **parameters: Any) -> ruth_runtime.FrameRequest:
     return ruth_runtime.FrameRequest(frame=frame, parameters=parameters)
+
+
+def load_generated_model(version_dir: Path) -> Any:
+    """The ``TritonPythonModel`` of an entry's generated model.py (not initialized); the caller
+    puts a ``triton_python_backend_utils`` into ``sys.modules`` first."""
+    name = f"generated_model_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(name, version_dir / "model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.TritonPythonModel()

@@ -64,17 +64,21 @@ class FakePlugin:
     input_type: str = "frame"
     hint_ms: float | None = None
     max_batch_size: int = 0
+    min_gpu_memory_mb: int | None = None  # set: a GPU plugin (its copies run KIND_GPU)
 
 
 def contract(model_id: str, version: str, plugin: FakePlugin) -> ModelContract:
     performance: dict[str, Any] = {"recommended_batch_size": max(1, plugin.max_batch_size)}
     if plugin.hint_ms is not None:
         performance["inference_time_hint_ms"] = plugin.hint_ms
+    hardware = {} if plugin.min_gpu_memory_mb is None else {
+        "supports_gpu": True, "min_gpu_memory_mb": plugin.min_gpu_memory_mb,
+    }
     return ModelContract.model_validate({
         "model_id": model_id, "version": version, "display_name": model_id,
         "input": {"type": plugin.input_type, "format": "jpeg"},
         "output": {"schema": {"ok": {"type": "boolean"}}},
-        "performance": performance,
+        "performance": performance, "hardware": hardware,
     })
 
 
@@ -117,7 +121,8 @@ class FakeEntries:
         return ManifestEntry(
             model_id=key[0], version=key[1], triton_name=name, state="VALID",
             contract=contract(*key, plugin),
-            triton=TritonFacts(max_batch_size=plugin.max_batch_size, instance_count=1),
+            triton=TritonFacts(max_batch_size=plugin.max_batch_size, instance_count=1,
+                               instance_kind="KIND_CPU" if plugin.min_gpu_memory_mb is None else "KIND_GPU"),
         )
 
     def discard(self, name: str) -> None:

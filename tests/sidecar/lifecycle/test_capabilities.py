@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
 from lifecycle_fakes import FakePlugin, contract
 
 from ruthgen.manifest import TritonFacts
@@ -7,7 +12,7 @@ from sidecar.control.capacity import fps_from_statistics
 from sidecar.control.health import HealthPolicy, ModelHealthTracker
 from sidecar.control.states import ModelRegistry, ModelState
 from sidecar.report.capabilities import build_declaration
-from sidecar.report.hardware import HardwareInfo
+from sidecar.report.hardware import GpuInfo, HardwareInfo
 
 S = ModelState
 
@@ -51,6 +56,7 @@ def test_declaration_has_the_7_2_shape_with_measured_figures():
     assert declaration["capacity"] == {
         "max_fps_total": 80.0, "max_concurrent_streams": 8, "recommended_batch_size": 4,
         "current_utilization_percent": 25.0,  # 2 x 10 fps observed over 80
+        "supported_hardware": ["cpu"],
     }
     models = {m["model_id"]: m for m in declaration["models"]}
     assert models["fall_detection"]["health"] == "HEALTHY"
@@ -92,3 +98,56 @@ def test_fps_from_statistics_uses_compute_time_per_frame():
     }
     assert fps_from_statistics(stats, instance_count=2) == 200.0
     assert fps_from_statistics({"inference_count": 5, "inference_stats": stats["inference_stats"]}, 1) is None
+
+
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parents[3] / "docs" / "schemas" / "registration.schema.json").read_text()
+)
+
+
+def validate_declaration(declaration: dict) -> None:
+    """Validate against docs/schemas/registration.schema.json, formats (date-time) included."""
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+    jsonschema.Draft202012Validator(SCHEMA, format_checker=checker).validate(declaration)
+
+
+def test_declaration_validates_against_the_documented_json_schema():
+    registry = ModelRegistry()
+    ready = _ready(registry, "fall_detection", "1.0.0", 50.0, batch=4)
+    ready.output_schema = ready.contract.output_json_schema()
+    ready.note_error("TIMEOUT: infer: exceeded 5000 ms", at=1_768_384_935.0)
+    ready.warnings = ["timeouts_exceed_runtime: the phase limits add up to 9000 ms"]
+    failed = registry.add("broken", "1.0.0")
+    failed.transition(S.VALIDATING, "x")
+    failed.transition(S.INVALID, "model_yaml_empty: model.yaml is empty")
+    gpu = HardwareInfo.of_gpus([GpuInfo(0, uuid="GPU-1", memory_total_mb=16384, memory_available_mb=12000,
+                                        utilization_percent=3.0)], "triton-metrics", cuda_version="12.4")
+    for hardware in (gpu, HardwareInfo(type="cpu", supports_gpu=False)):
+        declaration = build_declaration(runtime_id="rt-1", runtime_version="1.0.0", records=list(registry),
+                                        health={}, hardware=hardware, now=1_768_384_800.0)
+        validate_declaration(declaration)
+    models = {m["model_id"]: m for m in declaration["models"]}
+    fall = models["fall_detection"]
+    assert fall["output_schema"]["type"] == "object" and fall["output_schema_version"].startswith("sha256:")
+    assert fall["hardware"] == {"supports": ["cpu"], "min_gpu_memory_mb": None, "instance_kind": "cpu",
+                                "instance_count": 1}
+    assert fall["last_error"] == "TIMEOUT: infer: exceeded 5000 ms"
+    assert fall["last_error_at"] == "2026-01-14T10:02:15.000Z" and fall["warnings"]
+    broken = models["broken"]
+    assert broken["output_schema"] is None and broken["reason"].startswith("model_yaml_empty")
+    with pytest.raises(jsonschema.ValidationError):
+        validate_declaration({**declaration, "models": [{**fall, "state": "SLEEPING"}]})
+
+
+def test_output_schema_version_identifies_the_shape_or_is_the_declared_one():
+    base = contract("m", "1.0.0", FakePlugin())
+    same = base.model_copy(update={"version": "1.0.1", "display_name": "other"})
+    changed = contract("m", "1.0.0", FakePlugin()).model_validate(
+        {**base.normalized(), "output": {"schema": {"ok": {"type": "boolean"}, "n": {"type": "integer"}}}}
+    )
+    declared = base.model_validate({**base.normalized(), "output": {**base.normalized()["output"],
+                                                                    "schema_version": "2.1"}})
+    assert base.output_schema_version() == same.output_schema_version()
+    assert len(base.output_schema_version()) == len("sha256:") + 12
+    assert changed.output_schema_version() != base.output_schema_version()
+    assert declared.output_schema_version() == "2.1"

@@ -5,11 +5,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import pytest
+
 from sidecar.control.health import Health
 from sidecar.control.manager import LifecycleManager, route_of
 from sidecar.control.states import ModelState
 from sidecar.control.watcher import Change
-from sidecar.errors import InternalError, ModelNotLoaded, ModelProcessDied, RequestTimeout, SidecarError
+from sidecar.errors import (
+    ErrorCode,
+    InternalError,
+    ModelNotLoaded,
+    ModelProcessDied,
+    PluginError,
+    RequestTimeout,
+    SidecarError,
+)
+from sidecar.request.routes import Leases, RouteTable
 
 S = ModelState
 A, B = "m__1.0.0", "m__1.0.0__b"
@@ -66,12 +77,21 @@ async def test_rescan_marks_an_invalid_plugin_invalid_without_loading(manager, c
     assert control.calls == [] and route(manager) is None
 
 
-async def test_load_failure_keeps_tritons_reason_and_is_not_retried(manager, control, entries):
+@pytest.mark.parametrize(
+    ("reason", "kept"),
+    [
+        ("load failed for model 'm__1.0.0': Internal: ModuleNotFoundError: No module named 'cv9'",
+         "No module named 'cv9'"),
+        ("Internal: [RUTH:LOAD_FAILED] load: RESOURCE_EXHAUSTED: MemoryError: out of memory",
+         "load: RESOURCE_EXHAUSTED: MemoryError"),
+    ],
+)
+async def test_load_failure_keeps_tritons_reason_and_is_not_retried(manager, control, entries, reason, kept):
     entries.add("m", "1.0.0")
-    control.fail[A] = "load failed for model 'm__1.0.0': Internal: ModuleNotFoundError: No module named 'cv9'"
+    control.fail[A] = reason
     await manager.rescan()
     record = manager.registry.get("m", "1.0.0")
-    assert record.state is S.FAILED and "No module named 'cv9'" in record.reason
+    assert record.state is S.FAILED and kept in record.reason
     await manager.on_changes([Change("other", None)])
     await manager.rescan()  # a rescan without changes and without force does not retry
     assert control.count("load") == 1
@@ -188,11 +208,31 @@ async def test_consecutive_timeouts_kill_the_hung_stubs_and_reload(manager, cont
     assert manager.registry.get("m", "1.0.0").state is S.READY
     observe(manager, error=timeout(), latency_ms=1000.0)
     record = manager.registry.get("m", "1.0.0")
-    assert record.state is S.ERROR and "3 consecutive timeouts" in record.reason
-    assert manager.trackers[record.key].health is Health.UNHEALTHY
+    assert record.state is S.READY and manager.trackers[record.key].health is Health.UNHEALTHY
+    await _until(lambda: record.state is S.ERROR)  # the hang check: nothing finished meanwhile
+    assert "3 consecutive timeouts and nothing finished" in record.reason
     await _until(lambda: record.state is S.READY)
     assert killer.killed == [A] and route(manager) == B
     assert manager.trackers[record.key].health is Health.HEALTHY
+
+
+async def test_consecutive_timeouts_of_a_slow_instance_that_still_answers_do_not_kill_it(
+    manager, control, entries, killer
+):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    finished = iter(range(1, 1000))
+
+    async def answering(name):  # the instance finishes one execution per look: late, but alive
+        return {"execution_count": str(next(finished))}
+
+    control.model_statistics = answering
+    for _ in range(3):
+        observe(manager, error=timeout(), latency_ms=1000.0)
+    record = manager.registry.get("m", "1.0.0")
+    await _until(lambda: "slow, not hung" in (record.last_error or ""))
+    assert record.state is S.READY and killer.killed == [] and route(manager) == A
+    assert manager.trackers[record.key].health is Health.UNHEALTHY  # still late: the backend sees it
 
 
 async def test_model_that_keeps_failing_ends_in_error_after_max_retries(manager, control, entries):
@@ -326,3 +366,101 @@ async def test_resync_reloads_the_versions_the_server_no_longer_serves(manager, 
     record = manager.registry.get("m", "1.0.0")
     await _until(lambda: record.state is S.READY and route(manager) == B)
     assert manager.registry.get("n", "1.0.0").recovery_attempts == 0
+
+
+def out_of_memory() -> SidecarError:
+    return PluginError("infer: OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB",
+                       ErrorCode.RESOURCE_EXHAUSTED)
+
+
+async def test_out_of_memory_moves_to_error_and_recovers_after_the_cooldown(manager, control, entries):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    observe(manager, error=out_of_memory())
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state is S.ERROR and record.reason.startswith("RESOURCE_EXHAUSTED: infer:")
+    await _until(lambda: record.state is S.READY)
+    assert _states(record)[-3:] == [S.ERROR, S.LOADING, S.READY] and route(manager) == B
+
+
+async def test_gpu_error_moves_to_error_like_out_of_memory(manager, entries):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    observe(manager, error=PluginError("infer: CUDA error: an illegal memory access", ErrorCode.GPU_ERROR))
+    assert manager.registry.get("m", "1.0.0").state is S.ERROR
+
+
+async def test_recovery_reload_out_of_memory_is_failed_and_not_retried(manager, control, entries):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    control.fail[B] = ("load failed for model 'm__1.0.0__b': version 1 is at UNAVAILABLE state: Internal: "
+                       "[RUTH:LOAD_FAILED] load: RESOURCE_EXHAUSTED: OutOfMemoryError: CUDA out of memory")
+    observe(manager, error=out_of_memory())
+    record = manager.registry.get("m", "1.0.0")
+    await _until(lambda: record.state is S.FAILED)
+    assert "lack of resources" in record.reason and "RESOURCE_EXHAUSTED" in record.reason
+    await _until(lambda: control.count("unload", A) == 1)  # the broken copy gives its memory back
+    loads = control.count("load")
+    await asyncio.sleep(0.2)
+    assert control.count("load") == loads and route(manager) is None
+
+
+async def test_a_request_failure_is_the_versions_last_error_with_its_time(manager, entries):
+    entries.add("m", "1.0.0")
+    await manager.rescan()
+    violation = PluginError("validate: data must contain ['ok']", ErrorCode.OUTPUT_SCHEMA_VIOLATION)
+    observe(manager, error=violation)
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state is S.READY and record.last_error.startswith("OUTPUT_SCHEMA_VIOLATION: validate:")
+    assert record.last_error_at is not None
+    observe(manager, error=SidecarError("bad frame", ErrorCode.INVALID_INPUT))
+    assert record.last_error.startswith("OUTPUT_SCHEMA_VIOLATION"), "the caller's errors are not the model's"
+
+
+async def test_a_version_whose_limits_exceed_the_runtimes_gets_a_warning(control, entries, policy):
+    manager = LifecycleManager(control, entries, RouteTable(), Leases(), policy=policy,
+                               request_timeout_ms=5000)
+    entries.add("m", "1.0.0")  # the default limits: 1000 + 5000 + 1000 ms
+    await manager.rescan()
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state is S.READY
+    assert [w.split(":")[0] for w in record.warnings] == ["timeouts_exceed_runtime"]
+    assert record.to_dict()["warnings"] == record.warnings
+    assert route_of(record).limits_ms == 7000
+
+
+def _gpu_manager(control, entries, policy, free_mb: list[int], preferred=()):
+    from ruthgen.hardware import GpuInfo
+
+    gpus = tuple(GpuInfo(i, memory_total_mb=16384, memory_available_mb=mb) for i, mb in enumerate(free_mb))
+    return LifecycleManager(control, entries, RouteTable(), Leases(), policy=policy, gpus=lambda: gpus,
+                            preferred_versions=preferred)
+
+
+@pytest.mark.parametrize(("preferred", "loaded", "skipped"), [((), "2.0.0", "1.0.0"),
+                                                              (("m:1.0.0",), "1.0.0", "2.0.0")])
+async def test_versions_that_need_more_gpu_memory_than_is_free_load_in_priority_order(
+    control, entries, policy, preferred, loaded, skipped
+):
+    manager = _gpu_manager(control, entries, policy, [10_000], preferred)
+    for version in ("1.0.0", "2.0.0"):
+        entries.add("m", version, min_gpu_memory_mb=6000)
+    entries.add("cpu_model", "1.0.0")
+    await manager.rescan()
+    assert manager.registry.get("m", loaded).state is S.READY
+    left_out = manager.registry.get("m", skipped)
+    assert left_out.state is S.FAILED and left_out.reason.startswith("RESOURCE_EXHAUSTED: not loaded")
+    assert "needs 6000 MB" in left_out.reason
+    assert "GPU 0 has 4000 MB free after the versions" in left_out.reason
+    assert control.count("load", f"m__{skipped}") == 0, "never sent to the inference server"
+    assert manager.registry.get("cpu_model", "1.0.0").state is S.READY
+
+
+async def test_gpu_memory_is_checked_on_every_gpu_the_instances_land_on(control, entries, policy):
+    manager = _gpu_manager(control, entries, policy, [12_000, 3_000])
+    entries.add("m", "1.0.0", min_gpu_memory_mb=4000)
+    await manager.rescan()
+    record = manager.registry.get("m", "1.0.0")
+    assert record.state is S.FAILED and "GPU 1 has 3000 MB free;" in record.reason
+    await manager.rescan()
+    assert control.count("load") == 0 and record.state is S.FAILED  # not retried without a rescan asking

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.control.states import TRANSITIONS, IllegalTransition, ModelRegistry, ModelState
+from sidecar.control.states import TRANSITIONS, IllegalTransition, ModelRecord, ModelRegistry, ModelState
 
 S = ModelState
 APPENDIX_A = [
@@ -86,3 +86,17 @@ def test_to_dict_reports_state_history_and_rejected_change():
     data = record.to_dict()
     assert data["state"] == "VALIDATING" and data["history"][-1]["from"] == "DISCOVERED"
     assert data["history"][-1]["at"].endswith("Z") and data["rejected_change"] is None
+
+
+def test_transition_gives_a_reason_when_the_caller_gave_none():
+    record = ModelRecord("m", "1.0.0")
+    record.transition(ModelState.VALIDATING, "checking")
+    record.transition(ModelState.INVALID, "  ")
+    assert "no reason was given" in record.reason and record.last_error == record.reason
+
+
+def test_manifest_entry_reason_is_never_empty_when_invalid():
+    from ruthgen.manifest import ManifestEntry
+
+    entry = ManifestEntry(model_id="m", version="1.0.0", state="INVALID")
+    assert entry.reason.startswith("validation_incomplete")
