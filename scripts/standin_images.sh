@@ -26,7 +26,7 @@ MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PYTHON="${PYTHON:-python3}"
 CACHE="${RUTH_STANDIN_CACHE:-$HOME/.cache/ruth-ai-runtime/standin}"
 PYTHON_TAG=ruth-standin/python:3.11-bookworm
-TRITON_VERSION="$(sed -n 's/^nvidia-pytriton==//p' "$ROOT/constraints.txt")"
+TRITON_VERSION="$(sed -n 's/^nvidia-pytriton==\([^ #]*\).*/\1/p' "$ROOT/constraints.txt")"
 TRITON_TAG=ruth-standin/tritonserver:2.51.0-bookworm
 LABEL=org.ruth-ai-runtime.standin.recipe
 STUB_PYTHON=3.11
