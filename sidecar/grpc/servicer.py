@@ -97,11 +97,12 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
                     await write(message)
                 written()
         finally:
-            slot.release()  # the stream is ending: no idle timeout may interrupt its close
+            slot.unwatch()  # the stream is ending: no idle timeout may interrupt its close
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             await session.close()
+            slot.release()  # its place is free once what it held (leases, regions) is given back
 
     @staticmethod
     async def _read(

@@ -102,9 +102,16 @@ class StreamSlot:
         if self._limits.idle_timeout_s > 0:
             self._timer = self._loop.call_at(self.last_request + self._limits.idle_timeout_s, self._check)
 
+    def unwatch(self) -> None:
+        """No idle timeout from now on: the stream is ending and its close must not be interrupted."""
+        self._on_idle = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def _check(self) -> None:
         self._timer = None
-        if self.released:
+        if self.released or self._on_idle is None:
             return
         now = self._loop.time()
         due = self.last_request + self._limits.idle_timeout_s

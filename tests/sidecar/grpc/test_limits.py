@@ -12,6 +12,7 @@ import pytest
 from sidecar._proto import airuntime_pb2 as pb
 from sidecar.client import AIRuntimeClient, make_request
 from sidecar.main import Sidecar, build_core
+from sidecar.request.limits import StreamLimits
 from tests.sidecar.abuse import frozen_stream_client, until
 from tests.sidecar.conftest import image_bytes
 
@@ -151,3 +152,16 @@ async def test_stream_of_a_client_that_stops_answering_pings_is_closed_by_keepal
         reaped = loop.time() - frozen
     assert leases.count("alpha__1.0.0") == 0
     assert reaped <= 0.5 + 0.5 + 1.0, reaped  # keepalive time + timeout, and slack for a busy machine
+
+
+async def test_an_ending_stream_keeps_its_place_but_is_no_longer_closed_for_idleness():
+    limits = StreamLimits(max_streams=1, max_per_connection=1, idle_timeout_s=0.05)
+    slot = limits.admit("peer:1")
+    closed: list[str] = []
+    slot.watch(lambda: False, lambda: closed.append("idle"))
+    slot.unwatch()  # the transport is giving back what the stream held
+    await asyncio.sleep(0.2)
+    assert closed == [] and not slot.idle
+    assert limits.open == 1 and limits.connections == 1  # still counted until released
+    slot.release()
+    assert limits.open == 0 and limits.connections == 0
