@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import http.server
+import threading
 from types import SimpleNamespace
 
+from sidecar.main import build_core
 from sidecar.report.hardware import HardwareProbe, detect, gpus_from_metrics
+from sidecar.settings import load_settings
 
 SMI_QUERY_OUT = "0, GPU-5d0c4a4e-0000-0000-0000-000000000001, NVIDIA Tesla T4, 15360, 12000, 535.104.05\n"
 SMI_PLAIN_OUT = "| NVIDIA-SMI 535.104.05   Driver Version: 535.104.05   CUDA Version: 12.2     |\n"
@@ -144,3 +148,43 @@ def test_detect_falls_back_to_the_local_probe_when_triton_has_no_gpu_metrics(tmp
     for text in (TRITON_CPU_METRICS, None):
         info = detect(probe, text)
         assert info.source == "nvidia-smi" and info.gpus[0].uuid.startswith("GPU-5d0c")
+
+
+class _MetricsHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: a reused client sends on the connection it has
+    peers: list[int] = []
+
+    def do_GET(self):
+        body = TRITON_GPU_METRICS.encode()
+        self.peers.append(self.client_address[1])
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+async def test_the_runtime_reads_tritons_metrics_with_one_client_for_its_lifetime(tmp_path, fake_triton):
+    # Making an HTTP client costs ~20 ms of the event loop (its TLS context): not at every heartbeat
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MetricsHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = load_settings(
+        grpc_port=0, http_port=None, model_repository=tmp_path, calibrate=False, watch_models=False,
+        triton_metrics_url=f"http://127.0.0.1:{server.server_address[1]}/metrics",
+    )  # fmt: skip
+    runtime = build_core(settings, fake_triton)
+
+    def no_smi(command):
+        raise FileNotFoundError("nvidia-smi")
+
+    runtime.hardware_probe = HardwareProbe(tegra_release=tmp_path / "none", runner=no_smi, nvml=None)
+    try:
+        first, second = [await runtime.detect_hardware() for _ in range(2)]
+    finally:
+        await runtime.stop()
+        server.shutdown()
+    assert first.source == second.source == "triton-metrics" and first.gpu_count == second.gpu_count == 2
+    assert len(_MetricsHandler.peers) == 2 and len(set(_MetricsHandler.peers)) == 1  # one connection
