@@ -3,8 +3,8 @@
 One process, one embedded tritonserver, the trivial plugin of ``bench_sidecar.py``, one request at
 a time, the paths taking turns request by request:
 
-* ``floor``: what ``floor_forwarder.py`` does: a bare ``ModelInferRequest`` (FRAME only) written on
-  one shared ``ModelStreamInfer`` stream, the reply matched by id;
+* ``floor``: what ``floor_forwarder.py`` does (its ``triton_request``: FRAME only) written on one
+  shared ``ModelStreamInfer`` stream, the reply matched by id;
 * ``adapter``: the sidecar's ``TritonAdapter.infer`` (a lane, its lock and deadline timer) with the
   message the sidecar builds (``build_request``: shape, ids as parameters);
 * ``adapter, bare message``: the adapter with the floor's message, which separates the two.
@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import grpc
-from tritonclient.grpc import service_pb2 as tpb
 from tritonclient.grpc import service_pb2_grpc as tpb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +35,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_sidecar  # noqa: E402
+from floor_forwarder import triton_request  # noqa: E402
 
 from ruthgen.embedded import EmbeddedTriton  # noqa: E402
+from sidecar._proto import airuntime_pb2 as pb  # noqa: E402
 from sidecar.request.routes import READY, Route  # noqa: E402
 from sidecar.request.triton import TritonAdapter, build_request  # noqa: E402
 
@@ -49,19 +50,11 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _bare_message(name: str, request_id: str, jpeg: bytes) -> tpb.ModelInferRequest:
-    request = tpb.ModelInferRequest(model_name=name, id=request_id)
-    tensor = request.inputs.add()
-    tensor.name, tensor.datatype = "FRAME", "UINT8"
-    tensor.shape.append(len(jpeg))
-    request.raw_input_contents.append(jpeg)
-    return request
-
-
 async def _round(url: str, jpeg: bytes, requests: int) -> dict[str, tuple[float, float]]:
     """{path: (wall ms, CPU ms) per request} for one round."""
     name = f"bench_sc_trivial__{bench_sidecar.VERSION}"
     route = Route("bench_sc_trivial", bench_sidecar.VERSION, READY, triton_name=name, format="jpeg")
+    asked = pb.InferenceRequest(model_id=route.model_id, version=route.version, frame=pb.Frame(data=jpeg))
     loop = asyncio.get_running_loop()
     channel = grpc.aio.insecure_channel(url, options=_LIMITS)
     shared = tpb_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer()
@@ -77,14 +70,14 @@ async def _round(url: str, jpeg: bytes, requests: int) -> dict[str, tuple[float,
 
     async def floor(request_id: str) -> None:
         future = waiting[request_id] = loop.create_future()
-        await shared.write(_bare_message(name, request_id, jpeg))
+        await shared.write(triton_request(asked, request_id))
         await future
 
     async def through_adapter(request_id: str) -> None:
         await adapter.infer(build_request(route, request_id, jpeg, 640, 480, request_id, "cam", 0), 5.0)
 
     async def adapter_bare(request_id: str) -> None:
-        await adapter.infer(_bare_message(name, request_id, jpeg), 5.0)
+        await adapter.infer(triton_request(asked, request_id), 5.0)
 
     paths = {"floor": floor, "adapter": through_adapter, "adapter, bare message": adapter_bare}
     totals = {path: [0.0, 0.0] for path in paths}
