@@ -36,7 +36,7 @@ from sidecar.report.hardware import HardwareInfo, HardwareProbe, detect
 from sidecar.report.metrics import RuntimeMetrics
 from sidecar.report.registration import Registrar, RegistrationConfig
 from sidecar.request.limits import StreamLimits, StreamSlot
-from sidecar.request.pipeline import FrameRequest, Outcome, Pipeline
+from sidecar.request.pipeline import Outcome, Pipeline
 from sidecar.request.routes import Leases, Route, RouteTable
 from sidecar.request.shared_frames import CallRegions, FramePool, RegionPolicy
 from sidecar.request.stream import StreamSession
@@ -133,6 +133,9 @@ class RuntimeCore:
             if settings.shared_memory else None
         )
         self.pipeline = Pipeline(settings, adapter, self.routes, self.leases, self._observe, self.pool)
+        #: Answer one unary request: ``infer(request, client_remaining_s=None, regions=None)`` (the
+        #: pipeline's own method, so that the hot path has no extra coroutine of the core's).
+        self.infer = self.pipeline.infer
         self.streams = StreamLimits(
             settings.max_streams, settings.max_streams_per_connection, settings.stream_idle_timeout_s
         )
@@ -233,14 +236,6 @@ class RuntimeCore:
         return await asyncio.to_thread(detect, self.hardware_probe, text)
 
     # ---- the request path ------------------------------------------------------------------------
-
-    async def infer(
-        self,
-        request: FrameRequest,
-        client_remaining_s: float | None = None,
-        regions: CallRegions | None = None,
-    ) -> Outcome:
-        return await self.pipeline.infer(request, client_remaining_s, regions)
 
     async def open_regions(self, names: list[str]) -> CallRegions:
         """The shared-memory regions a call registers (INVALID_INPUT when refused); the frame pool

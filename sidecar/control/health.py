@@ -59,11 +59,8 @@ class HealthPolicy:
     max_consecutive_timeouts: int = 3
 
 
-@dataclass(frozen=True)
-class _Sample:
-    at: float
-    ok: bool
-    latency_ms: float
+#: One request in the window: (monotonic time, ok, latency ms). A tuple: it is made per request.
+_Sample = tuple[float, bool, float]
 
 
 @dataclass(frozen=True)
@@ -116,7 +113,14 @@ class ModelHealthTracker:
         self._ok_count = 0
         self._ok_sum_ms = 0.0
         self.consecutive_timeouts = 0
-        self.health, self.reason = Health.HEALTHY, "no requests yet"
+        self.health = Health.HEALTHY
+        self._reason: tuple[str, tuple[Any, ...]] = ("no requests yet", ())
+
+    @property
+    def reason(self) -> str:
+        """Why the health is what it is (formatted when asked: :meth:`record` only keeps its parts)."""
+        text, values = self._reason
+        return text.format(*values) if values else text
 
     def record(
         self, ok: bool, latency_ms: float, *, timeout: bool = False, now: float | None = None
@@ -138,7 +142,7 @@ class ModelHealthTracker:
                 self.consecutive_timeouts += 1
             else:
                 self.consecutive_timeouts = 0
-        self._window.append(_Sample(now, ok, latency_ms))
+        self._window.append((now, ok, latency_ms))
         self._evict(now)
         return self._classify()
 
@@ -149,8 +153,8 @@ class ModelHealthTracker:
 
     def snapshot(self, now: float | None = None) -> HealthSnapshot:
         now = time.monotonic() if now is None else now
-        ok_latencies = sorted(s.latency_ms for s in self._window if s.ok)
-        span = (now - self._window[0].at) if self._window else 0.0
+        ok_latencies = sorted(latency for _, ok, latency in self._window if ok)
+        span = (now - self._window[0][0]) if self._window else 0.0
         return HealthSnapshot(
             health=self.health,
             reason=self.reason,
@@ -170,11 +174,11 @@ class ModelHealthTracker:
 
     def _evict(self, now: float) -> None:
         window, policy = self._window, self.policy
-        while window and (len(window) > policy.window_requests or now - window[0].at > policy.window_s):
-            old = window.popleft()
-            if old.ok:
+        while window and (len(window) > policy.window_requests or now - window[0][0] > policy.window_s):
+            _, ok, latency_ms = window.popleft()
+            if ok:
                 self._ok_count -= 1
-                self._ok_sum_ms -= old.latency_ms
+                self._ok_sum_ms -= latency_ms
             else:
                 self._window_errors -= 1
         if not self._ok_count:
@@ -184,28 +188,32 @@ class ModelHealthTracker:
         return self._window_errors / len(self._window) if self._window else 0.0
 
     def _classify(self) -> bool:
-        health, reason = self._evaluate()
+        health, self._reason = self._evaluate()
         changed = health is not self.health
-        self.health, self.reason = health, reason
+        self.health = health
         return changed
 
-    def _evaluate(self) -> tuple[Health, str]:
+    def _evaluate(self) -> tuple[Health, tuple[str, tuple[Any, ...]]]:
+        """The health and its reason, as a format string and its values."""
         policy = self.policy
         if self.consecutive_timeouts >= policy.max_consecutive_timeouts:
-            return Health.UNHEALTHY, f"{self.consecutive_timeouts} consecutive timeouts"
+            return Health.UNHEALTHY, ("{} consecutive timeouts", (self.consecutive_timeouts,))
         rate, count = self._error_rate(), len(self._window)
         if rate > policy.unhealthy_error_rate and count >= policy.min_requests:
-            return Health.UNHEALTHY, f"error rate {rate:.1%} over the last {count} requests"
+            return Health.UNHEALTHY, (_ERROR_RATE, (rate, count))
         if rate >= policy.degraded_error_rate and self._window_errors:
-            return Health.DEGRADED, f"error rate {rate:.1%} over the last {count} requests"
+            return Health.DEGRADED, (_ERROR_RATE, (rate, count))
         if self.hint_ms and self._ok_count >= min(policy.min_requests, 3):
             avg = self._ok_sum_ms / self._ok_count
             if avg > policy.latency_factor * self.hint_ms:
-                factor = policy.latency_factor
-                return Health.DEGRADED, f"average latency {avg:.1f} ms is above {factor:g}x the hint"
+                return Health.DEGRADED, (_SLOW, (avg, policy.latency_factor))
         if not count:
-            return Health.HEALTHY, "no recent requests"
-        return Health.HEALTHY, f"error rate {rate:.1%} over the last {count} requests"
+            return Health.HEALTHY, ("no recent requests", ())
+        return Health.HEALTHY, (_ERROR_RATE, (rate, count))
+
+
+_ERROR_RATE = "error rate {:.1%} over the last {} requests"
+_SLOW = "average latency {:.1f} ms is above {:g}x the hint"
 
 
 @dataclass(frozen=True)

@@ -144,16 +144,20 @@ class LifecycleManager:
         record = self.registry.get(*key)
         if tracker is None or record is None or route.triton_name != record.active_name:
             return  # an answer from a copy that no longer serves says nothing about the new one
-        code = None if error is None else error.code.value
+        if error is None:  # the common case, kept short: it is on every request's path
+            changed = tracker.record(True, elapsed_ms)
+            if record.state is S.READY:
+                record.recovery_attempts = 0
+            if changed:
+                self._changed()
+            return
+        code = error.code.value
         changed = False
-        if error is None or counts_against_model(code):
-            changed = tracker.record(error is None, elapsed_ms, timeout=code == "TIMEOUT")
-        if error is not None and counts_against_model(code):
+        if counts_against_model(code):
+            changed = tracker.record(False, elapsed_ms, timeout=code == "TIMEOUT")
             record.note_error(f"{code}: {error.message}")
         if record.state is S.READY:
-            if error is None:
-                record.recovery_attempts = 0
-            elif error.code in RESOURCE_FAILURES:
+            if error.code in RESOURCE_FAILURES:
                 self.recovery.fail(record, f"{code}: {error.message}", hung=False)
             elif isinstance(error, ModelProcessDied):
                 self.recovery.fail(record, f"the model's process died: {error.message}", hung=False)

@@ -7,9 +7,9 @@
   session (:mod:`sidecar.request.stream`) on its client stream's Triton streams. Both begin a lease
   on the copy (:meth:`Pipeline.begin`), and both resend once with START when Triton released an
   idle sequence (:meth:`Pipeline.restart_sequence`);
-* :meth:`Pipeline.settle` ends the lease, reports the outcome to the control plane's ``observe``
-  callback, logs a failure (one rate-limited line per failed request, :mod:`sidecar.request.failures`)
-  and returns the :class:`Outcome`.
+* :meth:`Pipeline.settle` ends the lease and returns the :class:`Outcome`; on the loop's next turn,
+  once the answer is on its way, it reports the outcome to the control plane's ``observe`` callback
+  and logs a failure (one rate-limited line per failed request, :mod:`sidecar.request.failures`).
 
 Every request gets exactly one :class:`Outcome`; a request refused before it was sent (a routing or
 input error, OVERLOADED) is answered without a lease and is not observed.
@@ -169,7 +169,7 @@ class Pending:
     of each frame that failed its checks, None for those sent."""
 
     __slots__ = ("answers", "deadline", "epoch", "message", "name", "request", "request_id", "retried",
-                 "route", "slot", "started", "timer")
+                 "route", "slot", "started")
 
     def __init__(
         self, request: FrameRequest, route: Route, request_id: str, message: Any, started: float,
@@ -184,7 +184,6 @@ class Pending:
         self.deadline = deadline
         self.retried = start  # a request that started its sequence is never resent with START
         self.epoch = epoch
-        self.timer: asyncio.TimerHandle | None = None
         self.answers: list[SidecarError | None] | None = None
         self.slot: Slot | None = None  # the frame's copy in the frame pool
 
@@ -445,8 +444,8 @@ class Pipeline:
     def settle(
         self, pending: Pending, result: bytes | None, error: SidecarError | None, now: float
     ) -> Outcome:
-        """End the request's lease, tell the control plane, and answer (``result``: RESULT as Triton
-        serialised it)."""
+        """End the request's lease and answer (``result``: RESULT as Triton serialised it); the
+        control plane hears of it on the loop's next turn (a batch's frames: at once)."""
         elapsed_ms = (now - pending.started) * 1000.0
         if pending.slot is not None:  # Triton answered unless the request timed out or its stream broke
             self.release(pending, result is not None or isinstance(error, (PluginError, InvalidInput)))
@@ -460,12 +459,18 @@ class Pipeline:
                 result = first_element(result)
             except SidecarError as e:
                 result, error = None, e
-        self._observe(pending.route, error, elapsed_ms)
+        # The control plane hears of it once the answer is on its way (the loop's next turn)
+        asyncio.get_running_loop().call_soon(self._account, pending, error, elapsed_ms)
+        return Outcome(pending.request, result, error, elapsed_ms)
+
+    def _account(self, pending: Pending, error: SidecarError | None, elapsed_ms: float) -> None:
+        """Tell the control plane of one answered request, and log it if it failed."""
+        route = pending.route
+        self._observe(route, error, elapsed_ms)
         if error is not None:
             request = pending.request
-            self.failures.record(pending.route.model_id, pending.route.version, request.frame_id,
-                                 request.camera_id, error, elapsed_ms)
-        return Outcome(pending.request, result, error, elapsed_ms)
+            self.failures.record(route.model_id, route.version, request.frame_id, request.camera_id, error,
+                                 elapsed_ms)
 
     def _settle_batch(
         self, pending: Pending, result: bytes | None, error: SidecarError | None, elapsed_ms: float
@@ -522,20 +527,24 @@ class Pipeline:
         if pending.message is None:  # a batch none of whose frames passed its checks
             return self.settle(pending, None, None, loop.time())
         self._unary_in_flight += 1
-        self.begin(pending)
+        self.leases.begin(pending.name)
         result = error = None
         try:
-            result = await self._send_unary(pending, loop)
+            result = await self.adapter.infer(pending.message, max(0.001, pending.deadline - loop.time()))
+        except SequenceNotStarted as e:
+            error = e
+            if self.restart_sequence(pending):
+                result, error = await self._resend_unary(pending, loop)
         except SidecarError as e:
             error = e
         finally:
             self._unary_in_flight -= 1
         return self.settle(pending, result, error, loop.time())
 
-    async def _send_unary(self, pending: Pending, loop: asyncio.AbstractEventLoop) -> bytes:
+    async def _resend_unary(
+        self, pending: Pending, loop: asyncio.AbstractEventLoop
+    ) -> tuple[bytes | None, SidecarError | None]:
         try:
-            return await self.adapter.infer(pending.message, max(0.001, pending.deadline - loop.time()))
-        except SequenceNotStarted:
-            if not self.restart_sequence(pending):
-                raise
-        return await self.adapter.infer(pending.message, max(0.001, pending.deadline - loop.time()))
+            return await self.adapter.infer(pending.message, max(0.001, pending.deadline - loop.time())), None
+        except SidecarError as e:
+            return None, e

@@ -6,9 +6,10 @@ one for all: Triton answers a stream's requests in the order they were sent, so 
 shared stream would hold back the answers of every model behind it.
 
 Every request gets exactly one :class:`~sidecar.request.pipeline.Outcome`: Triton's reply, a check
-error, OVERLOADED, or TIMEOUT from a per-request timer. Triton's replies are written to the client
-by ``deliver`` from the task that read them (no hop through another task: it measured cheaper at
-one request in flight); the others go through ``emit``, to the transport's writer. The window counts
+error, OVERLOADED, or TIMEOUT at its deadline (:class:`~sidecar.request.deadlines.Deadlines`).
+Triton's replies are written to the client by ``deliver`` from the task that read them (no hop
+through another task: it measured cheaper at one request in flight); the others go through
+``emit``, to the transport's writer. The window counts
 requests in flight plus answers the transport has not yet written (it calls
 :meth:`StreamSession.written`), so a client that stops reading its answers is not sent more work.
 When ``max_in_flight_per_stream`` are in the window :meth:`StreamSession.submit` waits (the
@@ -25,6 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from sidecar.errors import ModelNotReady, Overloaded, RequestTimeout, SequenceNotStarted, SidecarError
+from sidecar.request.deadlines import Deadlines
 from sidecar.request.pipeline import FrameRequest, Outcome, Pending, Pipeline
 from sidecar.request.shared_frames import CallRegions
 from sidecar.request.triton import TritonStream
@@ -60,6 +62,7 @@ class StreamSession:
         self._idle: asyncio.Future | None = None
         self._closed = False
         self._unwritten = 0
+        self._deadlines: Deadlines[str] = Deadlines(self._expire)
 
     @property
     def in_flight(self) -> int:
@@ -91,7 +94,7 @@ class StreamSession:
             self._answer(Outcome(request, None, error, 0.0))
             return
         request_id = pending.request_id
-        pending.timer = self._loop.call_at(pending.deadline, self._expire, request_id)
+        self._deadlines.add(request_id, pending.deadline)
         self._pending[request_id] = pending
         self._per_model[name] = count + 1
         pipeline.begin(pending)
@@ -137,13 +140,11 @@ class StreamSession:
     def _expire(self, request_id: str) -> None:
         pending = self._pending.pop(request_id, None)
         if pending is not None:
-            pending.timer = None
             waited = round((self._loop.time() - pending.started) * 1000)
             self._finish(pending, None, RequestTimeout(f"no answer from the model within {waited} ms"))
 
     def _settle(self, pending: Pending, result: bytes | None, error: SidecarError | None) -> Outcome:
-        if pending.timer is not None:
-            pending.timer.cancel()
+        self._deadlines.discard(pending.request_id)
         self._per_model[pending.name] -= 1
         return self._pipeline.settle(pending, result, error, self._loop.time())
 
@@ -197,9 +198,8 @@ class StreamSession:
         """Stop: the client is gone; pending requests are dropped without answers."""
         self._closed = True
         leases = self._pipeline.leases
+        self._deadlines.clear()
         for pending in self._pending.values():
-            if pending.timer is not None:
-                pending.timer.cancel()
             leases.end(pending.name)
             self._pipeline.release(pending, answered=False)
         self._pending.clear()

@@ -43,6 +43,7 @@ from sidecar.errors import (
     SharedMemoryLost,
     SidecarError,
 )
+from sidecar.request.deadlines import Deadlines
 from sidecar.request.routes import Route
 
 LOGGER = logging.getLogger(__name__)
@@ -227,8 +228,9 @@ def element_error(element: bytes) -> SidecarError | None:
     return error_from_triton(element.decode("utf-8", "replace"))
 
 
-def _expire(future: asyncio.Future) -> None:
-    if not future.done():
+def _expire_lane(lane: _Lane) -> None:
+    future = lane.future
+    if future is not None and not future.done():
         future.set_exception(RequestTimeout("the model did not answer before the deadline"))
 
 
@@ -249,19 +251,26 @@ class TritonStream:
         stub: pb_grpc.GRPCInferenceServiceStub,
         on_reply: ReplyHandler,
         on_close: Callable[[SidecarError], None],
+        *,
+        one_writer: bool = False,
     ) -> None:
         self._call = stub.ModelStreamInfer()
         self._on_reply = on_reply
         self._on_close = on_close
-        self._write_lock = asyncio.Lock()
+        # Writes from several tasks take turns; a stream whose owner never writes twice at once
+        # (``one_writer``: a unary lane) skips the lock
+        self._write_lock = None if one_writer else asyncio.Lock()
         self._closing = False
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
 
     async def send(self, request: pb.ModelInferRequest) -> None:
         """Write one request; raises :class:`ModelNotReady` when the stream is gone."""
         try:
-            async with self._write_lock:
+            if self._write_lock is None:
                 await self._call.write(request)
+            else:
+                async with self._write_lock:
+                    await self._call.write(request)
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as e:
             raise ModelNotReady(f"inference server stream closed: {e}") from e
 
@@ -333,6 +342,7 @@ class TritonAdapter:
         self._stub: pb_grpc.GRPCInferenceServiceStub | None = None
         self._idle: list[_Lane] = []
         self._lanes: set[_Lane] = set()
+        self._deadlines: Deadlines[_Lane] = Deadlines(_expire_lane)
 
     async def connect(self) -> None:
         self._channel = grpc.aio.insecure_channel(self.url, options=_CHANNEL_OPTIONS)
@@ -340,6 +350,7 @@ class TritonAdapter:
 
     async def close(self) -> None:
         lanes, self._lanes, self._idle = list(self._lanes), set(), []
+        self._deadlines.clear()
         for lane in lanes:
             lane.closed = True
             if lane.stream is not None:
@@ -432,20 +443,22 @@ class TritonAdapter:
         lane = self._idle.pop() if self._idle else self._open_lane()
         loop = asyncio.get_running_loop()
         future = lane.future = loop.create_future()
-        lane.request_id = request.id
-        timer = loop.call_later(timeout_s, _expire, future)
+        request_id = lane.request_id = request.id
+        deadlines = self._deadlines
+        deadlines.add(lane, loop.time() + timeout_s)
         try:
             await lane.stream.send(request)  # type: ignore[union-attr]
             return await future
         finally:
-            timer.cancel()
-            if lane.request_id == request.id:  # not answered: the lane cannot be trusted again
+            deadlines.discard(lane)
+            if lane.request_id == request_id:  # not answered: the lane cannot be trusted again
                 self._drop_lane(lane)
 
     def _open_lane(self) -> _Lane:
         lane = _Lane()
-        lane.stream = self.open_stream(
-            functools.partial(self._on_lane_reply, lane), functools.partial(self._on_lane_closed, lane)
+        lane.stream = TritonStream(
+            self.stub, functools.partial(self._on_lane_reply, lane),
+            functools.partial(self._on_lane_closed, lane), one_writer=True,
         )
         self._lanes.add(lane)
         return lane

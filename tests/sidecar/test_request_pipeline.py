@@ -15,11 +15,19 @@ from sidecar.control.states import ModelState
 from sidecar.core import RuntimeCore
 from sidecar.errors import ErrorCode
 from sidecar.main import build_core
-from sidecar.request.pipeline import FrameRequest
+from sidecar.request.pipeline import FrameRequest, Outcome
 from sidecar.request.triton import sequence_number
 from tests.sidecar.conftest import FakeTriton, image_bytes, write_plugin
 
 JPEG = image_bytes(64, 48)
+
+
+async def answered(core: RuntimeCore, request: FrameRequest) -> Outcome:
+    """``core.infer``, then one turn of the loop: the core accounts for an answer (health, metrics,
+    the failure log) once the answer is on its way."""
+    outcome = await core.infer(request)
+    await asyncio.sleep(0)
+    return outcome
 
 
 def frame(model_id="alpha", version="1.0.0", data=JPEG, fmt="jpeg", **kw) -> FrameRequest:
@@ -116,7 +124,7 @@ async def test_core_checks_raw_frames_against_width_and_height(core, fake_triton
 
 
 async def test_core_returns_result_and_counts_it_when_triton_answers(core, fake_triton):
-    outcome = await core.infer(frame(frame_id="f-42"))
+    outcome = await answered(core, frame(frame_id="f-42"))
     assert outcome.error is None
     assert json.loads(outcome.result) == {"model": "alpha__1.0.0", "frame_id": "f-42"}
     (request,) = fake_triton.requests
@@ -130,7 +138,7 @@ async def test_core_returns_result_and_counts_it_when_triton_answers(core, fake_
 
 async def test_core_maps_plugin_error_and_degrades_health_when_plugin_fails(core, fake_triton):
     fake_triton.behaviours["alpha__1.0.0"] = lambda r: "[RUTH:POSTPROCESS_ERROR] postprocess: KeyError: 'x'"
-    outcome = await core.infer(frame())
+    outcome = await answered(core, frame())
     assert outcome.error.code is ErrorCode.POSTPROCESS_ERROR
     assert outcome.error.message == "postprocess: KeyError: 'x'"
     (view,) = core.model_status("alpha", "1.0.0")
@@ -141,7 +149,7 @@ async def test_core_answers_timeout_within_deadline_when_model_hangs(core, fake_
     fake_triton.behaviours["alpha__1.0.0"] = lambda r: None
     loop = asyncio.get_running_loop()
     started = loop.time()
-    outcome = await core.infer(frame(timeout_ms=200))
+    outcome = await answered(core, frame(timeout_ms=200))
     elapsed = loop.time() - started
     assert outcome.error.code is ErrorCode.TIMEOUT
     assert 0.19 <= elapsed < 0.22
@@ -203,7 +211,7 @@ async def test_core_starts_sequence_once_per_camera_and_resends_when_triton_rele
 
 async def test_core_marks_error_and_reloads_when_model_process_dies(core, fake_triton):
     fake_triton.behaviours["alpha__1.0.0"] = lambda r: "Stub process 'alpha__1.0.0_0_0' is not healthy."
-    outcome = await core.infer(frame())
+    outcome = await answered(core, frame())
     assert outcome.error.code is ErrorCode.INTERNAL
     alpha = record(core, "alpha")
     assert alpha.state in (ModelState.ERROR, ModelState.LOADING)
@@ -297,7 +305,7 @@ async def test_core_holds_a_lease_on_the_copy_while_a_unary_request_is_in_flight
 async def test_core_logs_one_line_per_failed_request_with_its_ids(core, fake_triton, caplog):
     fake_triton.behaviours["alpha__1.0.0"] = lambda r: "[RUTH:INFERENCE_ERROR] infer: ZeroDivisionError"
     with caplog.at_level("WARNING", logger="sidecar.requests"):
-        await core.infer(frame(frame_id="f9", camera_id="cam7"))
+        await answered(core, frame(frame_id="f9", camera_id="cam7"))
     (line,) = [r for r in caplog.records if r.name == "sidecar.requests"]
     assert {k: line.ruth[k] for k in ("model_id", "version", "frame_id", "camera_id", "code", "phase")} == {
         "model_id": "alpha", "version": "1.0.0", "frame_id": "f9", "camera_id": "cam7",
