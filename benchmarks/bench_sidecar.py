@@ -12,6 +12,9 @@ camera streams x 4 in flight, one process each), for two models. At 1 in flight 
 alternates the paths request by request (direct, sidecar, and ``floor``: a forwarder that does
 nothing but forward, ``benchmarks/floor_forwarder.py``), so that every path sees the same machine
 at the same moment; the added latency is also reported as the median of the paired differences.
+Direct goes first in every turn and sidecar and floor swap places every other turn (``--fixed-order``
+keeps direct, sidecar, floor), since the path right after direct measured slower for the client's
+sake alone.
 The models:
 
 * ``trivial``: a generated plugin doing next to nothing (the wrapper still decodes the JPEG);
@@ -308,6 +311,11 @@ def main() -> int:
         "--no-floor", dest="floor", action="store_false",
         help="do not run benchmarks/floor_forwarder.py beside the sidecar at 1 in flight",
     )  # fmt: skip
+    parser.add_argument(
+        "--fixed-order", action="store_true",
+        help="at 1 in flight, every turn in one order (direct, sidecar, floor) instead of alternating "
+        "the forwarders' order turn by turn",
+    )  # fmt: skip
     parser.add_argument("--raw", action="store_true", help="raw frames by value and by reference instead")
     sizes = list(raw_frames.SIZES)
     parser.add_argument("--raw-sizes", nargs="+", default=sizes, choices=sizes)
@@ -367,6 +375,7 @@ def main() -> int:
                                     "address": sidecar.address,
                                     "addresses": {"sidecar": sidecar.address, **floor_address},
                                     "triton": triton.grpc_url,
+                                    "alternate": not args.fixed_order,
                                 }
                                 base = f"{model}/{mode}/c{concurrency}"
                                 if concurrency == 1:
