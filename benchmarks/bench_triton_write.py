@@ -5,7 +5,7 @@ a time, the paths taking turns request by request:
 
 * ``floor``: what ``floor_forwarder.py`` does (its ``triton_request``: FRAME only) written on one
   shared ``ModelStreamInfer`` stream, the reply matched by id;
-* ``adapter``: the sidecar's ``TritonAdapter.infer`` (a lane, its lock and deadline timer) with the
+* ``adapter``: the sidecar's ``TritonAdapter.infer`` (a lane and the shared deadlines) with the
   message the sidecar builds (``build_request``: shape, ids as parameters);
 * ``adapter, bare message``: the adapter with the floor's message, which separates the two.
 

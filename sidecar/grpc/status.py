@@ -21,7 +21,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from sidecar.errors import ERROR_CODE_KEY, ERROR_DOMAIN, ErrorCode, SidecarError
+from sidecar.errors import ERROR_CODE_KEY, ERROR_DOMAIN, ErrorCode, InternalError, SidecarError
 
 LOGGER = logging.getLogger("sidecar.grpc")
 
@@ -64,6 +64,13 @@ async def _abort(
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
+def unexpected(where: str) -> SidecarError:
+    """The error a caller gets for a handler's own bug (logged here with its traceback; the details
+    never leave the sidecar)."""
+    LOGGER.exception("%s failed", where)
+    return InternalError("internal error")
+
+
 def handle_errors(method: F) -> F:
     """Decorator of unary handlers: SidecarError -> its status; anything else -> INTERNAL."""
 
@@ -76,7 +83,6 @@ def handle_errors(method: F) -> F:
         except SidecarError as e:
             await abort(context, e)
         except Exception:  # the handler's bug must not leak details to the caller
-            LOGGER.exception("%s failed", method.__name__)
-            await _abort(context, grpc.StatusCode.INTERNAL, "internal error", ErrorCode.INTERNAL)
+            await abort(context, unexpected(method.__name__))
 
     return wrapper  # type: ignore[return-value]

@@ -527,7 +527,7 @@ class Pipeline:
         if pending.message is None:  # a batch none of whose frames passed its checks
             return self.settle(pending, None, None, loop.time())
         self._unary_in_flight += 1
-        self.leases.begin(pending.name)
+        self.begin(pending)
         result = error = None
         try:
             result = await self.adapter.infer(pending.message, max(0.001, pending.deadline - loop.time()))

@@ -55,6 +55,18 @@ async def test_infer_fails_with_mapped_status_and_code_when_routing_fails(sideca
     assert ("ruth-error-code", pb.ErrorCode.Name(code)) in tuple(raised.value.trailing_metadata())
 
 
+async def test_infer_answers_internal_without_details_when_the_handler_itself_fails(sidecar, monkeypatch):
+    def broken(message):
+        raise RuntimeError("a detail the caller must not see")
+
+    monkeypatch.setattr(converters, "frame_request", broken)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await pb_grpc.AIRuntimeStub(channel).Infer(make_request("alpha", "1.0.0", JPEG))
+    assert (raised.value.code(), raised.value.details()) == (grpc.StatusCode.INTERNAL, "internal error")
+    assert ("ruth-error-code", "INTERNAL") in tuple(raised.value.trailing_metadata())
+
+
 async def test_client_turns_unary_errors_into_response_errors(client, fake_triton):
     fake_triton.behaviours["alpha__1.0.0"] = lambda r: "[RUTH:PREPROCESS_ERROR] preprocess: ValueError: no"
     response = await client.infer("alpha", "1.0.0", JPEG, frame_id="f9")
