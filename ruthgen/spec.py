@@ -4,7 +4,9 @@
 ``templates/config.pbtxt.j2`` renders. The rules (docs/plugin-contract.md has the table):
 
 * input ``FRAME``: ``TYPE_UINT8 [-1]`` for jpeg/png (encoded bytes), ``TYPE_UINT8 [-1, -1, 3]`` for
-  raw_rgb/raw_bgr; output ``RESULT``: ``TYPE_STRING [1]`` (UTF-8 JSON).
+  raw_rgb/raw_bgr; output ``RESULT``: ``TYPE_STRING [1]`` (UTF-8 JSON), and ``MODEL_MS``:
+  ``TYPE_FP64 [1]``, the milliseconds the wrapper spent on that request (decode, pre, infer, post,
+  validation), which the sidecar's health judges instead of the time the request waited.
 * frame and batch: ``max_batch_size = performance.recommended_batch_size`` with
   ``dynamic_batching`` when that is > 1, else ``max_batch_size: 0`` and no batcher.
 * temporal: ``sequence_batching`` with the ``oldest`` strategy, so one camera's frames (one
@@ -30,6 +32,7 @@ from ruthgen.contract import Hardware, ModelContract
 TARGETS: tuple[str, ...] = ("cpu", "gpu", "jetson")
 INPUT_NAME = "FRAME"
 OUTPUT_NAME = "RESULT"
+MODEL_MS_NAME = "MODEL_MS"
 START_NAME = "START"
 CORRID_NAME = "CORRID"
 ENV_PARAMETER = "EXECUTION_ENV_PATH"
@@ -71,6 +74,11 @@ class ModelSpec:
     max_queue_delay_microseconds: int = 0
     sequence: SequenceSpec | None = None
     parameters: dict[str, str] = field(default_factory=dict)
+    model_ms: TensorSpec = TensorSpec(MODEL_MS_NAME, "TYPE_FP64", (1,))
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return (self.output, self.model_ms)
 
     def manifest_triton(self) -> dict:
         """The ``triton`` block of the manifest record."""

@@ -261,10 +261,12 @@ class RuntimeCore:
     ) -> StreamSession:
         return StreamSession(self.pipeline, emit, deliver, regions)
 
-    def _observe(self, route: Route, error: SidecarError | None, elapsed_ms: float) -> None:
+    def _observe(
+        self, route: Route, error: SidecarError | None, elapsed_ms: float, model_ms: float | None = None
+    ) -> None:
         self.metrics.observe(route.model_id, route.version, None if error is None else error.code.value,
-                             elapsed_ms / 1000.0)
-        self.manager.observe(route, error, elapsed_ms)
+                             elapsed_ms / 1000.0, None if model_ms is None else model_ms / 1000.0)
+        self.manager.observe(route, error, elapsed_ms, model_ms)
 
     # ---- control ---------------------------------------------------------------------------------
 

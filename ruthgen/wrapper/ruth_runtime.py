@@ -273,11 +273,27 @@ class PluginRuntime:
 
     # ---- execute ------------------------------------------------------------------------------
 
-    def execute(self, requests: Sequence[FrameRequest]) -> list[Outcome]:
-        """One outcome per request, in order; never raises for a plugin's failure."""
+    def execute(self, requests: Sequence[FrameRequest], timings: list[float] | None = None) -> list[Outcome]:
+        """One outcome per request, in order; never raises for a plugin's failure.
+
+        ``timings``, when given, gets each request's own time in milliseconds appended (decode,
+        pre, infer, post and validation): not the time it waited behind the requests before it.
+        The frames of a ``batch`` model share one ``infer``: each gets the whole batch's time.
+        """
         if self.input_type == "batch":
-            return self._execute_batch(requests)
-        return [self._execute_one(request) for request in requests]
+            started = time.perf_counter()
+            outcomes = self._execute_batch(requests)
+            if timings is not None:
+                timings.extend([(time.perf_counter() - started) * 1000.0] * len(outcomes))
+            return outcomes
+        if timings is None:
+            return [self._execute_one(request) for request in requests]
+        outcomes = []
+        for request in requests:
+            started = time.perf_counter()
+            outcomes.append(self._execute_one(request))
+            timings.append((time.perf_counter() - started) * 1000.0)
+        return outcomes
 
     def _execute_one(self, request: FrameRequest) -> Outcome:
         try:

@@ -163,7 +163,7 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class InferenceResponse(_message.Message):
-    __slots__ = ("frame_id", "camera_id", "model_id", "version", "result", "error", "inference_ms", "timestamp_ms", "batch")
+    __slots__ = ("frame_id", "camera_id", "model_id", "version", "result", "error", "inference_ms", "timestamp_ms", "batch", "wait_ms")
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +173,7 @@ class InferenceResponse(_message.Message):
     INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     frame_id: str
     camera_id: str
     model_id: str
@@ -182,7 +183,8 @@ class InferenceResponse(_message.Message):
     inference_ms: float
     timestamp_ms: int
     batch: _containers.RepeatedCompositeFieldContainer[FrameResult]
-    def __init__(self, frame_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., model_id: _Optional[str] = ..., version: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., inference_ms: _Optional[float] = ..., timestamp_ms: _Optional[int] = ..., batch: _Optional[_Iterable[_Union[FrameResult, _Mapping]]] = ...) -> None: ...
+    wait_ms: float
+    def __init__(self, frame_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., model_id: _Optional[str] = ..., version: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., inference_ms: _Optional[float] = ..., timestamp_ms: _Optional[int] = ..., batch: _Optional[_Iterable[_Union[FrameResult, _Mapping]]] = ..., wait_ms: _Optional[float] = ...) -> None: ...
 
 class HealthCheckRequest(_message.Message):
     __slots__ = ()
@@ -223,7 +225,7 @@ class ModelStatusRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class ModelPerformance(_message.Message):
-    __slots__ = ("requests", "successes", "errors", "timeouts", "error_rate", "avg_inference_ms", "last_inference_ms", "last_request_unix_ms", "consecutive_timeouts")
+    __slots__ = ("requests", "successes", "errors", "timeouts", "error_rate", "avg_inference_ms", "last_inference_ms", "last_request_unix_ms", "consecutive_timeouts", "avg_wait_ms")
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     SUCCESSES_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +235,7 @@ class ModelPerformance(_message.Message):
     LAST_INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
     LAST_REQUEST_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     CONSECUTIVE_TIMEOUTS_FIELD_NUMBER: _ClassVar[int]
+    AVG_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     requests: int
     successes: int
     errors: int
@@ -242,7 +245,8 @@ class ModelPerformance(_message.Message):
     last_inference_ms: float
     last_request_unix_ms: int
     consecutive_timeouts: int
-    def __init__(self, requests: _Optional[int] = ..., successes: _Optional[int] = ..., errors: _Optional[int] = ..., timeouts: _Optional[int] = ..., error_rate: _Optional[float] = ..., avg_inference_ms: _Optional[float] = ..., last_inference_ms: _Optional[float] = ..., last_request_unix_ms: _Optional[int] = ..., consecutive_timeouts: _Optional[int] = ...) -> None: ...
+    avg_wait_ms: float
+    def __init__(self, requests: _Optional[int] = ..., successes: _Optional[int] = ..., errors: _Optional[int] = ..., timeouts: _Optional[int] = ..., error_rate: _Optional[float] = ..., avg_inference_ms: _Optional[float] = ..., last_inference_ms: _Optional[float] = ..., last_request_unix_ms: _Optional[int] = ..., consecutive_timeouts: _Optional[int] = ..., avg_wait_ms: _Optional[float] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
     __slots__ = ("model_id", "version", "state", "health", "input_type", "last_error", "performance", "accepted_formats", "output_schema", "max_batch_size")

@@ -8,6 +8,11 @@ than ``window_s``):
   degrade, so one failure out of two requests is not an outage;
 * ``max_consecutive_timeouts`` (3) timeouts in a row -> UNHEALTHY (a hung instance);
 * average latency above ``latency_factor`` x the contract's ``inference_time_hint_ms`` -> DEGRADED;
+  the latency judged is the model's own time per request (what the wrapper spent on it, reported
+  with the answer), not the time the request waited behind others: a burst of one camera's frames
+  queues in Triton and is backpressure, not a sick model. The wait is kept beside it
+  (``avg_wait_ms``, ``p99_wait_ms``). Entries that do not report their own time are judged on the
+  whole time, as before;
 * health recovers as successes push the failures out of the window; a reload starts a new window.
 
 Only failures that are the model's (see :func:`counts_against_model`) are errors here: a client's
@@ -59,8 +64,9 @@ class HealthPolicy:
     max_consecutive_timeouts: int = 3
 
 
-#: One request in the window: (monotonic time, ok, latency ms). A tuple: it is made per request.
-_Sample = tuple[float, bool, float]
+#: One request in the window: (monotonic time, ok, the model's latency ms, the wait ms). A tuple: it
+#: is made per request.
+_Sample = tuple[float, bool, float, float]
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,8 @@ class HealthSnapshot:
     avg_ms: float | None
     p99_ms: float | None
     last_ms: float | None
+    avg_wait_ms: float | None
+    p99_wait_ms: float | None
     last_request_at: float | None
     consecutive_timeouts: int
     observed_fps: float
@@ -91,6 +99,8 @@ class HealthSnapshot:
             "error_rate": round(self.error_rate, 4),
             "avg_inference_ms": _round(self.avg_ms),
             "p99_inference_ms": _round(self.p99_ms),
+            "avg_wait_ms": _round(self.avg_wait_ms),
+            "p99_wait_ms": _round(self.p99_wait_ms),
             "consecutive_timeouts": self.consecutive_timeouts,
         }
 
@@ -123,9 +133,13 @@ class ModelHealthTracker:
         return text.format(*values) if values else text
 
     def record(
-        self, ok: bool, latency_ms: float, *, timeout: bool = False, now: float | None = None
+        self, ok: bool, latency_ms: float, *, timeout: bool = False, now: float | None = None,
+        wait_ms: float = 0.0,
     ) -> bool:
-        """Add one request's outcome; return True when the health changed."""
+        """Add one request's outcome; return True when the health changed.
+
+        ``latency_ms``: the model's own time for the request (what health judges); ``wait_ms``: the
+        rest of the time the request took (queued behind others, transport)."""
         now = time.monotonic() if now is None else now
         self.requests += 1
         self.last_ms, self.last_request_at = latency_ms, time.time()
@@ -142,7 +156,7 @@ class ModelHealthTracker:
                 self.consecutive_timeouts += 1
             else:
                 self.consecutive_timeouts = 0
-        self._window.append((now, ok, latency_ms))
+        self._window.append((now, ok, latency_ms, wait_ms))
         self._evict(now)
         return self._classify()
 
@@ -153,7 +167,8 @@ class ModelHealthTracker:
 
     def snapshot(self, now: float | None = None) -> HealthSnapshot:
         now = time.monotonic() if now is None else now
-        ok_latencies = sorted(latency for _, ok, latency in self._window if ok)
+        ok_latencies = sorted(latency for _, ok, latency, _ in self._window if ok)
+        waits = sorted(wait for _, ok, _, wait in self._window if ok)
         span = (now - self._window[0][0]) if self._window else 0.0
         return HealthSnapshot(
             health=self.health,
@@ -167,6 +182,8 @@ class ModelHealthTracker:
             avg_ms=self._ok_sum_ms / self._ok_count if self._ok_count else None,
             p99_ms=_percentile(ok_latencies, 0.99),
             last_ms=self.last_ms,
+            avg_wait_ms=sum(waits) / len(waits) if waits else None,
+            p99_wait_ms=_percentile(waits, 0.99),
             last_request_at=self.last_request_at,
             consecutive_timeouts=self.consecutive_timeouts,
             observed_fps=len(self._window) / span if span > 0 else 0.0,
@@ -175,7 +192,7 @@ class ModelHealthTracker:
     def _evict(self, now: float) -> None:
         window, policy = self._window, self.policy
         while window and (len(window) > policy.window_requests or now - window[0][0] > policy.window_s):
-            _, ok, latency_ms = window.popleft()
+            _, ok, latency_ms, _ = window.popleft()
             if ok:
                 self._ok_count -= 1
                 self._ok_sum_ms -= latency_ms

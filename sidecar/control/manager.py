@@ -137,15 +137,23 @@ class LifecycleManager:
 
     # ---- the request path's outcomes -------------------------------------------------------------
 
-    def observe(self, route: Route, error: SidecarError | None, elapsed_ms: float) -> None:
-        """Take one answered request into the model's health, and start recovery when needed."""
+    def observe(
+        self, route: Route, error: SidecarError | None, elapsed_ms: float, model_ms: float | None = None
+    ) -> None:
+        """Take one answered request into the model's health, and start recovery when needed.
+
+        Health judges the model's own time (``model_ms``) when the answer carried it, else the whole
+        ``elapsed_ms``; the difference is the request's wait."""
         key = (route.model_id, route.version)
         tracker = self.trackers.get(key)
         record = self.registry.get(*key)
         if tracker is None or record is None or route.triton_name != record.active_name:
             return  # an answer from a copy that no longer serves says nothing about the new one
         if error is None:  # the common case, kept short: it is on every request's path
-            changed = tracker.record(True, elapsed_ms)
+            if model_ms is None:
+                changed = tracker.record(True, elapsed_ms)
+            else:
+                changed = tracker.record(True, model_ms, wait_ms=max(0.0, elapsed_ms - model_ms))
             if record.state is S.READY:
                 record.recovery_attempts = 0
             if changed:

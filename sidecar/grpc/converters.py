@@ -68,6 +68,7 @@ def response(outcome: Outcome) -> pb.InferenceResponse:
         model_id=request.model_id,
         version=request.version,
         inference_ms=outcome.inference_ms,
+        wait_ms=outcome.wait_ms,
         timestamp_ms=request.timestamp_ms,
     )
     if outcome.frames is not None:
@@ -141,6 +142,7 @@ def model_status(view: ModelView) -> pb.ModelStatus:
                 last_inference_ms=snapshot.last_ms or 0.0,
                 last_request_unix_ms=int((snapshot.last_request_at or 0.0) * 1000),
                 consecutive_timeouts=snapshot.consecutive_timeouts,
+                avg_wait_ms=snapshot.avg_wait_ms or 0.0,
             )
         )
     if record.contract is not None:

@@ -107,6 +107,8 @@ def _model_entry(
         "performance": {
             "avg_inference_time_ms": _ms(snapshot.avg_ms if snapshot else None),
             "p99_inference_time_ms": _ms(snapshot.p99_ms if snapshot else None),
+            "avg_wait_time_ms": _ms(snapshot.avg_wait_ms if snapshot else None),
+            "p99_wait_time_ms": _ms(snapshot.p99_wait_ms if snapshot else None),
             "fps_capacity": fps,
         },
         "last_error": record.last_error,

@@ -1,8 +1,11 @@
 """Prometheus metrics of the runtime (served at ``GET /metrics``).
 
 * ``ruth_requests_total{model_id, version, code}``: answered requests, ``code`` is ``OK`` or the
-  error code; ``ruth_request_duration_seconds{model_id, version}``: a latency histogram (both
-  updated per request: a dictionary lookup and two increments);
+  error code; ``ruth_request_duration_seconds{model_id, version}``: a histogram of the whole time
+  to answer; for the answers that carried the model's own time,
+  ``ruth_model_compute_seconds{model_id, version}`` (that time: what health judges) and
+  ``ruth_request_wait_seconds{model_id, version}`` (the rest: queued behind earlier frames,
+  transport); updated per request: a dictionary lookup and a few increments;
 * ``ruth_model_state{model_id, version, state}`` (1 for the current state),
   ``ruth_model_health{model_id, version, health}`` (1 for the current health),
   ``ruth_runtime_health{health}``, ``ruth_model_fps_capacity``, ``ruth_model_recovery_attempts`` and
@@ -41,12 +44,25 @@ class RuntimeMetrics:
             "ruth_request_duration_seconds", "Time to answer an inference request",
             ("model_id", "version"), buckets=LATENCY_BUCKETS, registry=self.registry,
         )
+        self.compute = Histogram(
+            "ruth_model_compute_seconds", "The model's own time for a request (decode, pre, infer, post)",
+            ("model_id", "version"), buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.wait = Histogram(
+            "ruth_request_wait_seconds",
+            "Time a request spent besides the model's own: queued behind earlier frames, transport",
+            ("model_id", "version"), buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._split: dict[tuple[str, str], tuple[Any, Any]] = {}
         if state is not None:
             self.registry.register(_StateCollector(state))
 
-    def observe(self, model_id: str, version: str, code: str | None, latency_s: float) -> None:
-        """Count one answered request (``code`` None means success)."""
+    def observe(
+        self, model_id: str, version: str, code: str | None, latency_s: float, model_s: float | None = None
+    ) -> None:
+        """Count one answered request (``code`` None means success; ``model_s``: the model's own
+        part of ``latency_s``, when the answer carried it)."""
         key = (model_id, version, code or "OK")
         children = self._children.get(key)
         if children is None:
@@ -54,6 +70,13 @@ class RuntimeMetrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(latency_s)
+        if model_s is not None:
+            split = self._split.get(key[:2])
+            if split is None:
+                split = self._split[key[:2]] = (self.compute.labels(model_id, version),
+                                                self.wait.labels(model_id, version))
+            split[0].observe(model_s)
+            split[1].observe(max(0.0, latency_s - model_s))
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

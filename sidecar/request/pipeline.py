@@ -60,8 +60,10 @@ LOGGER = logging.getLogger(__name__)
 
 _SIZE_READERS = {"jpeg": jpeg_size, "png": png_size}
 
-#: ``observe(route, error, elapsed_ms)``: one answered request (``error`` None on success).
-Observer = Callable[[Route, "SidecarError | None", float], None]
+#: ``observe(route, error, elapsed_ms, model_ms)``: one answered request (``error`` None on success;
+#: ``elapsed_ms`` from its arrival to its answer; ``model_ms`` the model's own part of it, None when
+#: the model did not say).
+Observer = Callable[[Route, "SidecarError | None", float, "float | None"], None]
 
 
 class BatchItem:
@@ -144,23 +146,40 @@ class FrameOutcome:
 
 class Outcome:
     """The answer to one :class:`FrameRequest`: RESULT JSON bytes or an error, never both; for a
-    batch, ``frames`` (one per frame, in order) unless the batch as a whole was refused."""
+    batch, ``frames`` (one per frame, in order) unless the batch as a whole was refused.
 
-    __slots__ = ("error", "frames", "inference_ms", "request", "result")
+    ``elapsed_ms``: from the request's arrival to its answer; ``model_ms``: the model's own time for
+    it (decode, pre, infer, post in the wrapper), None when the model did not report it (an error,
+    or an entry built without MODEL_MS); the rest is the wait (queued behind earlier frames,
+    transport, the sidecar)."""
+
+    __slots__ = ("elapsed_ms", "error", "frames", "model_ms", "request", "result")
 
     def __init__(
         self,
         request: FrameRequest,
         result: bytes | None,
         error: SidecarError | None,
-        inference_ms: float,
+        elapsed_ms: float,
         frames: list[FrameOutcome] | None = None,
+        model_ms: float | None = None,
     ) -> None:
         self.request = request
         self.result = result
         self.error = error
-        self.inference_ms = inference_ms
+        self.elapsed_ms = elapsed_ms
         self.frames = frames
+        self.model_ms = model_ms
+
+    @property
+    def inference_ms(self) -> float:
+        """The model's own time when known, else the whole time in the runtime."""
+        return self.elapsed_ms if self.model_ms is None else self.model_ms
+
+    @property
+    def wait_ms(self) -> float:
+        """The time besides the model's own: in queues, transport and the sidecar (0 when unknown)."""
+        return 0.0 if self.model_ms is None else max(0.0, self.elapsed_ms - self.model_ms)
 
 
 class Pending:
@@ -442,17 +461,19 @@ class Pipeline:
         self.leases.begin(pending.name)
 
     def settle(
-        self, pending: Pending, result: bytes | None, error: SidecarError | None, now: float
+        self, pending: Pending, result: bytes | None, error: SidecarError | None, now: float,
+        model_ms: float | None = None,
     ) -> Outcome:
-        """End the request's lease and answer (``result``: RESULT as Triton serialised it); the
-        control plane hears of it on the loop's next turn (a batch's frames: at once)."""
+        """End the request's lease and answer (``result``: RESULT as Triton serialised it;
+        ``model_ms``: the model's own time for it); the control plane hears of it on the loop's
+        next turn (a batch's frames: at once)."""
         elapsed_ms = (now - pending.started) * 1000.0
         if pending.slot is not None:  # Triton answered unless the request timed out or its stream broke
             self.release(pending, result is not None or isinstance(error, (PluginError, InvalidInput)))
             if type(error) is SharedMemoryLost:
                 self.pool.forget()  # type: ignore[union-attr]
         if pending.answers is not None:
-            return self._settle_batch(pending, result, error, elapsed_ms)
+            return self._settle_batch(pending, result, error, elapsed_ms, model_ms)
         self.leases.end(pending.name)
         if result is not None:
             try:
@@ -460,20 +481,25 @@ class Pipeline:
             except SidecarError as e:
                 result, error = None, e
         # The control plane hears of it once the answer is on its way (the loop's next turn)
-        asyncio.get_running_loop().call_soon(self._account, pending, error, elapsed_ms)
-        return Outcome(pending.request, result, error, elapsed_ms)
+        if error is not None:
+            model_ms = None
+        asyncio.get_running_loop().call_soon(self._account, pending, error, elapsed_ms, model_ms)
+        return Outcome(pending.request, result, error, elapsed_ms, None, model_ms)
 
-    def _account(self, pending: Pending, error: SidecarError | None, elapsed_ms: float) -> None:
+    def _account(
+        self, pending: Pending, error: SidecarError | None, elapsed_ms: float, model_ms: float | None
+    ) -> None:
         """Tell the control plane of one answered request, and log it if it failed."""
         route = pending.route
-        self._observe(route, error, elapsed_ms)
+        self._observe(route, error, elapsed_ms, model_ms)
         if error is not None:
             request = pending.request
             self.failures.record(route.model_id, route.version, request.frame_id, request.camera_id, error,
                                  elapsed_ms)
 
     def _settle_batch(
-        self, pending: Pending, result: bytes | None, error: SidecarError | None, elapsed_ms: float
+        self, pending: Pending, result: bytes | None, error: SidecarError | None, elapsed_ms: float,
+        model_ms: float | None,
     ) -> Outcome:
         answers = pending.answers or []
         sent = answers.count(None)
@@ -494,7 +520,7 @@ class Pipeline:
                 frames.append(FrameOutcome(item, None, refused))
                 continue
             data, failed = next(replies)
-            self._observe(pending.route, failed, elapsed_ms)
+            self._observe(pending.route, failed, elapsed_ms, None if failed else model_ms)
             if failed is not None:
                 frame_id = item.frame_id if item is not None else pending.request.frame_id
                 camera_id = (item.camera_id if item is not None else "") or pending.request.camera_id
@@ -503,8 +529,9 @@ class Pipeline:
             frames.append(FrameOutcome(item, None if failed else data, failed))
         if pending.request.batch is None:  # one frame sent the usual way: answered the usual way
             (only,) = frames
-            return Outcome(pending.request, only.result, only.error, elapsed_ms)
-        return Outcome(pending.request, None, None, elapsed_ms, frames)
+            return Outcome(pending.request, only.result, only.error, elapsed_ms, None,
+                           None if only.error else model_ms)
+        return Outcome(pending.request, None, None, elapsed_ms, frames, model_ms)
 
     async def infer(
         self,
@@ -528,23 +555,28 @@ class Pipeline:
             return self.settle(pending, None, None, loop.time())
         self._unary_in_flight += 1
         self.begin(pending)
-        result = error = None
+        result = error = model_ms = None
         try:
-            result = await self.adapter.infer(pending.message, max(0.001, pending.deadline - loop.time()))
+            result, model_ms = await self.adapter.infer(
+                pending.message, max(0.001, pending.deadline - loop.time())
+            )
         except SequenceNotStarted as e:
             error = e
             if self.restart_sequence(pending):
-                result, error = await self._resend_unary(pending, loop)
+                result, model_ms, error = await self._resend_unary(pending, loop)
         except SidecarError as e:
             error = e
         finally:
             self._unary_in_flight -= 1
-        return self.settle(pending, result, error, loop.time())
+        return self.settle(pending, result, error, loop.time(), model_ms)
 
     async def _resend_unary(
         self, pending: Pending, loop: asyncio.AbstractEventLoop
-    ) -> tuple[bytes | None, SidecarError | None]:
+    ) -> tuple[bytes | None, float | None, SidecarError | None]:
         try:
-            return await self.adapter.infer(pending.message, max(0.001, pending.deadline - loop.time())), None
+            result, model_ms = await self.adapter.infer(
+                pending.message, max(0.001, pending.deadline - loop.time())
+            )
         except SidecarError as e:
-            return None, e
+            return None, None, e
+        return result, model_ms, None

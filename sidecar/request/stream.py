@@ -109,7 +109,7 @@ class StreamSession:
             self._on_reply(request_id, None, e)
 
     def _on_reply(
-        self, request_id: str, result: bytes | None, error: SidecarError | None
+        self, request_id: str, result: bytes | None, error: SidecarError | None, model_ms: float | None = None
     ) -> Awaitable[None] | None:
         pending = self._pending.get(request_id)
         if pending is None:  # answered already (timed out)
@@ -118,7 +118,7 @@ class StreamSession:
             self._loop.create_task(self._resend(pending))
             return None
         del self._pending[request_id]
-        outcome = self._settle(pending, result, error)
+        outcome = self._settle(pending, result, error, model_ms)
         if self._deliver is None or self._closed:
             self._answer(outcome)
             self._check_idle()
@@ -143,10 +143,13 @@ class StreamSession:
             waited = round((self._loop.time() - pending.started) * 1000)
             self._finish(pending, None, RequestTimeout(f"no answer from the model within {waited} ms"))
 
-    def _settle(self, pending: Pending, result: bytes | None, error: SidecarError | None) -> Outcome:
+    def _settle(
+        self, pending: Pending, result: bytes | None, error: SidecarError | None,
+        model_ms: float | None = None,
+    ) -> Outcome:
         self._deadlines.discard(pending.request_id)
         self._per_model[pending.name] -= 1
-        return self._pipeline.settle(pending, result, error, self._loop.time())
+        return self._pipeline.settle(pending, result, error, self._loop.time(), model_ms)
 
     def _finish(self, pending: Pending, result: bytes | None, error: SidecarError | None) -> None:
         self._answer(self._settle(pending, result, error))

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import re
+import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from ruthgen.spec import INPUT_NAME
+from ruthgen.spec import INPUT_NAME, MODEL_MS_NAME
 from ruthgen.wrapper import ruth_protocol as param
 from ruthgen.wrapper.ruth_errors import REQUEST_CODES, parse_message
 from sidecar.errors import (
@@ -53,6 +54,7 @@ _NOT_LOADED = ("unknown model", "is not found", "has no available versions", "is
 _SEQUENCE_NOT_STARTED = "must specify the START flag"
 _SHARED_MEMORY_LOST = "Unable to find shared memory region"
 _PHASE = re.compile(r"([a-z_.]+): ")
+_FP64 = struct.Struct("<d")
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 2**31 - 1),
     ("grpc.max_receive_message_length", 2**31 - 1),
@@ -191,13 +193,16 @@ def set_sequence_start(request: pb.ModelInferRequest, start: bool) -> None:
     request.parameters[param.SEQUENCE_START].bool_param = start
 
 
-def result_of(response: pb.ModelInferResponse) -> bytes:
+def result_of(response: pb.ModelInferResponse) -> tuple[bytes, float | None]:
     """RESULT as Triton serialised it: BYTES elements, each a 4-byte little-endian length then data
-    (read them with :func:`first_element` or :func:`elements`)."""
+    (read them with :func:`first_element` or :func:`elements`); and the model's own milliseconds
+    for the request (its first MODEL_MS element), None from an entry built without MODEL_MS."""
     contents = response.raw_output_contents
     if not contents:
         raise InternalError("the model answered without a RESULT tensor")
-    return contents[0]
+    if len(contents) > 1 and len(contents[1]) >= 8 and response.outputs[1].name == MODEL_MS_NAME:
+        return contents[0], _FP64.unpack_from(contents[1])[0]
+    return contents[0], None
 
 
 def first_element(raw: bytes) -> bytes:
@@ -234,9 +239,12 @@ def _expire_lane(lane: _Lane) -> None:
         future.set_exception(RequestTimeout("the model did not answer before the deadline"))
 
 
-#: ``on_reply(request_id, result, error)``; what it returns, when not None, is awaited before the
-#: stream's next reply is read (the stream session writes the answer to its client from there).
-ReplyHandler = Callable[[str, "bytes | None", "SidecarError | None"], "Awaitable[None] | None"]
+#: ``on_reply(request_id, result, error, model_ms)``; what it returns, when not None, is awaited
+#: before the stream's next reply is read (the stream session writes the answer to its client from
+#: there). ``model_ms``: the model's own time for the request, None when unknown.
+ReplyHandler = Callable[
+    [str, "bytes | None", "SidecarError | None", "float | None"], "Awaitable[None] | None"
+]
 
 
 class TritonStream:
@@ -285,14 +293,14 @@ class TritonStream:
                     break
                 response = message.infer_response
                 if message.error_message:
-                    then = on_reply(response.id, None, error_from_triton(message.error_message))
+                    then = on_reply(response.id, None, error_from_triton(message.error_message), None)
                 else:
                     try:
-                        result = result_of(response)
+                        result, model_ms = result_of(response)
                     except SidecarError as e:
-                        then = on_reply(response.id, None, e)
+                        then = on_reply(response.id, None, e, None)
                     else:
-                        then = on_reply(response.id, result, None)
+                        then = on_reply(response.id, result, None, model_ms)
                 if then is not None:
                     await then
             error: SidecarError = ModelNotReady("inference server closed the stream")
@@ -326,7 +334,7 @@ class _Lane:
 
     def __init__(self) -> None:
         self.closed = False
-        self.future: asyncio.Future[bytes] | None = None
+        self.future: asyncio.Future[tuple[bytes, float | None]] | None = None
         self.request_id = ""
         self.stream: TritonStream | None = None
 
@@ -434,8 +442,9 @@ class TritonAdapter:
             raise InferenceServerUnavailable(f"shared memory status failed: {e.details()}") from e
         return {name: region.key for name, region in reply.regions.items()}
 
-    async def infer(self, request: pb.ModelInferRequest, timeout_s: float) -> bytes:
-        """One unary inference on an idle lane; returns the RESULT JSON bytes.
+    async def infer(self, request: pb.ModelInferRequest, timeout_s: float) -> tuple[bytes, float | None]:
+        """One unary inference on an idle lane; returns RESULT as Triton serialised it and the
+        model's own milliseconds (None when the entry does not report them).
 
         Raises :class:`RequestTimeout` when Triton has not answered within ``timeout_s``; the lane
         is closed then (Triton's answer, if it ever comes, has nowhere to go).
@@ -464,7 +473,8 @@ class TritonAdapter:
         return lane
 
     def _on_lane_reply(
-        self, lane: _Lane, request_id: str, result: bytes | None, error: SidecarError | None
+        self, lane: _Lane, request_id: str, result: bytes | None, error: SidecarError | None,
+        model_ms: float | None,
     ) -> None:
         if request_id != lane.request_id:
             return
@@ -472,7 +482,7 @@ class TritonAdapter:
         future, lane.future = lane.future, None
         if future is not None and not future.done():
             if error is None:
-                future.set_result(result)  # type: ignore[arg-type]
+                future.set_result((result, model_ms))  # type: ignore[arg-type]
             else:
                 future.set_exception(error)
         if lane.closed:

@@ -67,8 +67,10 @@ def test_render_config_parses_as_model_config_for_every_combination(
     assert frame.name == "FRAME"
     assert frame.data_type == model_config_pb2.TYPE_UINT8
     assert list(frame.dims) == ([-1] if input_format in ("jpeg", "png") else [-1, -1, 3])
-    (result,) = config.output
+    result, model_ms = config.output
     assert (result.name, result.data_type, list(result.dims)) == ("RESULT", model_config_pb2.TYPE_STRING, [1])
+    fp64 = model_config_pb2.TYPE_FP64
+    assert (model_ms.name, model_ms.data_type, list(model_ms.dims)) == ("MODEL_MS", fp64, [1])
     (group,) = config.instance_group
     assert model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind) == kind
     assert group.count == 1

@@ -110,9 +110,9 @@ class FakeStream:
         while self._queue and self._queue[0][2] and not self.closed:
             request, answer, _ = self._queue.pop(0)
             if isinstance(answer, str):
-                then = self.on_reply(request.id, None, error_from_triton(answer))
+                then = self.on_reply(request.id, None, error_from_triton(answer), None)
             else:
-                then = self.on_reply(request.id, answer, None)
+                then = self.on_reply(request.id, answer, None, self.adapter.model_ms.get(request.model_name))
             if then is not None:  # the adapter awaits it before reading the next reply
                 self.adapter.writes.append(asyncio.ensure_future(then))
 
@@ -129,6 +129,7 @@ class FakeTriton:
         self.index: dict[str, tuple[str, str]] = {}
         self.behaviours: dict[str, Behaviour] = {}
         self.delays: dict[str, float] = {}
+        self.model_ms: dict[str, float] = {}  # the model's own time an answer reports (none: not reported)
         self.load_failures: dict[str, str] = {}
         self.loads: list[str] = []
         self.unloads: list[str] = []
@@ -183,7 +184,7 @@ class FakeTriton:
     async def system_shared_memory_regions(self) -> dict[str, str]:
         return dict(self.shared_memory)
 
-    async def infer(self, request, timeout_s: float) -> bytes:
+    async def infer(self, request, timeout_s: float) -> tuple[bytes, float | None]:
         self.requests.append(request)
         answer = self.answer(request)
         delay = self.delays.get(request.model_name, 0.0)
@@ -193,7 +194,7 @@ class FakeTriton:
         await asyncio.sleep(delay)
         if isinstance(answer, str):
             raise error_from_triton(answer)
-        return answer
+        return answer, self.model_ms.get(request.model_name)
 
     def open_stream(self, on_reply, on_close) -> FakeStream:
         stream = FakeStream(self, on_reply, on_close)

@@ -4,6 +4,7 @@ lane tests in tests/integration/test_sidecar.py)."""
 from __future__ import annotations
 
 import asyncio
+import struct
 
 import grpc
 import pytest
@@ -35,7 +36,11 @@ class FakeCall:
         reply = pb.ModelStreamInferResponse()
         reply.infer_response.id = request_id
         raw = f'{{"id": "{request_id}"}}'.encode()
-        reply.infer_response.raw_output_contents.append(len(raw).to_bytes(4, "little") + raw)
+        response = reply.infer_response
+        response.outputs.add(name="RESULT", datatype="BYTES", shape=[1])
+        response.raw_output_contents.append(len(raw).to_bytes(4, "little") + raw)
+        response.outputs.add(name="MODEL_MS", datatype="FP64", shape=[1])
+        response.raw_output_contents.append(struct.pack("<d", 1.5))  # the model's own time
         return reply
 
     def cancel(self) -> None:
@@ -66,16 +71,23 @@ def request(request_id: str) -> pb.ModelInferRequest:
     return pb.ModelInferRequest(model_name="m__1.0.0", id=request_id)
 
 
+async def answer(adapter: TritonAdapter, request_id: str, timeout_s: float = 1.0) -> bytes:
+    """The RESULT JSON of one unary request, checking the model's own time came with it."""
+    result, model_ms = await adapter.infer(request(request_id), timeout_s)
+    assert model_ms == 1.5
+    return first_element(result)
+
+
 async def test_sequential_requests_reuse_one_lane(adapter):
-    answers = [first_element(await adapter.infer(request(str(n)), 1.0)) for n in range(5)]
+    answers = [await answer(adapter, str(n)) for n in range(5)]
     assert answers == [f'{{"id": "{n}"}}'.encode() for n in range(5)]
     assert len(adapter.stub.calls) == 1
 
 
 async def test_concurrent_requests_get_a_lane_each_then_reuse_them(adapter):
     adapter.stub.delays.update({"a": 0.05, "b": 0.01})
-    first = await asyncio.gather(adapter.infer(request("a"), 1.0), adapter.infer(request("b"), 1.0))
-    assert [first_element(answer) for answer in first] == [b'{"id": "a"}', b'{"id": "b"}']
+    first = await asyncio.gather(answer(adapter, "a"), answer(adapter, "b"))
+    assert first == [b'{"id": "a"}', b'{"id": "b"}']
     await asyncio.gather(adapter.infer(request("c"), 1.0), adapter.infer(request("d"), 1.0))
     assert len(adapter.stub.calls) == 2
 
@@ -85,11 +97,10 @@ async def test_timed_out_request_closes_its_lane_so_the_late_answer_goes_nowhere
     with pytest.raises(RequestTimeout):
         await adapter.infer(request("slow"), 0.05)
     assert adapter.stub.calls[0].cancelled
-    assert first_element(await adapter.infer(request("next"), 1.0)) == b'{"id": "next"}'
+    assert await answer(adapter, "next") == b'{"id": "next"}'
     await asyncio.sleep(0.25)  # past the slow answer's time
     for n in range(3):
-        answer = first_element(await adapter.infer(request(f"after{n}"), 1.0))
-        assert answer == f'{{"id": "after{n}"}}'.encode()
+        assert await answer(adapter, f"after{n}") == f'{{"id": "after{n}"}}'.encode()
     assert len(adapter.stub.calls) == 2
 
 
@@ -101,18 +112,18 @@ async def test_cancelled_caller_closes_its_lane(adapter):
     with pytest.raises(asyncio.CancelledError):
         await pending
     assert adapter.stub.calls[0].cancelled
-    assert first_element(await adapter.infer(request("next"), 1.0)) == b'{"id": "next"}'
+    assert await answer(adapter, "next") == b'{"id": "next"}'
     assert len(adapter.stub.calls) == 2
 
 
 async def test_request_that_cannot_be_sent_fails_and_its_lane_is_dropped(adapter):
-    assert first_element(await adapter.infer(request("ok"), 1.0)) == b'{"id": "ok"}'
+    assert await answer(adapter, "ok") == b'{"id": "ok"}'
     adapter.stub.broken = True
     with pytest.raises(ModelNotReady):
         await adapter.infer(request("lost"), 1.0)
     assert adapter.stub.calls[0].cancelled
     adapter.stub.broken = False
-    assert first_element(await adapter.infer(request("again"), 1.0)) == b'{"id": "again"}'
+    assert await answer(adapter, "again") == b'{"id": "again"}'
     assert len(adapter.stub.calls) == 2
 
 

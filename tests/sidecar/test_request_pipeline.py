@@ -136,6 +136,25 @@ async def test_core_returns_result_and_counts_it_when_triton_answers(core, fake_
     assert (stats.requests, stats.successes) == (1, 1)
 
 
+async def test_core_answers_with_the_models_own_time_and_the_wait_apart(core, fake_triton):
+    fake_triton.model_ms["alpha__1.0.0"] = 2.5
+    fake_triton.delays["alpha__1.0.0"] = 0.05  # the request takes longer than the model's own time
+    outcome = await answered(core, frame())
+    assert outcome.error is None
+    assert outcome.model_ms == 2.5 and outcome.inference_ms == 2.5
+    assert outcome.elapsed_ms >= 50.0 and outcome.wait_ms == pytest.approx(outcome.elapsed_ms - 2.5)
+    stats = core.manager.snapshot(("alpha", "1.0.0"))
+    assert stats.avg_ms == 2.5 and stats.avg_wait_ms == pytest.approx(outcome.wait_ms)
+
+
+async def test_core_judges_the_whole_time_when_the_model_does_not_report_its_own(core, fake_triton):
+    fake_triton.delays["alpha__1.0.0"] = 0.02
+    outcome = await answered(core, frame())
+    assert outcome.model_ms is None and outcome.wait_ms == 0.0
+    assert outcome.inference_ms == outcome.elapsed_ms >= 20.0
+    assert core.manager.snapshot(("alpha", "1.0.0")).avg_ms == pytest.approx(outcome.elapsed_ms)
+
+
 async def test_core_maps_plugin_error_and_degrades_health_when_plugin_fails(core, fake_triton):
     fake_triton.behaviours["alpha__1.0.0"] = lambda r: "[RUTH:POSTPROCESS_ERROR] postprocess: KeyError: 'x'"
     outcome = await answered(core, frame())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 
 import grpc
 import pytest
@@ -129,7 +130,9 @@ def serialised(*items: bytes) -> bytes:
 
 def test_result_of_hands_over_the_serialised_tensor_and_its_elements_are_read_apart():
     response = pb.ModelInferResponse(raw_output_contents=[serialised(b'{"a":1}')])
-    assert first_element(result_of(response)) == b'{"a":1}'
+    result, model_ms = result_of(response)
+    assert first_element(result) == b'{"a":1}'
+    assert model_ms is None  # an entry built without MODEL_MS
     with pytest.raises(Exception, match="truncated"):
         first_element((9).to_bytes(4, "little") + b"{}")
     with pytest.raises(Exception, match="without a RESULT"):
@@ -169,3 +172,13 @@ def test_cameras_get_distinct_stable_sequence_numbers_whatever_their_length():
     numbers = {sequence_number(c) for c in ("cam1", "cam2", long_a, long_b)}
     assert len(numbers) == 4 and all(0 < n < 2**63 for n in numbers)
     assert sequence_number(long_a) == sequence_number(long_a)
+
+
+def test_result_of_reads_the_models_own_time_from_model_ms():
+    response = pb.ModelInferResponse()
+    response.outputs.add(name="RESULT", datatype="BYTES", shape=[2, 1])
+    response.outputs.add(name="MODEL_MS", datatype="FP64", shape=[2, 1])
+    response.raw_output_contents.extend([serialised(b'{"a":1}', b'{"a":2}'), struct.pack("<2d", 12.5, 12.5)])
+    result, model_ms = result_of(response)
+    assert elements(result, 2) == [b'{"a":1}', b'{"a":2}']
+    assert model_ms == 12.5

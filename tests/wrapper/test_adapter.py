@@ -26,9 +26,13 @@ PLUGIN = {
 
 
 def result_of(response) -> dict:
+    """RESULT of a successful answer, checking MODEL_MS beside it: one time per RESULT element."""
     assert not response.has_error(), response.error().message()
-    (tensor,) = response.output_tensors
-    assert tensor.name() == "RESULT"
+    tensor, model_ms = response.output_tensors
+    assert (tensor.name(), model_ms.name()) == ("RESULT", "MODEL_MS")
+    took = model_ms.as_numpy()
+    assert took.shape == tensor.as_numpy().shape and took.dtype == np.float64
+    assert (took >= 0).all() and len(set(took.reshape(-1))) == 1
     return tensor.as_numpy()
 
 
@@ -147,3 +151,27 @@ def test_model_refuses_a_batch_whose_ids_do_not_match_its_frames(triton_model):
     assert answers[0].error().code() == TritonError.INVALID_ARG
     assert "a batch of 1 frames does not match FRAME (2, 8, 8, 3)" in answers[0].error().message()
     assert [json.loads(e)["label"] for e in result_of(answers[1]).reshape(-1)] == ["cam0/f0/0", "cam1/f1/1"]
+
+
+def test_model_ms_is_each_requests_own_time_not_its_wait_behind_the_others(triton_model):
+    """Requests in one execute each report what their own frame took, not the time since the execute
+    began: the last one, which does nothing slow, would otherwise count the first one's sleep."""
+    slow_first = {
+        "inference.py": """
+            import time
+
+            def load(context):
+                return None
+
+            def infer(state, frame):
+                if frame.image[0, 0, 0] > 100:
+                    time.sleep(0.4)
+                return {"label": "x", "score": 0.5}
+        """
+    }
+    model = triton_model(slow_first)
+    slow, quick = encode(solid(8, 8, (200, 200, 200))), encode(solid(8, 8, (10, 10, 10)))
+    responses = model.execute([InferenceRequest({"FRAME": f}) for f in (slow, quick, quick)])
+    took = [float(r.output_tensors[1].as_numpy()[0]) for r in responses]
+    assert took[0] >= 400.0, took
+    assert took[2] < took[0], took

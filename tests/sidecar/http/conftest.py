@@ -48,9 +48,9 @@ async def runtime(entries, fake_triton, tmp_path):
 
 
 def observe(core: RuntimeCore, model_id: str, version: str, error: SidecarError | None = None,
-            latency_ms: float = 1.0) -> None:
-    """One answered request, as the request pipeline reports it."""
-    core._observe(route_of(core.manager.registry.get(model_id, version)), error, latency_ms)
+            latency_ms: float = 1.0, model_ms: float | None = None) -> None:
+    """One answered request, as the request pipeline reports it (``model_ms``: the model's own part)."""
+    core._observe(route_of(core.manager.registry.get(model_id, version)), error, latency_ms, model_ms)
 
 
 def admin_settings(token: str | None, allow_plaintext: bool = False) -> SimpleNamespace:

@@ -80,6 +80,22 @@ async def test_metrics_exposes_requests_latency_state_and_health(client, runtime
     assert 'ruth_runtime_health{health="DEGRADED"} 1.0' in text
 
 
+async def test_metrics_and_models_keep_the_wait_apart_from_the_models_own_time(client, runtime):
+    await runtime.start()
+    for _ in range(5):
+        observe(runtime, "fall_detection", "1.0.0", latency_ms=400.0, model_ms=20.0)
+    text = (await client.get("/metrics")).text
+    labels = 'model_id="fall_detection",version="1.0.0"'
+    assert f'ruth_model_compute_seconds_bucket{{le="0.025",{labels}}} 5.0' in text
+    assert f'ruth_request_wait_seconds_bucket{{le="0.25",{labels}}} 0.0' in text
+    assert f'ruth_request_wait_seconds_bucket{{le="0.5",{labels}}} 5.0' in text
+    assert f'ruth_request_duration_seconds_bucket{{le="0.5",{labels}}} 5.0' in text
+    (model,) = (await client.get("/models", params={"model_id": "fall_detection"})).json()["models"]
+    assert model["health"] == "HEALTHY"
+    assert model["performance"]["avg_inference_ms"] == 20.0
+    assert model["performance"]["avg_wait_ms"] == 380.0
+
+
 async def test_admin_rescan_is_refused_when_no_token_is_configured(client_without_token):
     response = await client_without_token.post("/admin/rescan", headers={"Authorization": "Bearer x"})
     assert response.status_code == 403 and "RUTH_ADMIN_TOKEN" in response.json()["error"]["message"]

@@ -30,7 +30,7 @@ def _ready(registry, model_id, version, fps, batch=1):
 def _tracker(outcomes: str, latency: float = 20.0) -> ModelHealthTracker:
     tracker = ModelHealthTracker(HealthPolicy())
     for i, outcome in enumerate(outcomes):
-        tracker.record(outcome == ".", latency, timeout=outcome == "t", now=i * 0.1)
+        tracker.record(outcome == ".", latency, timeout=outcome == "t", now=i * 0.1, wait_ms=5.0)
     return tracker
 
 
@@ -61,7 +61,8 @@ def test_declaration_has_the_7_2_shape_with_measured_figures():
     models = {m["model_id"]: m for m in declaration["models"]}
     assert models["fall_detection"]["health"] == "HEALTHY"
     assert models["fall_detection"]["performance"] == {
-        "avg_inference_time_ms": 20.0, "p99_inference_time_ms": 20.0, "fps_capacity": 50.0,
+        "avg_inference_time_ms": 20.0, "p99_inference_time_ms": 20.0,
+        "avg_wait_time_ms": 5.0, "p99_wait_time_ms": 5.0, "fps_capacity": 50.0,
     }
     assert models["helmet_detection"]["health"] == "DEGRADED"
     assert models["broken"]["state"] == "INVALID" and models["broken"]["health"] == "UNHEALTHY"

@@ -72,6 +72,19 @@ def test_tracker_degrades_when_latency_is_well_above_the_hint():
     assert tracker.health is H.DEGRADED and "latency" in tracker.reason
 
 
+def test_tracker_judges_the_models_own_time_not_the_wait_behind_other_frames():
+    """A burst: each frame waits ~20x the hint behind the camera's earlier frames, but the model's own
+    time per frame is within it: HEALTHY, with the wait in the snapshot."""
+    tracker = ModelHealthTracker(HealthPolicy(latency_factor=3.0), hint_ms=25.0)
+    for i in range(18):
+        tracker.record(True, 20.0, now=i * 0.02, wait_ms=20.0 * i)
+    assert tracker.health is H.HEALTHY
+    snap = tracker.snapshot(now=0.4)
+    assert snap.avg_ms == pytest.approx(20.0)
+    assert snap.avg_wait_ms == pytest.approx(170.0) and snap.p99_wait_ms == pytest.approx(340.0)
+    assert snap.to_dict()["avg_wait_ms"] == 170.0
+
+
 def test_snapshot_reports_avg_p99_and_counters():
     tracker = ModelHealthTracker(HealthPolicy())
     for i in range(100):
