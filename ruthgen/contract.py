@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ruthgen.errors import ValidationIssue
 from ruthgen.naming import MODEL_ID_RE, is_model_id, is_semver
@@ -140,6 +148,34 @@ class Dependencies(_Section):
         return path.as_posix()
 
 
+#: The longest chain of upstreams a model may stand at the end of (A needs B needs C: 2).
+MAX_UPSTREAM_DEPTH = 3
+
+
+class Upstream(_Section):
+    """Another model whose result for the same frame this plugin needs, named as a backend names it:
+    ``model_id`` and ``version`` (there is no default version)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_id: str = Field(pattern=MODEL_ID_RE.pattern, max_length=64)
+    version: str
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _semver(cls, value: Any) -> str:
+        if not isinstance(value, str) or not is_semver(value):
+            raise ValueError(f"{value!r} is not a semantic version MAJOR.MINOR.PATCH (quote it in YAML)")
+        return value
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.model_id, self.version)
+
+    def __str__(self) -> str:
+        return f"{self.model_id} {self.version}"
+
+
 _ENDPOINT_RE = re.compile(
     r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+(?:/\d{1,3})?)\]|(?P<host>[^\s:\[\]/]+(?:/\d{1,2})?))"
     r":(?P<port>\d{1,5}|\*)$"
@@ -196,6 +232,7 @@ class ModelContract(_Section):
     timeouts: Timeouts = Timeouts()
     dependencies: Dependencies | None = None
     permissions: Permissions = Permissions()
+    upstreams: tuple[Upstream, ...] = ()
 
     @field_validator("schema_version", mode="before")
     @classmethod
@@ -214,6 +251,19 @@ class ModelContract(_Section):
             raise ValueError(
                 f"{value!r} is not a semantic version MAJOR.MINOR.PATCH[-prerelease] (quote it in YAML)"
             )
+        return value
+
+    @field_validator("upstreams")
+    @classmethod
+    def _upstreams(cls, value: tuple[Upstream, ...], info: ValidationInfo) -> tuple[Upstream, ...]:
+        me = info.data.get("model_id")
+        seen: set[str] = set()
+        for upstream in value:
+            if upstream.model_id == me:
+                raise ValueError(f"{upstream} is this model itself")
+            if upstream.model_id in seen:  # its results reach the plugin by model_id
+                raise ValueError(f"{upstream.model_id} is listed twice: name one version of a model")
+            seen.add(upstream.model_id)
         return value
 
     def output_json_schema(self) -> dict[str, Any]:
@@ -309,6 +359,7 @@ _CHECK_BY_SECTION = {
     "permissions": "invalid_permissions",
     "output": "output_schema_invalid",
     "entry_points": "invalid_entry_point",
+    "upstreams": "invalid_upstreams",
 }
 
 
@@ -317,7 +368,7 @@ def _issues(exc: ValidationError, raw: Mapping[str, Any]) -> list[ValidationIssu
     for err in exc.errors(include_url=False):
         loc = [str(p) for p in err["loc"]]
         path = ".".join(loc)
-        if err["type"] == "missing":
+        if err["type"] == "missing" and loc[:1] != ["upstreams"]:
             issues.append(
                 ValidationIssue("required_field_missing", f"required field {path!r} is missing: add it", path)
             )
@@ -368,6 +419,102 @@ def timeout_warnings(contract: ModelContract, request_timeout_ms: int) -> list[V
     ]
 
 
+def upstream_issues(
+    contract: ModelContract, contracts: Mapping[tuple[str, str], ModelContract]
+) -> tuple[list[ValidationIssue], list[ValidationIssue]]:
+    """(errors, warnings) of ``contract``'s upstreams against the other valid ``contracts`` by key.
+
+    Errors: an upstream that cannot feed it (``upstream_incompatible``: another input format, or a
+    temporal upstream of a model that is not temporal), a cycle through it (``upstream_cycle``), a
+    chain of upstreams deeper than :data:`MAX_UPSTREAM_DEPTH` (``upstream_chain_too_long``).
+    Warnings: an upstream that is not there (``upstream_missing``): valid, but the model does not
+    serve until that upstream is READY.
+    """
+    errors: list[ValidationIssue] = []
+    warnings: list[ValidationIssue] = []
+    me = (contract.model_id, contract.version)
+    for i, upstream in enumerate(contract.upstreams):
+        path = f"upstreams.{i}"
+        found = contracts.get(upstream.key)
+        if found is None:
+            warnings.append(ValidationIssue(
+                "upstream_missing", f"upstream {upstream} is not among the valid models: this model does "
+                "not serve until it is there and READY", path,
+            ))
+            continue
+        why = _cannot_feed(found, contract)
+        if why:
+            errors.append(ValidationIssue("upstream_incompatible", f"upstream {upstream} {why}", path))
+    cycle = _cycle_through(me, contract, contracts)
+    if cycle:
+        text = " -> ".join(f"{m} {v}" for m, v in cycle)
+        errors.append(ValidationIssue("upstream_cycle", f"upstreams form a cycle: {text}", "upstreams"))
+    else:
+        depth, chain = _depth(me, contract, contracts)
+        if depth > MAX_UPSTREAM_DEPTH:
+            errors.append(ValidationIssue(
+                "upstream_chain_too_long",
+                f"a chain of {depth} upstreams ({' -> '.join(f'{m} {v}' for m, v in chain)}); at most "
+                f"{MAX_UPSTREAM_DEPTH}", "upstreams",
+            ))
+    return errors, warnings
+
+
+def _cannot_feed(upstream: ModelContract, dependent: ModelContract) -> str | None:
+    """Why ``upstream``'s result for a frame cannot go with that frame to ``dependent`` (None: it can)."""
+    if upstream.input.format != dependent.input.format:
+        return (f"takes {upstream.input.format} frames and this model {dependent.input.format}: one frame "
+                "feeds both, so the formats must be the same")
+    if upstream.input.type == "temporal" and dependent.input.type != "temporal":
+        return (f"is temporal (it needs every frame of a camera, in order) and this model is "
+                f"{dependent.input.type}: only a temporal model may depend on a temporal one")
+    return None
+
+
+def _cycle_through(
+    me: tuple[str, str], contract: ModelContract, contracts: Mapping[tuple[str, str], ModelContract]
+) -> list[tuple[str, str]] | None:
+    """The keys of a cycle of upstreams that comes back to ``me`` (``me`` first and last), or None."""
+    path: list[tuple[str, str]] = [me]
+    seen: set[tuple[str, str]] = set()
+
+    def walk(current: ModelContract) -> list[tuple[str, str]] | None:
+        for upstream in current.upstreams:
+            if upstream.key == me:
+                return [*path, me]
+            nxt = contracts.get(upstream.key)
+            if nxt is None or upstream.key in seen:
+                continue
+            seen.add(upstream.key)
+            path.append(upstream.key)
+            found = walk(nxt)
+            if found:
+                return found
+            path.pop()
+        return None
+
+    return walk(contract)
+
+
+def _depth(
+    me: tuple[str, str], contract: ModelContract, contracts: Mapping[tuple[str, str], ModelContract]
+) -> tuple[int, list[tuple[str, str]]]:
+    """The longest chain of upstreams below ``contract`` (no cycle below it), and that chain."""
+    best: tuple[int, list[tuple[str, str]]] = (0, [me])
+    for upstream in contract.upstreams:
+        below = contracts.get(upstream.key)
+        if below is None:
+            depth, chain = 1, [me, upstream.key]
+        elif _cycle_through(upstream.key, below, contracts):
+            continue  # reported on the models of that cycle
+        else:
+            sub_depth, sub_chain = _depth(upstream.key, below, contracts)
+            depth, chain = sub_depth + 1, [me, *sub_chain]
+        if depth > best[0]:
+            best = (depth, chain)
+    return best
+
+
 def contract_digest(contract: ModelContract) -> str:
     """``sha256:<hex>`` of the canonical JSON of the normalised contract."""
     data = json.dumps(contract.normalized(), sort_keys=True, separators=(",", ":"))
@@ -387,9 +534,11 @@ __all__ = [
     "Performance",
     "Permissions",
     "Timeouts",
+    "Upstream",
     "contract_digest",
     "declared_limits_ms",
     "is_model_id",
     "parse_contract",
     "timeout_warnings",
+    "upstream_issues",
 ]

@@ -31,6 +31,7 @@ from ruthgen.contract import (
     contract_digest,
     parse_contract,
     timeout_warnings,
+    upstream_issues,
 )
 from ruthgen.errors import UsageError, ValidationIssue
 from ruthgen.naming import MODEL_ID_RE, is_model_id, is_semver, semver_key, triton_name
@@ -134,7 +135,21 @@ def scan(models_dir: str | os.PathLike[str], target: str = "cpu") -> Discovery:
     for warning in result.warnings:
         LOGGER.warning("%s", warning)
     result.reports.sort(key=lambda r: (r.model_id, semver_key(r.version)))
+    check_upstreams(result.reports)
     return result
+
+
+def check_upstreams(reports: list[PluginReport]) -> None:
+    """The checks that need every plugin at once: each valid version's upstreams against the other
+    valid versions (cycles, chains, formats and input types; see ``upstream_issues``). An error
+    makes the version INVALID; a missing upstream is a warning."""
+    contracts = {(r.model_id, r.version): r.contract for r in reports if r.valid and r.contract is not None}
+    for report in reports:
+        if report.contract is None or not report.contract.upstreams or not report.valid:
+            continue
+        errors, warnings = upstream_issues(report.contract, contracts)
+        report.errors.extend(errors)
+        report.warnings.extend(warnings)
 
 
 def _subdirs(path: Path) -> list[Path]:

@@ -14,6 +14,14 @@ A model whose input type is ``batch`` takes several frames in one request:
     response = await client.infer_batch("crowd_counter", "1.0.0", frames)
     for answer in response.batch:     # one per frame, in order: answer.result or answer.error
         ...
+
+Several models look at one frame in one call (the frame crosses once; an upstream that several of
+them need runs once):
+
+    response = await client.infer_models([("person_detection", "1.0.0"), ("helmet_detection", "0.1.0")],
+                                         jpeg, frame_id="f1", camera_id="gate-3")
+    for answer in response.answers:   # one per model, in order: answer.result or answer.error
+        ...
 """
 
 from __future__ import annotations
@@ -96,6 +104,15 @@ def make_request(
     )
 
 
+def make_models_request(
+    models: Sequence[tuple[str, str]], data: bytes, format: int | str = pb.JPEG, **fields: Any
+) -> pb.InferenceRequest:
+    """A request for several models on one frame (``InferenceRequest.models``)."""
+    request = make_request("", "", data, format, **fields)
+    request.models.extend(pb.ModelRef(model_id=m, version=v) for m, v in models)
+    return request
+
+
 def _frame(data: bytes, format: int | str, width: int, height: int) -> pb.Frame:
     fmt = FORMATS[format] if isinstance(format, str) else format
     return pb.Frame(data=data, format=fmt, width=width, height=height)
@@ -176,6 +193,19 @@ class AIRuntimeClient:
     ) -> pb.InferenceResponse:
         """One frame; errors are returned in ``response.error``, never raised."""
         return await self.infer_request(make_request(model_id, version, data, format, **fields), timeout_s)
+
+    async def infer_models(
+        self,
+        models: Sequence[tuple[str, str]],
+        data: bytes,
+        format: int | str = pb.JPEG,
+        *,
+        timeout_s: float | None = None,
+        **fields: Any,
+    ) -> pb.InferenceResponse:
+        """One frame to several models ``(model_id, version)``: ``response.answers`` holds an answer
+        per model, in order (one failing leaves the others answered)."""
+        return await self.infer_request(make_models_request(models, data, format, **fields), timeout_s)
 
     async def infer_batch(
         self,

@@ -64,6 +64,13 @@ class ModelView:
     record: ModelRecord
     health: Health
     snapshot: HealthSnapshot | None
+    #: why a READY version does not serve (an upstream that does not), else None
+    waiting: str | None = None
+
+    @property
+    def upstreams(self) -> list[dict[str, str]]:
+        contract = self.record.contract
+        return [u.model_dump() for u in contract.upstreams] if contract else []
 
 
 @dataclass(frozen=True)
@@ -323,7 +330,8 @@ class RuntimeCore:
             if (model_id and record.model_id != model_id) or (version and record.version != version):
                 continue
             snapshot = self.manager.snapshot(record.key)
-            found.append(ModelView(record, model_health(record, snapshot), snapshot))
+            waiting = self.manager.waiting(record)
+            found.append(ModelView(record, model_health(record, snapshot, waiting), snapshot, waiting))
         if not found and (model_id or version):
             raise ModelNotFound(f"no model matches model_id={model_id!r} version={version!r}")
         return found
@@ -334,6 +342,8 @@ class RuntimeCore:
         for view in self.model_status(model_id or "", version or ""):
             item = view.record.to_dict()
             item["health"] = view.health.value
+            item["upstreams"] = view.upstreams
+            item["waiting_for"] = view.waiting
             item["performance"] = view.snapshot.to_dict() if view.snapshot else None
             item["fps_capacity"] = fps_capacity(view.record)
             found.append(item)
@@ -346,6 +356,7 @@ class RuntimeCore:
             records=list(self.manager.registry),
             health=self.manager.snapshots(),
             hardware=self.hardware,
+            waiting=self.manager.waiting_all(),
         )
         declaration["registration"] = self.registrar.status.to_dict()
         return declaration

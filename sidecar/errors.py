@@ -31,6 +31,7 @@ class ErrorCode(str, enum.Enum):
     INTERNAL = "INTERNAL"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     GPU_ERROR = "GPU_ERROR"
+    UPSTREAM_ERROR = "UPSTREAM_ERROR"
 
 
 #: A model's own failures that say its instance needs a reload: out of memory, or a CUDA error.
@@ -83,6 +84,12 @@ class RequestTimeout(SidecarError):
 
 class Overloaded(SidecarError):
     code = ErrorCode.OVERLOADED
+
+
+class UpstreamFailed(SidecarError):
+    """An upstream the model needs failed on the frame: the message names it and its own code."""
+
+    code = ErrorCode.UPSTREAM_ERROR
 
 
 class PluginError(SidecarError):

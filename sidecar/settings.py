@@ -69,6 +69,17 @@ class SidecarSettings(BaseSettings):
         description="InferStream streams open on one client connection (HTTP/2 connection, i.e. the "
         "peer's address and port); the next is refused RESOURCE_EXHAUSTED (OVERLOADED)",
     )
+    upstream_memo_entries: int = Field(
+        4096, ge=0, le=1_000_000,
+        description="upstream results kept for later requests of the same camera_id and frame_id (0: none)",
+    )
+    upstream_memo_bytes: int = Field(
+        16 * 2**20, ge=0, description="the most bytes of upstream results kept (the oldest go first)"
+    )
+    upstream_memo_age_s: float = Field(
+        2.0, ge=0, le=600,
+        description="how long an upstream result is kept for another model's request on the same frame",
+    )
     stream_idle_timeout_s: float = Field(
         300.0, ge=0,
         description="an InferStream with no request for this long and nothing in flight is closed "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -23,6 +23,8 @@ class Frame:
     ``format`` is the declared input format. ``camera_id``, ``frame_id`` and ``timestamp_ms`` come
     from the request parameters (temporal models: ``camera_id`` falls back to the sequence id) and are
     None when absent. ``sequence_start`` is True on a camera's first frame (temporal models only).
+    ``upstreams`` holds, by ``model_id``, the schema-validated result of each upstream the contract
+    declares for this very frame (the dict the backend would get from that model); empty otherwise.
     """
 
     image: np.ndarray
@@ -33,6 +35,7 @@ class Frame:
     frame_id: str | None = None
     timestamp_ms: int | None = None
     sequence_start: bool = False
+    upstreams: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ Triton request parameters (strings unless noted):
 * ``sequence_id``, ``sequence_start`` (bool): a temporal model's sequence (Triton reads them);
 * ``batch``: a batch request's frames, a JSON list of ``{"frame_id", "camera_id", "timestamp_ms"}``,
   one per element of the FRAME tensor's batch dimension;
-* ``frame_lengths``: encoded frames of a batch padded to one length: each frame's own, ``"a,b,..."``.
+* ``frame_lengths``: encoded frames of a batch padded to one length: each frame's own, ``"a,b,..."``;
+* ``upstreams``: the results of the model's declared upstreams for this frame, a JSON object
+  ``{model_id: result}`` (in a batch, each frame's ``upstreams`` key of its ``batch`` item).
 
 The answer of a batch request holds one RESULT element per frame: the frame's JSON, or its error
 message ``[RUTH:<CODE>] <phase>: <message>`` (:mod:`ruth_errors`).
@@ -19,3 +21,4 @@ SEQUENCE_ID = "sequence_id"
 SEQUENCE_START = "sequence_start"
 BATCH = "batch"
 FRAME_LENGTHS = "frame_lengths"
+UPSTREAMS = "upstreams"

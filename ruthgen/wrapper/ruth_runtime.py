@@ -13,6 +13,7 @@ N frames along the batch dimension, described by the ``batch`` and ``frame_lengt
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import fastjsonschema
@@ -43,7 +45,7 @@ from ruth_errors import (
 )
 from ruth_guard import Guard, Policy
 from ruth_metrics import PluginMetrics
-from ruth_protocol import BATCH, CAMERA_ID, FRAME_ID, FRAME_LENGTHS, TIMESTAMP_MS
+from ruth_protocol import BATCH, CAMERA_ID, FRAME_ID, FRAME_LENGTHS, TIMESTAMP_MS, UPSTREAMS
 
 ENTRY_FILE = "ruth_entry.json"
 PLUGIN_DIR = "plugin"
@@ -77,6 +79,7 @@ class FrameRequest:
 
 
 Outcome = str | RuthError  # the RESULT JSON, or the error of that request
+_NO_UPSTREAMS: Mapping[str, Any] = MappingProxyType({})
 
 def frame_requests(
     frame: np.ndarray | None,
@@ -169,6 +172,7 @@ class PluginRuntime:
         self._validate: Any = None
         self._deadlines = Deadlines()
         self._limits = self.timeouts
+        self._post_takes_frame = False
 
     @classmethod
     def from_version_dir(cls, version_dir: Path, **kwargs: Any) -> PluginRuntime:
@@ -192,6 +196,7 @@ class PluginRuntime:
                     self._package,
                     self.contract.get("entry_points") or {},
                 )
+                self._post_takes_frame = _takes_frame(self._modules.postprocess)
                 self.context = self._load_step("config", self._make_context)
                 self._state = self._load_step("load", self._modules.load, self.context)
             GUARD.start_serving()
@@ -297,23 +302,25 @@ class PluginRuntime:
 
     def _execute_one(self, request: FrameRequest) -> Outcome:
         try:
-            inputs = self._preprocess(self._frame(request))
+            frame = self._frame(request)
+            inputs = self._preprocess(frame)
             outputs = self._call("infer", self._modules.infer, self._state, inputs)
-            return self._finish(outputs)
+            return self._finish(outputs, frame)
         except RuthError as err:
             return err
 
     def _execute_batch(self, requests: Sequence[FrameRequest]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(requests)
-        ready: list[tuple[int, Any]] = []
+        ready: list[tuple[int, Frame, Any]] = []
         for i, request in enumerate(requests):
             try:
-                ready.append((i, self._preprocess(self._frame(request))))
+                frame = self._frame(request)
+                ready.append((i, frame, self._preprocess(frame)))
             except RuthError as err:
                 outcomes[i] = err
         if ready:
             try:
-                outputs = self._call("infer", self._modules.infer, self._state, [x for _, x in ready])
+                outputs = self._call("infer", self._modules.infer, self._state, [x for _, _, x in ready])
                 if not isinstance(outputs, (list, tuple)) or len(outputs) != len(ready):
                     expected = f"a list of {len(ready)} outputs"
                     raise RuthError(
@@ -321,9 +328,9 @@ class PluginRuntime:
                     )
             except RuthError as err:
                 outputs = [err] * len(ready)
-            for (i, _), output in zip(ready, outputs, strict=True):
+            for (i, frame, _), output in zip(ready, outputs, strict=True):
                 try:
-                    outcomes[i] = output if isinstance(output, RuthError) else self._finish(output)
+                    outcomes[i] = output if isinstance(output, RuthError) else self._finish(output, frame)
                 except RuthError as err:
                     outcomes[i] = err
         return [o for o in outcomes if o is not None]
@@ -342,6 +349,7 @@ class PluginRuntime:
             frame_id=_text(params.get(FRAME_ID)),
             timestamp_ms=_timestamp(params.get(TIMESTAMP_MS)),
             sequence_start=bool(request.sequence_start),
+            upstreams=_upstreams(params.get(UPSTREAMS)),
         )
 
     def _preprocess(self, frame: Frame) -> Any:
@@ -349,9 +357,13 @@ class PluginRuntime:
             return frame
         return self._call("preprocess", self._modules.preprocess, frame, self.context)
 
-    def _finish(self, outputs: Any) -> str:
-        if self._modules.postprocess is not None:
-            outputs = self._call("postprocess", self._modules.postprocess, outputs, self.context)
+    def _finish(self, outputs: Any, frame: Frame) -> str:
+        post = self._modules.postprocess
+        if post is not None:
+            if self._post_takes_frame:
+                outputs = self._call("postprocess", post, outputs, self.context, frame)
+            else:
+                outputs = self._call("postprocess", post, outputs, self.context)
         try:
             result = _jsonable(outputs)
             self._validate(result)
@@ -402,6 +414,34 @@ def _text(value: Any) -> str | None:
     if value is None or value == "":
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _upstreams(value: Any) -> Mapping[str, Any]:
+    """The upstreams' results of one frame: the ``upstreams`` parameter's JSON (a batch item's own
+    mapping), ``{model_id: result}``."""
+    if value is None or value == "":
+        return _NO_UPSTREAMS
+    if isinstance(value, (str, bytes)):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise RuthError(INVALID_INPUT, "decode", f"unreadable upstreams parameter: {exc}") from None
+    if not isinstance(value, dict):
+        kind = type(value).__name__
+        raise RuthError(INVALID_INPUT, "decode", f"the upstreams parameter is not a mapping: {kind}")
+    return value
+
+
+def _takes_frame(func: Any) -> bool:
+    """True when ``postprocess`` takes the frame too: ``postprocess(outputs, context, frame)``."""
+    if func is None:
+        return False
+    try:
+        parameters = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
 
 
 def _timestamp(value: Any) -> int | None:

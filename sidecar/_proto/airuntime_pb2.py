@@ -16,49 +16,53 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!ruth/airuntime/v1/airuntime.proto\x12\x11ruth.airuntime.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x9a\x01\n\x05\x46rame\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12.\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1e.ruth.airuntime.v1.ImageFormat\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x34\n\treference\x18\x05 \x01(\x0b\x32!.ruth.airuntime.v1.FrameReference\">\n\x0e\x46rameReference\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04size\x18\x03 \x01(\x04\"\xdb\x01\n\x10InferenceRequest\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\'\n\x05\x66rame\x18\x05 \x01(\x0b\x32\x18.ruth.airuntime.v1.Frame\x12\x14\n\x0ctimestamp_ms\x18\x06 \x01(\x03\x12\x12\n\ntimeout_ms\x18\x07 \x01(\r\x12,\n\x05\x62\x61tch\x18\x08 \x03(\x0b\x32\x1d.ruth.airuntime.v1.BatchFrame\"p\n\nBatchFrame\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\t\x12\'\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x18.ruth.airuntime.v1.Frame\x12\x11\n\tcamera_id\x18\x03 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\"\x93\x01\n\x0b\x46rameResult\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\t\x12)\n\x06result\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12)\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x18.ruth.airuntime.v1.ErrorH\x00\x12\x11\n\tcamera_id\x18\x04 \x01(\tB\t\n\x07outcome\"D\n\x05\x45rror\x12*\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1c.ruth.airuntime.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa8\x02\n\x11InferenceResponse\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12)\n\x06result\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12)\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x18.ruth.airuntime.v1.ErrorH\x00\x12\x14\n\x0cinference_ms\x18\x06 \x01(\x01\x12\x14\n\x0ctimestamp_ms\x18\x08 \x01(\x03\x12-\n\x05\x62\x61tch\x18\t \x03(\x0b\x32\x1e.ruth.airuntime.v1.FrameResult\x12\x0f\n\x07wait_ms\x18\n \x01(\x01\x42\t\n\x07outcome\"\x14\n\x12HealthCheckRequest\"\x8f\x01\n\x0bModelHealth\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.ruth.airuntime.v1.ModelState\x12/\n\x06health\x18\x04 \x01(\x0e\x32\x1f.ruth.airuntime.v1.HealthStatus\"\xc2\x01\n\x13HealthCheckResponse\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x1f.ruth.airuntime.v1.HealthStatus\x12.\n\x06models\x18\x02 \x03(\x0b\x32\x1e.ruth.airuntime.v1.ModelHealth\x12\x1e\n\x16inference_server_ready\x18\x03 \x01(\x08\x12\x14\n\x0cmodels_ready\x18\x04 \x01(\r\x12\x14\n\x0cmodels_total\x18\x05 \x01(\r\"7\n\x12ModelStatusRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xf3\x01\n\x10ModelPerformance\x12\x10\n\x08requests\x18\x01 \x01(\x04\x12\x11\n\tsuccesses\x18\x02 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x04\x12\x10\n\x08timeouts\x18\x04 \x01(\x04\x12\x12\n\nerror_rate\x18\x05 \x01(\x01\x12\x18\n\x10\x61vg_inference_ms\x18\x06 \x01(\x01\x12\x19\n\x11last_inference_ms\x18\x07 \x01(\x01\x12\x1c\n\x14last_request_unix_ms\x18\x08 \x01(\x03\x12\x1c\n\x14\x63onsecutive_timeouts\x18\t \x01(\r\x12\x13\n\x0b\x61vg_wait_ms\x18\n \x01(\x01\"\xf3\x02\n\x0bModelStatus\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.ruth.airuntime.v1.ModelState\x12/\n\x06health\x18\x04 \x01(\x0e\x32\x1f.ruth.airuntime.v1.HealthStatus\x12\x12\n\ninput_type\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x38\n\x0bperformance\x18\x07 \x01(\x0b\x32#.ruth.airuntime.v1.ModelPerformance\x12\x38\n\x10\x61\x63\x63\x65pted_formats\x18\x08 \x03(\x0e\x32\x1e.ruth.airuntime.v1.ImageFormat\x12.\n\routput_schema\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0emax_batch_size\x18\n \x01(\r\"E\n\x13ModelStatusResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.ruth.airuntime.v1.ModelStatus*X\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x08\n\x04JPEG\x10\x01\x12\x07\n\x03PNG\x10\x02\x12\x0b\n\x07RAW_RGB\x10\x03\x12\x0b\n\x07RAW_BGR\x10\x04*\xab\x02\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_NOT_FOUND\x10\x01\x12\x14\n\x10VERSION_REQUIRED\x10\x02\x12\x13\n\x0fMODEL_NOT_READY\x10\x03\x12\x11\n\rINVALID_INPUT\x10\x04\x12\x0b\n\x07TIMEOUT\x10\x05\x12\x14\n\x10PREPROCESS_ERROR\x10\x06\x12\x13\n\x0fINFERENCE_ERROR\x10\x07\x12\x15\n\x11POSTPROCESS_ERROR\x10\x08\x12\x1b\n\x17OUTPUT_SCHEMA_VIOLATION\x10\t\x12\x0e\n\nOVERLOADED\x10\n\x12\x0c\n\x08INTERNAL\x10\x0b\x12\x16\n\x12RESOURCE_EXHAUSTED\x10\x0c\x12\r\n\tGPU_ERROR\x10\r*W\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07HEALTHY\x10\x01\x12\x0c\n\x08\x44\x45GRADED\x10\x02\x12\r\n\tUNHEALTHY\x10\x03*\xa2\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nDISCOVERED\x10\x01\x12\x0e\n\nVALIDATING\x10\x02\x12\x0b\n\x07INVALID\x10\x03\x12\x0b\n\x07LOADING\x10\x04\x12\t\n\x05READY\x10\x05\x12\n\n\x06\x46\x41ILED\x10\x06\x12\t\n\x05\x45RROR\x10\x07\x12\r\n\tUNLOADING\x10\x08\x12\x0c\n\x08UNLOADED\x10\t2\xfc\x02\n\tAIRuntime\x12R\n\x05Infer\x12#.ruth.airuntime.v1.InferenceRequest\x1a$.ruth.airuntime.v1.InferenceResponse\x12\\\n\x0bInferStream\x12#.ruth.airuntime.v1.InferenceRequest\x1a$.ruth.airuntime.v1.InferenceResponse(\x01\x30\x01\x12\\\n\x0bHealthCheck\x12%.ruth.airuntime.v1.HealthCheckRequest\x1a&.ruth.airuntime.v1.HealthCheckResponse\x12_\n\x0eGetModelStatus\x12%.ruth.airuntime.v1.ModelStatusRequest\x1a&.ruth.airuntime.v1.ModelStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!ruth/airuntime/v1/airuntime.proto\x12\x11ruth.airuntime.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x9a\x01\n\x05\x46rame\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12.\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1e.ruth.airuntime.v1.ImageFormat\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x34\n\treference\x18\x05 \x01(\x0b\x32!.ruth.airuntime.v1.FrameReference\">\n\x0e\x46rameReference\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04size\x18\x03 \x01(\x04\"\x88\x02\n\x10InferenceRequest\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\'\n\x05\x66rame\x18\x05 \x01(\x0b\x32\x18.ruth.airuntime.v1.Frame\x12\x14\n\x0ctimestamp_ms\x18\x06 \x01(\x03\x12\x12\n\ntimeout_ms\x18\x07 \x01(\r\x12,\n\x05\x62\x61tch\x18\x08 \x03(\x0b\x32\x1d.ruth.airuntime.v1.BatchFrame\x12+\n\x06models\x18\t \x03(\x0b\x32\x1b.ruth.airuntime.v1.ModelRef\"p\n\nBatchFrame\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\t\x12\'\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x18.ruth.airuntime.v1.Frame\x12\x11\n\tcamera_id\x18\x03 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\"\x93\x01\n\x0b\x46rameResult\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\t\x12)\n\x06result\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12)\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x18.ruth.airuntime.v1.ErrorH\x00\x12\x11\n\tcamera_id\x18\x04 \x01(\tB\t\n\x07outcome\"D\n\x05\x45rror\x12*\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1c.ruth.airuntime.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xd9\x02\n\x11InferenceResponse\x12\x10\n\x08\x66rame_id\x18\x01 \x01(\t\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12)\n\x06result\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12)\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x18.ruth.airuntime.v1.ErrorH\x00\x12\x14\n\x0cinference_ms\x18\x06 \x01(\x01\x12\x14\n\x0ctimestamp_ms\x18\x08 \x01(\x03\x12-\n\x05\x62\x61tch\x18\t \x03(\x0b\x32\x1e.ruth.airuntime.v1.FrameResult\x12\x0f\n\x07wait_ms\x18\n \x01(\x01\x12/\n\x07\x61nswers\x18\x0b \x03(\x0b\x32\x1e.ruth.airuntime.v1.ModelAnswerB\t\n\x07outcome\"\xb8\x01\n\x0bModelAnswer\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12)\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12)\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x18.ruth.airuntime.v1.ErrorH\x00\x12\x14\n\x0cinference_ms\x18\x05 \x01(\x01\x12\x0f\n\x07wait_ms\x18\x06 \x01(\x01\x42\t\n\x07outcome\"\x14\n\x12HealthCheckRequest\"\x8f\x01\n\x0bModelHealth\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.ruth.airuntime.v1.ModelState\x12/\n\x06health\x18\x04 \x01(\x0e\x32\x1f.ruth.airuntime.v1.HealthStatus\"\xc2\x01\n\x13HealthCheckResponse\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x1f.ruth.airuntime.v1.HealthStatus\x12.\n\x06models\x18\x02 \x03(\x0b\x32\x1e.ruth.airuntime.v1.ModelHealth\x12\x1e\n\x16inference_server_ready\x18\x03 \x01(\x08\x12\x14\n\x0cmodels_ready\x18\x04 \x01(\r\x12\x14\n\x0cmodels_total\x18\x05 \x01(\r\"7\n\x12ModelStatusRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xf3\x01\n\x10ModelPerformance\x12\x10\n\x08requests\x18\x01 \x01(\x04\x12\x11\n\tsuccesses\x18\x02 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x04\x12\x10\n\x08timeouts\x18\x04 \x01(\x04\x12\x12\n\nerror_rate\x18\x05 \x01(\x01\x12\x18\n\x10\x61vg_inference_ms\x18\x06 \x01(\x01\x12\x19\n\x11last_inference_ms\x18\x07 \x01(\x01\x12\x1c\n\x14last_request_unix_ms\x18\x08 \x01(\x03\x12\x1c\n\x14\x63onsecutive_timeouts\x18\t \x01(\r\x12\x13\n\x0b\x61vg_wait_ms\x18\n \x01(\x01\"\xb8\x03\n\x0bModelStatus\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.ruth.airuntime.v1.ModelState\x12/\n\x06health\x18\x04 \x01(\x0e\x32\x1f.ruth.airuntime.v1.HealthStatus\x12\x12\n\ninput_type\x18\x05 \x01(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x38\n\x0bperformance\x18\x07 \x01(\x0b\x32#.ruth.airuntime.v1.ModelPerformance\x12\x38\n\x10\x61\x63\x63\x65pted_formats\x18\x08 \x03(\x0e\x32\x1e.ruth.airuntime.v1.ImageFormat\x12.\n\routput_schema\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0emax_batch_size\x18\n \x01(\r\x12.\n\tupstreams\x18\x0b \x03(\x0b\x32\x1b.ruth.airuntime.v1.ModelRef\x12\x13\n\x0bwaiting_for\x18\x0c \x01(\t\"-\n\x08ModelRef\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"E\n\x13ModelStatusResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.ruth.airuntime.v1.ModelStatus*X\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x08\n\x04JPEG\x10\x01\x12\x07\n\x03PNG\x10\x02\x12\x0b\n\x07RAW_RGB\x10\x03\x12\x0b\n\x07RAW_BGR\x10\x04*\xbf\x02\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_NOT_FOUND\x10\x01\x12\x14\n\x10VERSION_REQUIRED\x10\x02\x12\x13\n\x0fMODEL_NOT_READY\x10\x03\x12\x11\n\rINVALID_INPUT\x10\x04\x12\x0b\n\x07TIMEOUT\x10\x05\x12\x14\n\x10PREPROCESS_ERROR\x10\x06\x12\x13\n\x0fINFERENCE_ERROR\x10\x07\x12\x15\n\x11POSTPROCESS_ERROR\x10\x08\x12\x1b\n\x17OUTPUT_SCHEMA_VIOLATION\x10\t\x12\x0e\n\nOVERLOADED\x10\n\x12\x0c\n\x08INTERNAL\x10\x0b\x12\x16\n\x12RESOURCE_EXHAUSTED\x10\x0c\x12\r\n\tGPU_ERROR\x10\r\x12\x12\n\x0eUPSTREAM_ERROR\x10\x0e*W\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07HEALTHY\x10\x01\x12\x0c\n\x08\x44\x45GRADED\x10\x02\x12\r\n\tUNHEALTHY\x10\x03*\xa2\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nDISCOVERED\x10\x01\x12\x0e\n\nVALIDATING\x10\x02\x12\x0b\n\x07INVALID\x10\x03\x12\x0b\n\x07LOADING\x10\x04\x12\t\n\x05READY\x10\x05\x12\n\n\x06\x46\x41ILED\x10\x06\x12\t\n\x05\x45RROR\x10\x07\x12\r\n\tUNLOADING\x10\x08\x12\x0c\n\x08UNLOADED\x10\t2\xfc\x02\n\tAIRuntime\x12R\n\x05Infer\x12#.ruth.airuntime.v1.InferenceRequest\x1a$.ruth.airuntime.v1.InferenceResponse\x12\\\n\x0bInferStream\x12#.ruth.airuntime.v1.InferenceRequest\x1a$.ruth.airuntime.v1.InferenceResponse(\x01\x30\x01\x12\\\n\x0bHealthCheck\x12%.ruth.airuntime.v1.HealthCheckRequest\x1a&.ruth.airuntime.v1.HealthCheckResponse\x12_\n\x0eGetModelStatus\x12%.ruth.airuntime.v1.ModelStatusRequest\x1a&.ruth.airuntime.v1.ModelStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ruth.airuntime.v1.airuntime_pb2', _globals)
 if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
-  _globals['_IMAGEFORMAT']._serialized_start=2275
-  _globals['_IMAGEFORMAT']._serialized_end=2363
-  _globals['_ERRORCODE']._serialized_start=2366
-  _globals['_ERRORCODE']._serialized_end=2665
-  _globals['_HEALTHSTATUS']._serialized_start=2667
-  _globals['_HEALTHSTATUS']._serialized_end=2754
-  _globals['_MODELSTATE']._serialized_start=2757
-  _globals['_MODELSTATE']._serialized_end=2919
+  _globals['_IMAGEFORMAT']._serialized_start=2672
+  _globals['_IMAGEFORMAT']._serialized_end=2760
+  _globals['_ERRORCODE']._serialized_start=2763
+  _globals['_ERRORCODE']._serialized_end=3082
+  _globals['_HEALTHSTATUS']._serialized_start=3084
+  _globals['_HEALTHSTATUS']._serialized_end=3171
+  _globals['_MODELSTATE']._serialized_start=3174
+  _globals['_MODELSTATE']._serialized_end=3336
   _globals['_FRAME']._serialized_start=87
   _globals['_FRAME']._serialized_end=241
   _globals['_FRAMEREFERENCE']._serialized_start=243
   _globals['_FRAMEREFERENCE']._serialized_end=305
   _globals['_INFERENCEREQUEST']._serialized_start=308
-  _globals['_INFERENCEREQUEST']._serialized_end=527
-  _globals['_BATCHFRAME']._serialized_start=529
-  _globals['_BATCHFRAME']._serialized_end=641
-  _globals['_FRAMERESULT']._serialized_start=644
-  _globals['_FRAMERESULT']._serialized_end=791
-  _globals['_ERROR']._serialized_start=793
-  _globals['_ERROR']._serialized_end=861
-  _globals['_INFERENCERESPONSE']._serialized_start=864
-  _globals['_INFERENCERESPONSE']._serialized_end=1160
-  _globals['_HEALTHCHECKREQUEST']._serialized_start=1162
-  _globals['_HEALTHCHECKREQUEST']._serialized_end=1182
-  _globals['_MODELHEALTH']._serialized_start=1185
-  _globals['_MODELHEALTH']._serialized_end=1328
-  _globals['_HEALTHCHECKRESPONSE']._serialized_start=1331
-  _globals['_HEALTHCHECKRESPONSE']._serialized_end=1525
-  _globals['_MODELSTATUSREQUEST']._serialized_start=1527
-  _globals['_MODELSTATUSREQUEST']._serialized_end=1582
-  _globals['_MODELPERFORMANCE']._serialized_start=1585
-  _globals['_MODELPERFORMANCE']._serialized_end=1828
-  _globals['_MODELSTATUS']._serialized_start=1831
-  _globals['_MODELSTATUS']._serialized_end=2202
-  _globals['_MODELSTATUSRESPONSE']._serialized_start=2204
-  _globals['_MODELSTATUSRESPONSE']._serialized_end=2273
-  _globals['_AIRUNTIME']._serialized_start=2922
-  _globals['_AIRUNTIME']._serialized_end=3302
+  _globals['_INFERENCEREQUEST']._serialized_end=572
+  _globals['_BATCHFRAME']._serialized_start=574
+  _globals['_BATCHFRAME']._serialized_end=686
+  _globals['_FRAMERESULT']._serialized_start=689
+  _globals['_FRAMERESULT']._serialized_end=836
+  _globals['_ERROR']._serialized_start=838
+  _globals['_ERROR']._serialized_end=906
+  _globals['_INFERENCERESPONSE']._serialized_start=909
+  _globals['_INFERENCERESPONSE']._serialized_end=1254
+  _globals['_MODELANSWER']._serialized_start=1257
+  _globals['_MODELANSWER']._serialized_end=1441
+  _globals['_HEALTHCHECKREQUEST']._serialized_start=1443
+  _globals['_HEALTHCHECKREQUEST']._serialized_end=1463
+  _globals['_MODELHEALTH']._serialized_start=1466
+  _globals['_MODELHEALTH']._serialized_end=1609
+  _globals['_HEALTHCHECKRESPONSE']._serialized_start=1612
+  _globals['_HEALTHCHECKRESPONSE']._serialized_end=1806
+  _globals['_MODELSTATUSREQUEST']._serialized_start=1808
+  _globals['_MODELSTATUSREQUEST']._serialized_end=1863
+  _globals['_MODELPERFORMANCE']._serialized_start=1866
+  _globals['_MODELPERFORMANCE']._serialized_end=2109
+  _globals['_MODELSTATUS']._serialized_start=2112
+  _globals['_MODELSTATUS']._serialized_end=2552
+  _globals['_MODELREF']._serialized_start=2554
+  _globals['_MODELREF']._serialized_end=2599
+  _globals['_MODELSTATUSRESPONSE']._serialized_start=2601
+  _globals['_MODELSTATUSRESPONSE']._serialized_end=2670
+  _globals['_AIRUNTIME']._serialized_start=3339
+  _globals['_AIRUNTIME']._serialized_end=3719
 # @@protoc_insertion_point(module_scope)

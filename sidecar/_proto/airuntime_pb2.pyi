@@ -32,6 +32,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INTERNAL: _ClassVar[ErrorCode]
     RESOURCE_EXHAUSTED: _ClassVar[ErrorCode]
     GPU_ERROR: _ClassVar[ErrorCode]
+    UPSTREAM_ERROR: _ClassVar[ErrorCode]
 
 class HealthStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -71,6 +72,7 @@ OVERLOADED: ErrorCode
 INTERNAL: ErrorCode
 RESOURCE_EXHAUSTED: ErrorCode
 GPU_ERROR: ErrorCode
+UPSTREAM_ERROR: ErrorCode
 HEALTH_STATUS_UNSPECIFIED: HealthStatus
 HEALTHY: HealthStatus
 DEGRADED: HealthStatus
@@ -111,7 +113,7 @@ class FrameReference(_message.Message):
     def __init__(self, region: _Optional[str] = ..., offset: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...
 
 class InferenceRequest(_message.Message):
-    __slots__ = ("frame_id", "camera_id", "model_id", "version", "frame", "timestamp_ms", "timeout_ms", "batch")
+    __slots__ = ("frame_id", "camera_id", "model_id", "version", "frame", "timestamp_ms", "timeout_ms", "batch", "models")
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +122,7 @@ class InferenceRequest(_message.Message):
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     frame_id: str
     camera_id: str
     model_id: str
@@ -128,7 +131,8 @@ class InferenceRequest(_message.Message):
     timestamp_ms: int
     timeout_ms: int
     batch: _containers.RepeatedCompositeFieldContainer[BatchFrame]
-    def __init__(self, frame_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., model_id: _Optional[str] = ..., version: _Optional[str] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., timestamp_ms: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., batch: _Optional[_Iterable[_Union[BatchFrame, _Mapping]]] = ...) -> None: ...
+    models: _containers.RepeatedCompositeFieldContainer[ModelRef]
+    def __init__(self, frame_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., model_id: _Optional[str] = ..., version: _Optional[str] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., timestamp_ms: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., batch: _Optional[_Iterable[_Union[BatchFrame, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ...) -> None: ...
 
 class BatchFrame(_message.Message):
     __slots__ = ("frame_id", "frame", "camera_id", "timestamp_ms")
@@ -163,7 +167,7 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class InferenceResponse(_message.Message):
-    __slots__ = ("frame_id", "camera_id", "model_id", "version", "result", "error", "inference_ms", "timestamp_ms", "batch", "wait_ms")
+    __slots__ = ("frame_id", "camera_id", "model_id", "version", "result", "error", "inference_ms", "timestamp_ms", "batch", "wait_ms", "answers")
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +178,7 @@ class InferenceResponse(_message.Message):
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_FIELD_NUMBER: _ClassVar[int]
     frame_id: str
     camera_id: str
     model_id: str
@@ -184,7 +189,24 @@ class InferenceResponse(_message.Message):
     timestamp_ms: int
     batch: _containers.RepeatedCompositeFieldContainer[FrameResult]
     wait_ms: float
-    def __init__(self, frame_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., model_id: _Optional[str] = ..., version: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., inference_ms: _Optional[float] = ..., timestamp_ms: _Optional[int] = ..., batch: _Optional[_Iterable[_Union[FrameResult, _Mapping]]] = ..., wait_ms: _Optional[float] = ...) -> None: ...
+    answers: _containers.RepeatedCompositeFieldContainer[ModelAnswer]
+    def __init__(self, frame_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., model_id: _Optional[str] = ..., version: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., inference_ms: _Optional[float] = ..., timestamp_ms: _Optional[int] = ..., batch: _Optional[_Iterable[_Union[FrameResult, _Mapping]]] = ..., wait_ms: _Optional[float] = ..., answers: _Optional[_Iterable[_Union[ModelAnswer, _Mapping]]] = ...) -> None: ...
+
+class ModelAnswer(_message.Message):
+    __slots__ = ("model_id", "version", "result", "error", "inference_ms", "wait_ms")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    version: str
+    result: _struct_pb2.Struct
+    error: Error
+    inference_ms: float
+    wait_ms: float
+    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., inference_ms: _Optional[float] = ..., wait_ms: _Optional[float] = ...) -> None: ...
 
 class HealthCheckRequest(_message.Message):
     __slots__ = ()
@@ -249,7 +271,7 @@ class ModelPerformance(_message.Message):
     def __init__(self, requests: _Optional[int] = ..., successes: _Optional[int] = ..., errors: _Optional[int] = ..., timeouts: _Optional[int] = ..., error_rate: _Optional[float] = ..., avg_inference_ms: _Optional[float] = ..., last_inference_ms: _Optional[float] = ..., last_request_unix_ms: _Optional[int] = ..., consecutive_timeouts: _Optional[int] = ..., avg_wait_ms: _Optional[float] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("model_id", "version", "state", "health", "input_type", "last_error", "performance", "accepted_formats", "output_schema", "max_batch_size")
+    __slots__ = ("model_id", "version", "state", "health", "input_type", "last_error", "performance", "accepted_formats", "output_schema", "max_batch_size", "upstreams", "waiting_for")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +282,8 @@ class ModelStatus(_message.Message):
     ACCEPTED_FORMATS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAMS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FOR_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     version: str
     state: ModelState
@@ -270,7 +294,17 @@ class ModelStatus(_message.Message):
     accepted_formats: _containers.RepeatedScalarFieldContainer[ImageFormat]
     output_schema: _struct_pb2.Struct
     max_batch_size: int
-    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., health: _Optional[_Union[HealthStatus, str]] = ..., input_type: _Optional[str] = ..., last_error: _Optional[str] = ..., performance: _Optional[_Union[ModelPerformance, _Mapping]] = ..., accepted_formats: _Optional[_Iterable[_Union[ImageFormat, str]]] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
+    upstreams: _containers.RepeatedCompositeFieldContainer[ModelRef]
+    waiting_for: str
+    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., health: _Optional[_Union[HealthStatus, str]] = ..., input_type: _Optional[str] = ..., last_error: _Optional[str] = ..., performance: _Optional[_Union[ModelPerformance, _Mapping]] = ..., accepted_formats: _Optional[_Iterable[_Union[ImageFormat, str]]] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_batch_size: _Optional[int] = ..., upstreams: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., waiting_for: _Optional[str] = ...) -> None: ...
+
+class ModelRef(_message.Message):
+    __slots__ = ("model_id", "version")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    version: str
+    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class ModelStatusResponse(_message.Message):
     __slots__ = ("models",)

@@ -43,9 +43,9 @@ class Health(str, enum.Enum):
 
 
 #: Error codes that say nothing about the model itself.
-NOT_THE_MODELS_FAULT = frozenset(
-    {"INVALID_INPUT", "MODEL_NOT_FOUND", "VERSION_REQUIRED", "MODEL_NOT_READY", "OVERLOADED"}
-)
+NOT_THE_MODELS_FAULT = frozenset({
+    "INVALID_INPUT", "MODEL_NOT_FOUND", "VERSION_REQUIRED", "MODEL_NOT_READY", "OVERLOADED", "UPSTREAM_ERROR",
+})
 
 
 def counts_against_model(code: str | None) -> bool:
@@ -256,9 +256,10 @@ class RuntimeHealth:
         }
 
 
-def model_health(record: ModelRecord, snapshot: HealthSnapshot | None) -> Health:
-    """The health reported for one model version: its request health while READY, else UNHEALTHY."""
-    if record.state is ModelState.READY:
+def model_health(record: ModelRecord, snapshot: HealthSnapshot | None, waiting: str | None = None) -> Health:
+    """The health reported for one model version: its request health while READY and serving, else
+    UNHEALTHY (``waiting``: why a READY version does not serve, e.g. an upstream that does not)."""
+    if record.state is ModelState.READY and waiting is None:
         return snapshot.health if snapshot is not None else Health.HEALTHY
     return Health.UNHEALTHY
 

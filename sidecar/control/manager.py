@@ -34,7 +34,13 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol
 
-from ruthgen.contract import DEFAULT_REQUEST_TIMEOUT_MS, ModelContract, declared_limits_ms, timeout_warnings
+from ruthgen.contract import (
+    DEFAULT_REQUEST_TIMEOUT_MS,
+    ModelContract,
+    declared_limits_ms,
+    timeout_warnings,
+    upstream_issues,
+)
 from ruthgen.hardware import GpuInfo
 from ruthgen.manifest import ManifestEntry
 from ruthgen.naming import semver_key
@@ -231,7 +237,32 @@ class LifecycleManager:
         return tracker.snapshot() if tracker is not None else None
 
     def runtime_health(self) -> RuntimeHealth:
-        return aggregate(model_health(r, self.snapshot(r.key)) for r in self.registry if is_loaded(r))
+        return aggregate(
+            model_health(r, self.snapshot(r.key), self.waiting(r)) for r in self.registry if is_loaded(r)
+        )
+
+    def waiting(self, record: ModelRecord) -> str | None:
+        """Why a READY version does not serve: an upstream of it is missing or not serving."""
+        if record.state is not S.READY or record.contract is None or not record.contract.upstreams:
+            return None
+        route = self.routes.get(*record.key)
+        return self.routes.waiting(route) if route is not None else None
+
+    def waiting_all(self) -> dict[Key, str]:
+        """:meth:`waiting` of every version that waits."""
+        return {r.key: why for r in self.registry if (why := self.waiting(r)) is not None}
+
+    def _upstream_errors(self, record: ModelRecord, contract: ModelContract) -> str | None:
+        """The reason ``contract``'s upstreams make it INVALID against the other versions (a cycle,
+        a chain too deep, an upstream that cannot feed it), or None."""
+        if not contract.upstreams:
+            return None
+        others = {
+            r.key: r.contract for r in self.registry
+            if r.contract is not None and r.key != record.key and r.state not in (S.INVALID, S.UNLOADED)
+        }
+        errors, _ = upstream_issues(contract, others)
+        return "; ".join(f"{e.check}: {e.message}" for e in errors) or None
 
     def tick(self) -> None:
         """Age the health windows (called periodically): health recovers when errors grow old."""
@@ -373,6 +404,11 @@ class LifecycleManager:
             record.contract = None
             record.transition(S.INVALID, check.reason)
             return
+        invalid = self._upstream_errors(record, check.contract) if check.contract else None
+        if invalid is not None:
+            record.contract = None
+            record.transition(S.INVALID, invalid)
+            return
         record.contract = check.contract
         record.warnings = self._warnings(check.contract)
         if deferred is not None and self._needs_gpu_memory(check.contract):
@@ -394,8 +430,10 @@ class LifecycleManager:
     async def _replace(self, record: ModelRecord, digest: str) -> None:
         """Zero-drop reload of a READY version with new files; on any failure the old copy stays."""
         check = await asyncio.to_thread(self.source.check, record.key)
-        if not check.valid:
-            self._reject(record, f"the changed version is invalid: {check.reason}", digest)
+        invalid = self._upstream_errors(record, check.contract) if check.valid and check.contract else None
+        if not check.valid or invalid is not None:
+            reason = check.reason if invalid is None else invalid
+            self._reject(record, f"the changed version is invalid: {reason}", digest)
             return
         old, new = record.active_name, self._other_slot(record)
         staged, error = await self._load_copy(record, new)
@@ -629,4 +667,5 @@ def route_of(record: ModelRecord) -> Route:
         input_type=spec.type, format=spec.format, min_width=spec.min_width, min_height=spec.min_height,
         max_width=spec.max_width, max_height=spec.max_height, batched=triton.max_batch_size > 0,
         sequence=triton.sequence, max_batch=record.frames_per_request, limits_ms=declared_limits_ms(contract),
+        upstreams=tuple(u.key for u in contract.upstreams),
     )

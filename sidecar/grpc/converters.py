@@ -33,7 +33,7 @@ def _format(value: int) -> str:
 
 def frame_request(message: pb.InferenceRequest) -> FrameRequest:
     frame = message.frame
-    return FrameRequest(
+    request = FrameRequest(
         message.frame_id,
         message.camera_id,
         message.model_id,
@@ -51,6 +51,9 @@ def frame_request(message: pb.InferenceRequest) -> FrameRequest:
         ] if message.batch else None,
         _reference(frame),
     )
+    if message.models:
+        request.models = [(m.model_id, m.version) for m in message.models]
+    return request
 
 
 def _reference(frame: pb.Frame) -> FrameReference | None:
@@ -76,6 +79,14 @@ def response(outcome: Outcome) -> pb.InferenceResponse:
             item = frame.item
             answer = message.batch.add(frame_id=item.frame_id, camera_id=item.camera_id or request.camera_id)
             _set_outcome(answer, frame.result, frame.error)
+        return message
+    if outcome.answers is not None:
+        for one in outcome.answers:
+            answer = message.answers.add(
+                model_id=one.request.model_id, version=one.request.version, inference_ms=one.inference_ms,
+                wait_ms=one.wait_ms,
+            )
+            _set_outcome(answer, one.result, one.error)
         return message
     _set_outcome(message, outcome.result, outcome.error)
     return message
@@ -150,6 +161,10 @@ def model_status(view: ModelView) -> pb.ModelStatus:
         message.max_batch_size = record.frames_per_request
     if record.output_schema:
         message.output_schema.CopyFrom(to_struct(record.output_schema))
+    for upstream in view.upstreams:
+        message.upstreams.add(**upstream)
+    if view.waiting:
+        message.waiting_for = view.waiting
     return message
 
 

@@ -39,6 +39,7 @@ GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
     ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.GPU_ERROR: grpc.StatusCode.INTERNAL,
+    ErrorCode.UPSTREAM_ERROR: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

@@ -25,6 +25,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL: 500,
     ErrorCode.RESOURCE_EXHAUSTED: 503,
     ErrorCode.GPU_ERROR: 500,
+    ErrorCode.UPSTREAM_ERROR: 424,
 }
 
 

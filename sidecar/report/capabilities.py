@@ -52,24 +52,28 @@ def build_declaration(
     health: Mapping[tuple[str, str], HealthSnapshot],
     hardware: HardwareInfo,
     now: float | None = None,
+    waiting: Mapping[tuple[str, str], str] | None = None,
 ) -> dict[str, Any]:
+    """``waiting``: why a READY version does not serve (an upstream that does not), by key."""
     now = time.time() if now is None else now
+    waiting = waiting or {}
     records = [r for r in records if r.state is not ModelState.UNLOADED]
     models, loaded_health = [], []
     total_fps, observed_fps, batch = 0.0, 0.0, 1
     supported: set[str] = set()
     for record in records:
         snapshot = health.get(record.key)
-        status = model_health(record, snapshot)
+        why = waiting.get(record.key)
+        status = model_health(record, snapshot, why)
         if is_loaded(record):
             loaded_health.append(status)
         fps = fps_capacity(record)
-        if record.state is ModelState.READY:
+        if record.state is ModelState.READY and why is None:
             total_fps += fps or 0.0
             observed_fps += snapshot.observed_fps if snapshot else 0.0
             batch = max(batch, record.max_batch_size or 1)
             supported.update(_supported(record))
-        models.append(_model_entry(record, status, snapshot, fps))
+        models.append(_model_entry(record, status, snapshot, fps, why))
     summary = aggregate(loaded_health).to_dict()
     summary["last_error"] = _last_error(records)
     return {
@@ -92,7 +96,8 @@ def build_declaration(
 
 
 def _model_entry(
-    record: ModelRecord, status: Health, snapshot: HealthSnapshot | None, fps: float | None
+    record: ModelRecord, status: Health, snapshot: HealthSnapshot | None, fps: float | None,
+    waiting: str | None = None,
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "model_id": record.model_id,
@@ -116,7 +121,11 @@ def _model_entry(
     }
     if record.warnings:
         entry["warnings"] = list(record.warnings)
-    if record.state is not ModelState.READY and record.last_error:
+    if record.contract is not None and record.contract.upstreams:
+        entry["upstreams"] = [u.model_dump() for u in record.contract.upstreams]
+    if waiting is not None:
+        entry["reason"] = f"not serving: {waiting}"
+    elif record.state is not ModelState.READY and record.last_error:
         entry["reason"] = record.reason
     if record.rejected_change is not None:
         entry["rejected_change"] = record.rejected_change.to_dict()

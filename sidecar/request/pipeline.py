@@ -54,11 +54,16 @@ from sidecar.request.triton import (
     first_element,
     set_sequence_start,
 )
+from sidecar.request.upstreams import UpstreamMemo, Upstreams
+from sidecar.request.upstreams import parse as parse_upstreams
 from sidecar.settings import SidecarSettings
 
 LOGGER = logging.getLogger(__name__)
 
 _SIZE_READERS = {"jpeg": jpeg_size, "png": png_size}
+
+#: The most models one request may name (``InferenceRequest.models``).
+MAX_MODELS_PER_REQUEST = 16
 
 #: ``observe(route, error, elapsed_ms, model_ms)``: one answered request (``error`` None on success;
 #: ``elapsed_ms`` from its arrival to its answer; ``model_ms`` the model's own part of it, None when
@@ -69,7 +74,10 @@ Observer = Callable[[Route, "SidecarError | None", float, "float | None"], None]
 class BatchItem:
     """One frame of a batch request."""
 
-    __slots__ = ("camera_id", "data", "format", "frame_id", "height", "reference", "timestamp_ms", "width")
+    __slots__ = (
+        "camera_id", "data", "format", "frame_id", "height", "reference", "timestamp_ms", "upstreams",
+        "width",
+    )
 
     def __init__(
         self, frame_id: str, camera_id: str, data: bytes, format: str, width: int = 0, height: int = 0,
@@ -83,6 +91,7 @@ class BatchItem:
         self.height = height
         self.timestamp_ms = timestamp_ms
         self.reference = reference
+        self.upstreams: str | None = None  # the upstreams' results for this frame (JSON)
 
 
 class FrameRequest:
@@ -97,9 +106,11 @@ class FrameRequest:
         "frame_id",
         "height",
         "model_id",
+        "models",
         "reference",
         "timeout_ms",
         "timestamp_ms",
+        "upstreams",
         "version",
         "width",
     )
@@ -131,6 +142,15 @@ class FrameRequest:
         self.timeout_ms = timeout_ms
         self.batch = batch
         self.reference = reference
+        self.upstreams: str | None = None  # the upstreams' results for this frame (JSON), once fetched
+        self.models: list[tuple[str, str]] | None = None  # several models for this frame (infer_many)
+
+    def for_model(self, model_id: str, version: str) -> FrameRequest:
+        """The same frame, for another model."""
+        return FrameRequest(
+            self.frame_id, self.camera_id, model_id, version, self.data, self.format, self.width, self.height,
+            self.timestamp_ms, self.timeout_ms, None, self.reference,
+        )
 
 
 class FrameOutcome:
@@ -153,7 +173,7 @@ class Outcome:
     or an entry built without MODEL_MS); the rest is the wait (queued behind earlier frames,
     transport, the sidecar)."""
 
-    __slots__ = ("elapsed_ms", "error", "frames", "model_ms", "request", "result")
+    __slots__ = ("answers", "elapsed_ms", "error", "frames", "model_ms", "request", "result")
 
     def __init__(
         self,
@@ -170,6 +190,7 @@ class Outcome:
         self.elapsed_ms = elapsed_ms
         self.frames = frames
         self.model_ms = model_ms
+        self.answers: list[Outcome] | None = None  # a request for several models: one per model, in order
 
     @property
     def inference_ms(self) -> float:
@@ -233,6 +254,51 @@ class Pipeline:
         self._unary_in_flight = 0
         self._sequences: dict[tuple[str, str], int] = {}  # started (copy, camera) -> restarts
         self._ids = 0
+        self.upstreams = Upstreams(
+            self._run_upstream,
+            UpstreamMemo(settings.upstream_memo_entries, settings.upstream_memo_bytes,
+                         settings.upstream_memo_age_s),
+        )
+
+    # ---- upstreams -------------------------------------------------------------------------------
+
+    async def attach_upstreams(
+        self, route: Route, request: FrameRequest, regions: CallRegions | None = None,
+        shared: dict | None = None, client_remaining_s: float | None = None,
+    ) -> None:
+        """Run ``route``'s upstreams on the request's frame (each frame of a batch) and give the
+        request their results; raises UPSTREAM_ERROR for an upstream that failed. The upstreams'
+        requests keep the request's own limits (``timeout_ms``, the client's deadline)."""
+        results = self.upstreams.results
+        limits = (request.timeout_ms, client_remaining_s)
+        if request.batch is None:
+            request.upstreams = await results(route.upstreams, (request, regions, limits), request.camera_id,
+                                              request.frame_id, shared)
+            return
+        items = request.batch
+        cameras = [item.camera_id or request.camera_id for item in items]
+        found = await asyncio.gather(
+            *(results(route.upstreams, (item, regions, limits), camera, item.frame_id, shared)
+              for item, camera in zip(items, cameras, strict=True)),
+            return_exceptions=True,
+        )
+        for item, value in zip(items, found, strict=True):
+            if isinstance(value, BaseException):
+                raise value
+            item.upstreams = value
+
+    async def _run_upstream(
+        self, model_id: str, version: str, frame: object
+    ) -> tuple[bytes | None, SidecarError | None]:
+        """One upstream request for the frame of ``frame``: the dependent's request or batch item, the
+        call's shared-memory regions, and the dependent's limits (timeout_ms, the client's deadline)."""
+        source, regions, (timeout_ms, client_remaining_s) = frame  # type: ignore[misc]
+        request = FrameRequest(
+            source.frame_id, source.camera_id, model_id, version, source.data, source.format, source.width,
+            source.height, source.timestamp_ms, timeout_ms, reference=source.reference,
+        )
+        outcome = await self.infer(request, client_remaining_s, regions)
+        return outcome.result, outcome.error
 
     # ---- prepare ---------------------------------------------------------------------------------
 
@@ -269,7 +335,7 @@ class Pipeline:
         request_id = str(self._ids)
         message = build_request(
             route, request_id, data, width, height, request.frame_id, request.camera_id,
-            request.timestamp_ms, start,
+            request.timestamp_ms, start, request.upstreams,
         )
         deadline = started + self.deadline_s(request, client_remaining_s, route)
         pending = Pending(request, route, request_id, message, started, deadline, start, epoch)
@@ -334,6 +400,7 @@ class Pipeline:
         if items is None:  # one frame sent the usual way: a batch of one
             items = [BatchItem(request.frame_id, request.camera_id, request.data, request.format,
                                request.width, request.height, request.timestamp_ms, request.reference)]
+            items[0].upstreams = request.upstreams
         elif request.data or request.reference is not None:
             raise InvalidInput("a request carries either frame or batch, not both")
         if not items or len(items) > route.max_batch:
@@ -357,6 +424,8 @@ class Pipeline:
             frames.append((item.data, width, height))
             ids.append({"frame_id": item.frame_id, "camera_id": item.camera_id or request.camera_id,
                         "timestamp_ms": item.timestamp_ms or request.timestamp_ms})
+            if item.upstreams is not None:
+                ids[-1]["upstreams"] = parse_upstreams(item.upstreams)
         self._ids += 1
         request_id = str(self._ids)
         message = build_batch_request(route, request_id, frames, ids) if frames else None
@@ -538,13 +607,26 @@ class Pipeline:
         request: FrameRequest,
         client_remaining_s: float | None = None,
         regions: CallRegions | None = None,
+        shared: dict | None = None,
     ) -> Outcome:
-        """Answer one unary request (a refusal or failure is in the outcome, never raised)."""
+        """Answer one unary request (a refusal or failure is in the outcome, never raised).
+
+        ``shared``: the upstream results of the call this request is part of (:meth:`infer_many`)."""
+        if request.models is not None:
+            return await self.infer_many(request, client_remaining_s, regions)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
             if regions is not None:
                 await self.register_pool(request)
+            if request.upstreams is None:
+                route = self.routes.resolve(request.model_id, request.version)
+                if route.upstreams:
+                    await self.attach_upstreams(route, request, regions, shared, client_remaining_s)
+                    now = loop.time()  # the model's own budget starts once its upstreams answered
+                    if client_remaining_s is not None:
+                        client_remaining_s -= now - started
+                    started = now
             pending = self.prepare(request, started, client_remaining_s, regions)
         except SidecarError as e:
             return Outcome(request, None, e, 0.0)
@@ -570,6 +652,65 @@ class Pipeline:
             self._unary_in_flight -= 1
         return self.settle(pending, result, error, loop.time(), model_ms)
 
+    async def infer_many(
+        self,
+        request: FrameRequest,
+        client_remaining_s: float | None = None,
+        regions: CallRegions | None = None,
+    ) -> Outcome:
+        """Answer a request that names several models for one frame: each model's outcome in
+        ``answers``, in the order asked. A named model that another named model declares as an
+        upstream runs once: its own answer is the result the dependents get."""
+        started = asyncio.get_running_loop().time()
+        models = request.models or []
+        try:
+            self._check_models(request, models)
+        except SidecarError as e:
+            return Outcome(request, None, e, 0.0)
+        shared: dict = {}
+        members = [request.for_model(m, v) for m, v in models]
+        named = {(m.model_id, m.version): m for m in members}
+        needed = {u for m in members if (r := self.routes.get(m.model_id, m.version)) for u in r.upstreams}
+        for key in needed & named.keys():  # dependents wait for the answer of the named upstream
+            future = asyncio.get_running_loop().create_future()
+            future.add_done_callback(_seen)
+            shared[(*key, request.camera_id, request.frame_id)] = future
+        answers = await asyncio.gather(
+            *(self._infer_member(m, shared, client_remaining_s, regions) for m in members)
+        )
+        outcome = Outcome(request, None, None, (asyncio.get_running_loop().time() - started) * 1000.0)
+        outcome.answers = list(answers)
+        return outcome
+
+    async def _infer_member(
+        self, member: FrameRequest, shared: dict, client_remaining_s: float | None,
+        regions: CallRegions | None,
+    ) -> Outcome:
+        future = shared.get((member.model_id, member.version, member.camera_id, member.frame_id))
+        try:
+            outcome = await self.infer(member, client_remaining_s, regions, shared)
+        except BaseException as exc:
+            if future is not None and not future.done():
+                future.set_exception(SidecarError(f"{type(exc).__name__}: {exc}"))
+            raise
+        if future is not None and not future.done():
+            if outcome.error is not None:
+                future.set_exception(outcome.error)
+            else:
+                future.set_result(outcome.result)
+        return outcome
+
+    def _check_models(self, request: FrameRequest, models: list[tuple[str, str]]) -> None:
+        if request.model_id or request.version:
+            raise InvalidInput("name the models either in model_id/version or in models, not both")
+        if request.batch is not None:
+            raise InvalidInput("a request naming several models carries one frame, not a batch")
+        if not 1 <= len(models) <= MAX_MODELS_PER_REQUEST:
+            limit = MAX_MODELS_PER_REQUEST
+            raise InvalidInput(f"models names {len(models)} models; a request names 1 to {limit}")
+        if len(set(models)) != len(models):
+            raise InvalidInput("models names a model version more than once")
+
     async def _resend_unary(
         self, pending: Pending, loop: asyncio.AbstractEventLoop
     ) -> tuple[bytes | None, float | None, SidecarError | None]:
@@ -580,3 +721,9 @@ class Pipeline:
         except SidecarError as e:
             return None, None, e
         return result, model_ms, None
+
+
+def _seen(future: asyncio.Future) -> None:
+    """A failure nobody waited for is not an error to log."""
+    if not future.cancelled():
+        future.exception()

@@ -17,6 +17,7 @@ from sidecar.errors import ModelNotFound, ModelNotReady, VersionRequired
 
 READY = "READY"
 ENCODED_FORMATS = ("jpeg", "png")
+MAX_DEPTH = 8  # how deep :meth:`RouteTable.waiting` follows upstreams (validation allows 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,7 @@ class Route:
     sequence: bool = False
     max_batch: int = 1  # frames one request may carry: the Triton max_batch_size of a `batch` model
     limits_ms: int = 0  # the model's phase limits added up (0: unknown); its requests' time budget
+    upstreams: tuple[tuple[str, str], ...] = ()  # the models whose results for a frame it needs
 
     @property
     def serving(self) -> bool:
@@ -75,10 +77,29 @@ class RouteTable:
     def __iter__(self) -> Iterator[Route]:
         return iter(list(self._routes.values()))
 
+    def waiting(self, route: Route, depth: int = 0) -> str | None:
+        """Why ``route`` cannot serve because of its upstreams (one that is missing or not serving,
+        however deep), or None when every upstream serves."""
+        for key in route.upstreams:
+            upstream = self._routes.get(key)
+            if upstream is None or upstream.state != READY:
+                state = "not there" if upstream is None else upstream.state
+                return f"its upstream {key[0]} {key[1]} is {state}"
+            if upstream.upstreams and depth < MAX_DEPTH:
+                below = self.waiting(upstream, depth + 1)
+                if below is not None:
+                    return f"its upstream {key[0]} {key[1]} waits: {below}"
+        return None
+
     def resolve(self, model_id: str, version: str) -> Route:
-        """The serving route of ``(model_id, version)``, or the routing error (§5.2, §3.6)."""
+        """The serving route of ``(model_id, version)``, or the routing error (§5.2, §3.6): a model
+        waiting for an upstream is not serving (MODEL_NOT_READY, naming the upstream and its state)."""
         route = self._routes.get((model_id, version))
         if route is not None and route.state == READY:
+            if route.upstreams:
+                why = self.waiting(route)
+                if why is not None:
+                    raise ModelNotReady(f"{model_id} {version} is not serving: {why}")
             return route
         if route is None:
             versions = sorted(v for m, v in self._routes if m == model_id)

@@ -16,6 +16,16 @@ When ``max_in_flight_per_stream`` are in the window :meth:`StreamSession.submit`
 transport stops reading its client: backpressure). A request for a model that already holds
 ``max_in_flight_per_model`` requests in flight is answered OVERLOADED at once, so one stuck model
 cannot take the whole stream's window.
+
+A request to a model that declares upstreams first waits for their results (:mod:`sidecar.request.
+upstreams`) in a task of its own, so the stream goes on reading; it holds its place in the window
+meanwhile. A temporal model's requests still reach Triton in the order the client sent them: each
+waits until the camera's previous one for that model was sent.
+
+A request naming several models (:meth:`~sidecar.request.pipeline.Pipeline.infer_many`) runs in a
+task of its own too and is answered once, with every model's answer. When it names a temporal model,
+the camera's next such request starts once it is answered, so that model sees the camera's frames
+in order.
 """
 
 from __future__ import annotations
@@ -63,6 +73,9 @@ class StreamSession:
         self._closed = False
         self._unwritten = 0
         self._deadlines: Deadlines[str] = Deadlines(self._expire)
+        self._upstream_waits: set[asyncio.Task[None]] = set()
+        # the last request of each (model, version, camera) of a temporal model waiting for upstreams
+        self._sent_in_order: dict[tuple[str, str, str], asyncio.Future[None]] = {}
 
     @property
     def in_flight(self) -> int:
@@ -70,9 +83,90 @@ class StreamSession:
 
     async def submit(self, request: FrameRequest) -> None:
         """Take one request; waits while the stream's window is full."""
-        while len(self._pending) + self._unwritten >= self._max_in_flight:
+        while len(self._pending) + self._unwritten + len(self._upstream_waits) >= self._max_in_flight:
             self._space = self._loop.create_future()
             await self._space
+        if request.models is not None:
+            self._start(self._many(request, *self._turn(request, self._names_temporal(request.models))))
+            return
+        route = self._pipeline.routes.get(request.model_id, request.version)
+        if route is not None and route.upstreams and request.upstreams is None:
+            self._start(self._after_upstreams(request, *self._turn(request, route.sequence)))
+            return
+        await self._send(request)
+
+    def _names_temporal(self, models: list[tuple[str, str]]) -> bool:
+        routes = self._pipeline.routes
+        return any((route := routes.get(*key)) is not None and route.sequence for key in models)
+
+    def _turn(
+        self, request: FrameRequest, ordered: bool
+    ) -> tuple[asyncio.Future[None] | None, asyncio.Future[None] | None]:
+        """(the previous request's turn to wait for, this one's turn) of the camera, when ``ordered``."""
+        if not ordered:
+            return None, None
+        key = (request.model_id, request.version, request.camera_id)
+        previous = self._sent_in_order.get(key)
+        turn = self._sent_in_order[key] = self._loop.create_future()
+        return previous, turn
+
+    def _start(self, work: Awaitable[None]) -> None:
+        task = self._loop.create_task(work)  # type: ignore[arg-type]
+        self._upstream_waits.add(task)
+        task.add_done_callback(self._upstream_done)
+
+    async def _many(
+        self, request: FrameRequest, previous: asyncio.Future[None] | None, turn: asyncio.Future[None] | None
+    ) -> None:
+        try:
+            if previous is not None:
+                await previous
+            outcome = await self._pipeline.infer_many(request, None, self._regions)
+            if not self._closed:
+                self._answer(outcome)
+        finally:
+            self._take_turn(request, turn)
+
+    async def _after_upstreams(
+        self, request: FrameRequest, previous: asyncio.Future[None] | None, turn: asyncio.Future[None] | None
+    ) -> None:
+        pipeline = self._pipeline
+        try:
+            route = pipeline.routes.resolve(request.model_id, request.version)
+            await pipeline.attach_upstreams(route, request, self._regions)
+        except SidecarError as e:
+            try:
+                if previous is not None:
+                    await previous
+                self._answer(Outcome(request, None, e, 0.0))
+            finally:
+                self._take_turn(request, turn)
+            return
+        try:
+            if previous is not None:
+                await previous
+            if not self._closed:
+                await self._send(request)
+        finally:
+            self._take_turn(request, turn)
+
+    def _take_turn(self, request: FrameRequest, turn: asyncio.Future[None] | None) -> None:
+        """The camera's next request for this model may go now."""
+        if turn is None:
+            return
+        turn.set_result(None)
+        key = (request.model_id, request.version, request.camera_id)
+        if self._sent_in_order.get(key) is turn:
+            del self._sent_in_order[key]
+
+    def _upstream_done(self, task: asyncio.Task[None]) -> None:
+        self._upstream_waits.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            LOGGER.error("a request waiting for its upstreams failed", exc_info=task.exception())
+        self.written(0)  # its place in the window is free
+        self._check_idle()
+
+    async def _send(self, request: FrameRequest) -> None:
         pipeline = self._pipeline
         try:
             if self._regions is not None:
@@ -156,7 +250,8 @@ class StreamSession:
         self._check_idle()
 
     def _check_idle(self) -> None:
-        if not self._pending and not self._delivering and self._idle is not None and not self._idle.done():
+        if (not self._pending and not self._delivering and not self._upstream_waits and self._idle is not None
+                and not self._idle.done()):
             self._idle.set_result(None)
 
     def _answer(self, outcome: Outcome) -> None:
@@ -192,7 +287,7 @@ class StreamSession:
 
     async def drain(self) -> None:
         """Wait until every request taken so far has been answered (the client stopped sending)."""
-        if self._pending or self._delivering:
+        if self._pending or self._delivering or self._upstream_waits:
             self._idle = self._loop.create_future()
             await self._idle
         await self.close()
@@ -200,6 +295,10 @@ class StreamSession:
     async def close(self) -> None:
         """Stop: the client is gone; pending requests are dropped without answers."""
         self._closed = True
+        waits, self._upstream_waits = list(self._upstream_waits), set()
+        for task in waits:
+            task.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
         leases = self._pipeline.leases
         self._deadlines.clear()
         for pending in self._pending.values():

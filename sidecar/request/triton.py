@@ -118,9 +118,11 @@ def build_request(
     camera_id: str,
     timestamp_ms: int,
     sequence_start: bool = False,
+    upstreams: str | None = None,
 ) -> pb.ModelInferRequest:
     """The Triton request for one frame sent along ``route``: FRAME as raw bytes, or (``data`` a
-    :class:`SharedInput`) read by Triton from its shared-memory region; ids as parameters."""
+    :class:`SharedInput`) read by Triton from its shared-memory region; ids as parameters, and the
+    upstreams' results (JSON) when the model declares upstreams."""
     request = pb.ModelInferRequest(model_name=route.triton_name, id=request_id)
     tensor = request.inputs.add()
     tensor.name = INPUT_NAME
@@ -149,6 +151,8 @@ def build_request(
     if route.sequence:
         params[param.SEQUENCE_ID].int64_param = sequence_number(camera_id)
         params[param.SEQUENCE_START].bool_param = sequence_start
+    if upstreams is not None:
+        params[param.UPSTREAMS].string_param = upstreams
     return request
 
 
@@ -330,10 +334,12 @@ class _Lane:
     caller stopped waiting (timeout, cancellation, a failed send) is closed instead, so a late
     answer can never be taken for another request's and a hung model holds no stream open."""
 
-    __slots__ = ("closed", "future", "request_id", "stream")
+    __slots__ = ("answered", "closed", "future", "request_id", "sending", "stream")
 
     def __init__(self) -> None:
         self.closed = False
+        self.sending = False  # its request's write has not completed yet: no other write may start
+        self.answered = False  # answered while its write was completing: idle once the write is done
         self.future: asyncio.Future[tuple[bytes, float | None]] | None = None
         self.request_id = ""
         self.stream: TritonStream | None = None
@@ -456,7 +462,14 @@ class TritonAdapter:
         deadlines = self._deadlines
         deadlines.add(lane, loop.time() + timeout_s)
         try:
-            await lane.stream.send(request)  # type: ignore[union-attr]
+            lane.sending = True
+            try:
+                await lane.stream.send(request)  # type: ignore[union-attr]
+            finally:
+                lane.sending = False
+                if lane.answered:  # Triton answered before the write call returned
+                    lane.answered = False
+                    self._idle_again(lane)
             return await future
         finally:
             deadlines.discard(lane)
@@ -485,6 +498,13 @@ class TritonAdapter:
                 future.set_result((result, model_ms))  # type: ignore[arg-type]
             else:
                 future.set_exception(error)
+        if lane.sending:
+            lane.answered = True
+            return
+        self._idle_again(lane)
+
+    def _idle_again(self, lane: _Lane) -> None:
+        """An answered lane takes the next request (once its own write has completed)."""
         if lane.closed:
             return
         if len(self._idle) < self.max_idle_lanes:

@@ -12,6 +12,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from sidecar.errors import ModelNotReady, RequestTimeout
 from sidecar.request.triton import TritonAdapter, first_element
+from tests.sidecar.abuse import until
 
 
 class FakeCall:
@@ -22,14 +23,23 @@ class FakeCall:
         self.stub = stub
         self.replies: asyncio.Queue = asyncio.Queue()
         self.cancelled = False
+        self.writing = False
 
     async def write(self, request: pb.ModelInferRequest) -> None:
         if self.stub.broken:
             raise grpc.aio.UsageError("the call is closed")
+        if self.writing:  # what grpc says of a second write before the first completed
+            raise grpc.aio.UsageError("GRPC_CALL_ERROR_TOO_MANY_OPERATIONS")
         self.stub.sent.append((self, request.id))
         delay = self.stub.delays.get(request.id, 0.0)
         if delay is not None:
             asyncio.get_running_loop().call_later(delay, self.replies.put_nowait, request.id)
+        if self.stub.slow_writes:  # the answer can arrive before the write call returns
+            self.writing = True
+            try:
+                await asyncio.sleep(0.02)
+            finally:
+                self.writing = False
 
     async def read(self):
         request_id = await self.replies.get()
@@ -53,6 +63,7 @@ class FakeStub:
         self.sent: list[tuple[FakeCall, str]] = []
         self.delays: dict[str, float | None] = {}
         self.broken = False
+        self.slow_writes = False
 
     def ModelStreamInfer(self) -> FakeCall:
         call = FakeCall(self)
@@ -107,7 +118,7 @@ async def test_timed_out_request_closes_its_lane_so_the_late_answer_goes_nowhere
 async def test_cancelled_caller_closes_its_lane(adapter):
     adapter.stub.delays["never"] = None
     pending = asyncio.ensure_future(adapter.infer(request("never"), 5.0))
-    await asyncio.sleep(0.01)
+    assert await until(lambda: adapter.stub.sent, 30)
     pending.cancel()
     with pytest.raises(asyncio.CancelledError):
         await pending
@@ -130,8 +141,19 @@ async def test_request_that_cannot_be_sent_fails_and_its_lane_is_dropped(adapter
 async def test_close_ends_every_lane(adapter):
     adapter.stub.delays["never"] = None
     pending = asyncio.ensure_future(adapter.infer(request("never"), 5.0))
-    await asyncio.sleep(0.01)
+    assert await until(lambda: adapter.stub.sent, 30)
     await adapter.infer(request("idle"), 1.0)
     await adapter.close()
     assert all(call.cancelled for call in adapter.stub.calls)
     pending.cancel()
+
+
+async def test_a_lane_answered_before_its_write_returned_takes_no_request_until_the_write_is_done(adapter):
+    adapter.stub.slow_writes = True
+    first = asyncio.ensure_future(answer(adapter, "a"))
+    await asyncio.sleep(0.005)  # "a" is answered; its write has not returned yet
+    assert await answer(adapter, "b") == b'{"id": "b"}'  # on another lane, not a second write on a's
+    assert await first == b'{"id": "a"}'
+    assert len(adapter.stub.calls) == 2 and not any(call.cancelled for call in adapter.stub.calls)
+    assert await answer(adapter, "c") == b'{"id": "c"}'  # and a's lane serves again afterwards
+    assert len(adapter.stub.calls) == 2

@@ -175,3 +175,34 @@ def test_model_ms_is_each_requests_own_time_not_its_wait_behind_the_others(trito
     took = [float(r.output_tensors[1].as_numpy()[0]) for r in responses]
     assert took[0] >= 400.0, took
     assert took[2] < took[0], took
+
+
+def test_a_dependent_reads_its_upstreams_results_in_pre_infer_and_post(triton_model):
+    """Each frame's upstream results reach preprocess and infer through the frame, and a three-argument
+    postprocess gets the frame too. The warmup frame has none (``frame.upstreams`` is empty)."""
+    dependent = {
+        "preprocessing.py": """
+            def preprocess(frame, context):
+                return (frame, frame.upstreams.get("person", {}).get("people", 0))
+        """,
+        "inference.py": """
+            def load(context):
+                return None
+
+            def infer(state, inputs):
+                frame, people = inputs
+                return {"label": f"{people}/{len(frame.upstreams)}", "score": 0.5}
+        """,
+        "postprocessing.py": """
+            def postprocess(outputs, context, frame):
+                return {**outputs, "score": frame.upstreams.get("person", {}).get("people", 0) / 10}
+        """,
+    }
+    model = triton_model(dependent)
+    frame = encode(solid(8, 8, (10, 10, 10)))
+    (answer, plain) = model.execute([
+        InferenceRequest({"FRAME": frame}, {"upstreams": json.dumps({"person": {"people": 3}})}),
+        InferenceRequest({"FRAME": frame}, {"upstreams": "[1, 2]"}),
+    ])
+    assert json.loads(result_of(answer)[0]) == {"label": "3/1", "score": 0.3}
+    assert plain.error().message() == "[RUTH:INVALID_INPUT] decode: the upstreams parameter is not a mapping: list"
