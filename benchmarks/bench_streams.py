@@ -161,6 +161,15 @@ async def stream_metrics(port: int) -> dict[str, float]:
     return {m.group(1): float(m.group(2)) for m in map(wanted.match, text.splitlines()) if m}
 
 
+async def all_closed(port: int, deadline: float) -> None:
+    """Until the sidecar counts no open stream: the places of the calls just cancelled are free again
+    (the next round is admitted in full), however long the server takes to hear of it."""
+    while (await stream_metrics(port)).get("ruth_streams_open", 0.0) > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the sidecar still counted open streams at --max-seconds")
+        await asyncio.sleep(0.05)
+
+
 async def settle(pid: int, seconds: float) -> float:
     """The RSS after a short wait (for buffers the server's threads free after the calls end)."""
     await asyncio.sleep(seconds)
@@ -178,6 +187,7 @@ async def run(args: argparse.Namespace, address: str, pid: int, metrics_port: in
         warm = Streams(clients, model, frame, args.timeout)  # lazily made things count in the baseline
         await warm.open_many(0, min(100, args.streams), args.batch, deadline)
         await warm.close_all()
+        await all_closed(metrics_port, deadline)
         baseline_unary_ms = await unary_latency_ms(clients[0], model, frame)
         before = await settle(pid, args.settle)
         counted_before = await stream_metrics(metrics_port)  # the warm-up may have met a cap too
@@ -192,12 +202,14 @@ async def run(args: argparse.Namespace, address: str, pid: int, metrics_port: in
         sample = min(100, admitted)
         answered = await streams.still_serving(sample)
         await streams.close_all()
+        await all_closed(metrics_port, deadline)
         after = await settle(pid, args.settle * 1.5)
         again = Streams(clients, model, frame, args.timeout)  # the same again: reused or leaked?
         await again.open_many(0, args.streams, args.batch, deadline)
         second_round = await settle(pid, args.settle)
         second_admitted = len(again.open)
         await again.close_all()
+        await all_closed(metrics_port, deadline)
         closed = await settle(pid, args.settle)
         left_open = await stream_metrics(metrics_port)
     finally:

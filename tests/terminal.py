@@ -55,9 +55,8 @@ def run_in_terminal(
         while time.monotonic() < deadline:
             ready, _, _ = select.select([leader], [], [], 0.2)
             if ready:
-                try:
-                    chunk = os.read(leader, 65536)
-                except OSError:  # the terminal closed: every process on it has ended
+                chunk = _read(leader)
+                if not chunk:  # the terminal closed: every process on it has ended
                     break
                 received += chunk
                 text = ANSI.sub("", received.decode(errors="replace"))
@@ -65,6 +64,7 @@ def run_in_terminal(
                     process.send_signal(signal.SIGINT)
                     interrupted = True
             elif process.poll() is not None:
+                received += _rest(leader)  # what it wrote between the last look and its end
                 break
         else:
             raise AssertionError(f"{command[0]} still ran after {timeout_s} s:\n{received.decode()[-3000:]}")
@@ -74,3 +74,19 @@ def run_in_terminal(
             process.kill()
             process.wait()
         os.close(leader)
+
+
+def _read(leader: int) -> bytes:
+    """The next chunk the terminal received; b"" once it closed."""
+    try:
+        return os.read(leader, 65536)
+    except OSError:  # EIO: no process has the terminal open any more
+        return b""
+
+
+def _rest(leader: int) -> bytes:
+    """What is still to be read once the command ended: until the terminal closes or stays quiet."""
+    rest = b""
+    while select.select([leader], [], [], 0.5)[0] and (chunk := _read(leader)):
+        rest += chunk
+    return rest

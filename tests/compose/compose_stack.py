@@ -15,7 +15,6 @@ import os
 import resource
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -85,12 +84,6 @@ def run(
             f"{_tail(done.stdout)}"
         )
     return done
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- tools and engine --------------------------------------------------------------------------
@@ -278,6 +271,14 @@ class Stack:
         if len(found) != 1:
             raise StackError(f"expected one {service} container, found {len(found)}:\n{self.describe()}")
         return found[0]
+
+    def published(self, service: str, port: int) -> int:
+        """The loopback port Docker published ``service``'s ``port`` on (a free one it picked)."""
+        bindings = self.container(service)["NetworkSettings"]["Ports"].get(f"{port}/tcp") or []
+        for binding in bindings:
+            if binding.get("HostIp") == "127.0.0.1" and binding.get("HostPort"):
+                return int(binding["HostPort"])
+        raise StackError(f"the {service} container's port {port} is not published on 127.0.0.1: {bindings}")
 
     def describe(self) -> str:
         lines = []

@@ -4,8 +4,9 @@
 `docker compose build`, `docker compose --profile build run --rm ruthgen` and `docker compose up`
 with the CPU and stand-in overrides, plus an override of this run (`test-override.yml`) that
 points the repository and the plugin folder at temporary folders, publishes the sidecar's ports on
-free loopback ports only and adds a backend stub for registration. Nothing is skipped: a step that
-cannot run fails the tests, and every failing test gets the containers' states and logs.
+loopback ports only (free ones Docker picks) and adds a backend stub for registration. Nothing is
+skipped: a step that cannot run fails the tests, and every failing test gets the containers' states
+and logs.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from compose_stack import (
     build_standin_images,
     compose_binary,
     ensure_packages,
-    free_port,
     memlock_ceiling,
     remove_replaced_images,
     write_override,
@@ -78,7 +78,7 @@ def wait_serving(stack: Stack, address: str, timeout_s: float) -> None:
     )
 
 
-def _override(run_dir: Path, models: Path, repository: Path, ports: dict[str, int]) -> Path:
+def _override(run_dir: Path, models: Path, repository: Path) -> Path:
     repository_mount = {"type": "bind", "source": str(repository), "target": REPOSITORY, "read_only": True}
     hardened = {"read_only": True, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
     triton: dict[str, object] = {"volumes": [repository_mount]}
@@ -93,8 +93,8 @@ def _override(run_dir: Path, models: Path, repository: Path, ports: dict[str, in
                 "sidecar": {
                     "ports": Override(
                         [
-                            f"127.0.0.1:{ports['grpc']}:50051",
-                            f"127.0.0.1:{ports['http']}:{SIDECAR_HTTP_PORT}",
+                            "127.0.0.1::50051",
+                            f"127.0.0.1::{SIDECAR_HTTP_PORT}",
                         ]
                     ),
                     "volumes": [repository_mount],
@@ -125,7 +125,7 @@ def _override(run_dir: Path, models: Path, repository: Path, ports: dict[str, in
                             "read_only": True,
                         }
                     ],
-                    "ports": [f"127.0.0.1:{ports['backend']}:{BACKEND_PORT}"],
+                    "ports": [f"127.0.0.1::{BACKEND_PORT}"],
                 },
             }
         },
@@ -150,17 +150,21 @@ def stack(engine: Engine, request: pytest.FixtureRequest, tmp_path_factory: pyte
     for name in FIXTURES:
         shutil.copytree(PLUGINS / name, models / name)
     repository.mkdir()
-    ports = {"grpc": free_port(), "http": free_port(), "backend": free_port()}
-    stack = Stack(PROJECT, compose_binary(), [_override(run_dir, models, repository, ports)])
+    stack = Stack(PROJECT, compose_binary(), [_override(run_dir, models, repository)])
     request.config.stash[STACK_KEY] = stack
     request.config.stash[TIMINGS_KEY] = timings
     stack.down()  # what an interrupted earlier run may have left
-    address = f"127.0.0.1:{ports['grpc']}"
     try:
         _timed(timings, "standin_images", build_standin_images)
         _timed(timings, "build", stack.build)
         _timed(timings, "ruthgen", stack.generate)
         _timed(timings, "up", stack.up)
+        ports = {
+            "grpc": stack.published("sidecar", 50051),
+            "http": stack.published("sidecar", SIDECAR_HTTP_PORT),
+            "backend": stack.published("backend", BACKEND_PORT),
+        }
+        address = f"127.0.0.1:{ports['grpc']}"
         _timed(timings, "serving", wait_serving, stack, address, 300)
     except BaseException:
         stack.down()

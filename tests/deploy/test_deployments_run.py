@@ -4,8 +4,8 @@
   mapped to this machine's, nothing else).
 * The sidecar runs as its image's ENTRYPOINT with exactly the environment of the sidecar container
   of ``deploy/k8s/base/deployment.yaml`` or the sidecar service of ``docker/docker-compose.yml``
-  (container paths mapped to temporary folders, container ports to free ones), plus
-  ``RUTH_BACKEND_URL`` as ``docs/deployment.md`` says to add it.
+  (container paths mapped to temporary folders, its own ports to 0: it binds free ones and says
+  which), plus ``RUTH_BACKEND_URL`` as ``docs/deployment.md`` says to add it.
 * Then the test asks what Kubernetes, Prometheus and the HPA would ask: the readiness probe (gRPC
   health), the liveness probe, the scrape annotation's port and path, the counter behind the HPA's
   metric, and the backend's registration.
@@ -26,6 +26,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import venv
 from collections.abc import Iterator
@@ -65,12 +66,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "tests" / "testdata" / "plugins" / "lc_echo"
 TRITON_GRPC, SIDECAR_GRPC, SIDECAR_HTTP = 8001, 50051, 8080
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def jpeg() -> bytes:
@@ -255,11 +250,29 @@ def test_the_embedded_server_runs_the_containers_command(triton, repository):
 
 
 class RunningSidecar:
-    def __init__(self, process: subprocess.Popen[str], ports: dict[int, int], log: Path) -> None:
-        self.process, self.ports, self.log = process, ports, log
+    """The sidecar process: it bound free ports for the container's and says which (the gRPC one in
+    its port file once serving, the HTTP one in its log)."""
 
-    def local(self, container_port: int) -> int:
-        return self.ports[container_port]
+    def __init__(self, process: subprocess.Popen[str], port_file: Path, log: Path) -> None:
+        self.process, self.port_file, self.log = process, port_file, log
+
+    async def local(self, container_port: int, timeout_s: float = 90.0) -> int:
+        """The port of this machine that stands for the container's ``container_port``."""
+        deadline = time.monotonic() + timeout_s
+        while (port := self._bound(container_port)) is None:
+            tail = self.log.read_text()[-3000:]
+            assert self.process.poll() is None, f"the sidecar exited:\n{tail}"
+            assert time.monotonic() < deadline, f"the sidecar said no port for {container_port}:\n{tail}"
+            await asyncio.sleep(0.1)
+        return port
+
+    def _bound(self, container_port: int) -> int | None:
+        if container_port == SIDECAR_GRPC:
+            written = self.port_file.read_text() if self.port_file.exists() else ""
+            return int(written) if written.strip() else None
+        assert container_port == SIDECAR_HTTP, container_port
+        found = re.search(r"HTTP \(probes.*\) on [0-9.]+:(\d+)", self.log.read_text())
+        return int(found.group(1)) if found else None
 
 
 @contextlib.contextmanager
@@ -267,7 +280,7 @@ def sidecar_container(
     stage: StageInstall, environment: dict[str, str], triton: EmbeddedTriton, root: Path, backend_url: str
 ) -> Iterator[RunningSidecar]:
     """The sidecar image's ENTRYPOINT with the container's environment (paths and ports mapped)."""
-    ports = {TRITON_GRPC: triton.ports["grpc"], SIDECAR_GRPC: free_port(), SIDECAR_HTTP: free_port()}
+    ports = {TRITON_GRPC: triton.ports["grpc"], SIDECAR_GRPC: 0, SIDECAR_HTTP: 0}
     mapped = {}
     for key, value in environment.items():
         value = str(value)
@@ -280,15 +293,17 @@ def sidecar_container(
             value = str(ports[int(value)])
         mapped[key] = value
     mapped["RUTH_BACKEND_URL"] = backend_url  # as docs/deployment.md says to enable registration
+    own = Path(tempfile.mkdtemp(prefix="sidecar-", dir=root))
+    log, port_file = own / "sidecar.log", own / "grpc.port"
+    mapped["RUTH_PORT_FILE"] = str(port_file)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUTH_")} | mapped
-    log = root / f"sidecar-{ports[SIDECAR_GRPC]}.log"
     run = root / "run-sidecar"
     run.mkdir(exist_ok=True)
     with open(log, "w") as out:
         process = subprocess.Popen(stage.entrypoint(), cwd=run, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    text=True)
     try:
-        yield RunningSidecar(process, ports, log)
+        yield RunningSidecar(process, port_file, log)
     finally:
         process.terminate()
         try:
@@ -331,14 +346,14 @@ def hpa_source_counter() -> str:
 async def probe_like_the_platform(sidecar: RunningSidecar, readiness_port: int, http_paths: dict[str, int],
                                   backend: FakeBackend) -> dict[str, Any]:
     """Readiness, liveness, an inference, the scrape and the registration; what was seen."""
-    await until_serving(sidecar, sidecar.local(readiness_port))
-    async with AIRuntimeClient(f"127.0.0.1:{sidecar.local(SIDECAR_GRPC)}") as client:
+    await until_serving(sidecar, await sidecar.local(readiness_port))
+    async with AIRuntimeClient(f"127.0.0.1:{await sidecar.local(SIDECAR_GRPC)}") as client:
         response = await client.infer("lc_echo", "1.0.0", jpeg(), frame_id="parity")
     assert response.HasField("result"), response.error
     seen: dict[str, Any] = {"result": result_dict(response)}
     async with httpx.AsyncClient(timeout=5) as http:
         for path, port in http_paths.items():
-            reply = await http.get(f"http://127.0.0.1:{sidecar.local(port)}{path}")
+            reply = await http.get(f"http://127.0.0.1:{await sidecar.local(port)}{path}")
             seen[path] = (reply.status_code, reply.text)
     deadline = time.monotonic() + 30
     while not backend.received:

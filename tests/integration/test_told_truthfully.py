@@ -96,7 +96,7 @@ async def test_limits_longer_than_the_runtimes_warn_and_a_slow_instance_is_not_k
         for _ in range(3):  # answered at the runtime's 600 ms, not the model's 5 s
             response = await client.infer("rs_slow", V, FRAME, frame_id="slow")
             assert error_code(response) == "TIMEOUT"
-        assert time.monotonic() - started < 3 * 1.0
+        assert time.monotonic() - started < 3 * 3.0
         unhealthy = await model(http, "rs_slow")
         assert unhealthy["state"] == "READY" and unhealthy["health"] == "UNHEALTHY"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -62,14 +63,15 @@ def test_a_cycle_makes_each_of_its_models_invalid_and_names_the_cycle(make_plugi
     reports = _by_id(models_dir)
     for model_id in ("a", "b", "c"):
         assert _checks(reports[model_id]) == ["upstream_cycle"], reports[model_id].errors
-    assert reports["a"].errors[0].message == "upstreams form a cycle: a 1.0.0 -> b 1.0.0 -> c 1.0.0 -> a 1.0.0"
+    cycle = "upstreams form a cycle: a 1.0.0 -> b 1.0.0 -> c 1.0.0 -> a 1.0.0"
+    assert reports["a"].errors[0].message == cycle
     assert reports["d"].valid
 
 
 def test_a_chain_deeper_than_the_limit_is_invalid_at_its_end(make_plugin, models_dir):
     names = [f"m{i}" for i in range(MAX_UPSTREAM_DEPTH + 2)]
     make_plugin(names[0])
-    for below, above in zip(names, names[1:], strict=False):
+    for below, above in itertools.pairwise(names):
         make_plugin(above, upstreams=[{"model_id": below, "version": "1.0.0"}])
     reports = _by_id(models_dir)
     assert all(reports[n].valid for n in names[: MAX_UPSTREAM_DEPTH + 1])

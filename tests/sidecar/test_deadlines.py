@@ -12,19 +12,50 @@ def _timers(loop: asyncio.AbstractEventLoop) -> int:
     return sum(1 for handle in loop._scheduled if not handle.cancelled())  # type: ignore[attr-defined]
 
 
-async def test_each_key_expires_once_at_its_deadline_in_order():
-    loop = asyncio.get_running_loop()
-    expired: list[tuple[str, float]] = []
-    deadlines: Deadlines[str] = Deadlines(lambda key: expired.append((key, loop.time())))
-    now = loop.time()
-    deadlines.add("late", now + 0.06)
-    deadlines.add("early", now + 0.02)
-    deadlines.add("middle", now + 0.04)
-    await asyncio.sleep(0.1)
-    assert [key for key, _ in expired] == ["early", "middle", "late"]
-    for (_, at), due in zip(expired, (0.02, 0.04, 0.06), strict=True):
-        assert now + due - 0.005 <= at < now + due + 0.02
-    assert len(deadlines) == 0 and _timers(loop) == 0
+class ClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock moves only when the test moves it (:func:`at`): its timers run at
+    the times they were set for, however busy the machine is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+async def at(loop: ClockLoop, when: float) -> None:
+    """Move the clock to ``when`` and let the timers due by then run."""
+    loop.now = when
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def run_on_clock(scenario) -> None:
+    loop = ClockLoop()
+    try:
+        loop.run_until_complete(scenario(loop))
+    finally:
+        loop.close()
+
+
+def test_each_key_expires_once_at_its_deadline_in_order():
+    async def scenario(loop: ClockLoop) -> None:
+        expired: list[tuple[str, float]] = []
+        deadlines: Deadlines[str] = Deadlines(lambda key: expired.append((key, loop.time())))
+        now = loop.time()
+        deadlines.add("late", now + 0.06)
+        deadlines.add("early", now + 0.02)  # before the armed one: arms the timer again
+        deadlines.add("middle", now + 0.04)
+        for step, expected in ((0.01, []), (0.02, ["early"]), (0.03, ["early"]),
+                               (0.04, ["early", "middle"]), (0.06, ["early", "middle", "late"])):
+            await at(loop, now + step)
+            assert [key for key, _ in expired] == expected, step
+        assert expired == [("early", now + 0.02), ("middle", now + 0.04), ("late", now + 0.06)]
+        await at(loop, now + 1.0)
+        assert len(expired) == 3 and len(deadlines) == 0 and _timers(loop) == 0
+
+    run_on_clock(scenario)
 
 
 async def test_a_discarded_key_never_expires():
@@ -53,17 +84,21 @@ async def test_later_deadlines_arm_no_timer_of_their_own():
     assert _timers(loop) == before
 
 
-async def test_an_expiry_may_add_a_deadline():
-    loop = asyncio.get_running_loop()
-    expired: list[str] = []
+def test_an_expiry_may_add_a_deadline():
+    async def scenario(loop: ClockLoop) -> None:
+        expired: list[str] = []
 
-    def on_expire(key: str) -> None:
-        expired.append(key)
-        if key == "first":
-            deadlines.add("second", loop.time() + 0.01)
+        def on_expire(key: str) -> None:
+            expired.append(key)
+            if key == "first":
+                deadlines.add("second", loop.time() + 0.01)
 
-    deadlines: Deadlines[str] = Deadlines(on_expire)
-    deadlines.add("first", loop.time() + 0.01)
-    deadlines.add("last", loop.time() + 0.05)
-    await asyncio.sleep(0.08)
-    assert expired == ["first", "second", "last"]
+        deadlines: Deadlines[str] = Deadlines(on_expire)
+        now = loop.time()
+        deadlines.add("first", now + 0.01)
+        deadlines.add("last", now + 0.05)
+        for step in (0.01, 0.02, 0.05):
+            await at(loop, now + step)
+        assert expired == ["first", "second", "last"]
+
+    run_on_clock(scenario)

@@ -205,4 +205,5 @@ def test_a_dependent_reads_its_upstreams_results_in_pre_infer_and_post(triton_mo
         InferenceRequest({"FRAME": frame}, {"upstreams": "[1, 2]"}),
     ])
     assert json.loads(result_of(answer)[0]) == {"label": "3/1", "score": 0.3}
-    assert plain.error().message() == "[RUTH:INVALID_INPUT] decode: the upstreams parameter is not a mapping: list"
+    expected = "[RUTH:INVALID_INPUT] decode: the upstreams parameter is not a mapping: list"
+    assert plain.error().message() == expected

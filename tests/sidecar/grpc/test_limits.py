@@ -83,35 +83,36 @@ async def test_stream_caps_refuse_the_next_stream_and_keep_the_others_serving(se
         assert (streams.open, streams.connections, streams.refused) == (3, 2, {"process": 1, "connection": 1})
         await calls[0].done_writing()
         assert await calls[0].read() is grpc.aio.EOF
-        await asyncio.sleep(0.05)
+        assert await until(lambda: streams.open == 2, 30)
         calls.append(await _open(first, "a2"))  # the place it left is free again
         assert running.core.streams.open == 3
     finally:
         for client in (first, second, third):
             await client.close()
-    await asyncio.sleep(0.1)
-    assert running.core.streams.open == 0 and running.core.streams.connections == 0
+    assert await until(lambda: running.core.streams.open == 0 and running.core.streams.connections == 0, 30)
 
 
 async def test_idle_stream_is_closed_after_the_idle_timeout_and_an_active_one_is_not(serve):
-    running = await serve(stream_idle_timeout_s=0.4)
+    running = await serve(stream_idle_timeout_s=1.0)
     loop = asyncio.get_running_loop()
     async with AIRuntimeClient(f"127.0.0.1:{running.port}") as client:
-        idle = await _open(client, "idle")
         opened = loop.time()
+        idle = await _open(client, "idle")
         closed_after: list[float] = []
         closing = asyncio.ensure_future(_ended(idle))
         closing.add_done_callback(lambda _: closed_after.append(loop.time() - opened))
         active = await _open(client, "active")
-        for n in range(8):  # a frame every 0.15 s for 1.2 s: never idle for 0.4 s
-            await asyncio.sleep(0.15)
+        n = 0
+        while not closing.done() or n < 3:  # a frame every 0.1 s: never idle for 1 s
+            await asyncio.sleep(0.1)
             await active.write(make_request("alpha", "1.0.0", JPEG, frame_id=f"active{n}"))
             assert (await asyncio.wait_for(active.read(), 5)).frame_id == f"active{n}"
+            n += 1
         closed = await closing
         assert closed.code() is grpc.StatusCode.DEADLINE_EXCEEDED
         assert "stream_idle_timeout_s" in closed.details()
         assert ("ruth-error-code", "TIMEOUT") in tuple(closed.trailing_metadata())
-        assert 0.35 <= closed_after[0] <= 0.8, closed_after
+        assert closed_after[0] >= 0.99, closed_after  # not before 1 s after its last request
         assert (running.core.streams.open, running.core.streams.closed_idle) == (1, 1)
         await active.done_writing()
         assert await active.read() is grpc.aio.EOF
@@ -120,7 +121,7 @@ async def test_idle_stream_is_closed_after_the_idle_timeout_and_an_active_one_is
 
 async def test_idle_timeout_spares_a_stream_until_its_requests_are_answered(serve, fake_triton):
     fake_triton.behaviours["alpha__1.0.0"] = lambda request: None  # never answers: the deadline does
-    running = await serve(stream_idle_timeout_s=0.2, request_timeout_ms=700)
+    running = await serve(stream_idle_timeout_s=0.2, request_timeout_ms=1500)
     leases = running.core.leases
     async with AIRuntimeClient(f"127.0.0.1:{running.port}") as client:
         call = client.open_stream()
@@ -146,12 +147,12 @@ async def test_stream_of_a_client_that_stops_answering_pings_is_closed_by_keepal
     leases, streams = running.core.leases, running.core.streams
     with frozen_stream_client(f"127.0.0.1:{running.port}", "alpha", "1.0.0", frame):
         frozen = loop.time()
-        assert await until(lambda: leases.count("alpha__1.0.0") == 1, 5), "the frame never arrived"
+        assert await until(lambda: leases.count("alpha__1.0.0") == 1, 30), "the frame never arrived"
         assert streams.open == 1
-        assert await until(lambda: streams.open == 0, 5), "the frozen client's stream is still open"
+        assert await until(lambda: streams.open == 0, 30), "the frozen client's stream is still open"
         reaped = loop.time() - frozen
     assert leases.count("alpha__1.0.0") == 0
-    assert reaped <= 0.5 + 0.5 + 1.0, reaped  # keepalive time + timeout, and slack for a busy machine
+    assert reaped < 10.0, reaped  # keepalive time + timeout (1 s), long before the request's 60 s
 
 
 async def test_an_ending_stream_keeps_its_place_but_is_no_longer_closed_for_idleness():

@@ -17,6 +17,7 @@ from sidecar.client import make_request, result_dict
 from sidecar.errors import ErrorCode
 from sidecar.grpc import converters
 from sidecar.grpc.status import GRPC_STATUS
+from tests.sidecar.abuse import until
 from tests.sidecar.conftest import image_bytes
 
 JPEG = image_bytes(32, 32)
@@ -104,10 +105,9 @@ async def test_infer_stream_ends_cleanly_when_client_cancels(client, sidecar, fa
     fake_triton.behaviours["alpha__1.0.0"] = lambda r: None
     call = client.open_stream()
     await call.write(make_request("alpha", "1.0.0", JPEG, frame_id="1"))
-    await asyncio.sleep(0.05)
+    assert await until(lambda: fake_triton.streams and fake_triton.streams[0].sent, 30)
     call.cancel()
-    await asyncio.sleep(0.05)
-    assert fake_triton.streams and fake_triton.streams[0].closed
+    assert await until(lambda: fake_triton.streams[0].closed, 30)
 
 
 async def test_health_check_and_model_status_answer_from_kept_state(client, fake_triton):
@@ -145,8 +145,11 @@ async def test_standard_health_service_follows_the_runtimes_readiness(sidecar, f
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         fake_triton.ready = False
         await sidecar.core.readiness.check()
-        await asyncio.sleep(0.01)
-        reply = await stub.Check(health_pb2.HealthCheckRequest(service=""))
+        for _ in range(1500):  # up to 30 s: the servicer hears the change on a later turn of the loop
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""))
+            if reply.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                break
+            await asyncio.sleep(0.02)
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
 

@@ -26,7 +26,7 @@ def killer() -> FakeKiller:
 
 @pytest.fixture
 def policy() -> RecoveryPolicy:
-    return RecoveryPolicy(load_timeout_s=0.5, unload_timeout_s=0.2, drain_timeout_s=1.0, cooldown_s=0.05,
+    return RecoveryPolicy(load_timeout_s=0.5, unload_timeout_s=0.2, drain_timeout_s=30.0, cooldown_s=0.05,
                           max_retries=3, max_consecutive_timeouts=3, hang_check_s=0.05)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 
 import pytest
@@ -13,6 +12,7 @@ from ruthgen.manifest import load_manifest
 from ruthgen.writer import build_repository
 from sidecar.control.sources import PluginFolderSource, RepositorySource, StageError, parse_slot_name
 from sidecar.control.watcher import Change, ManifestWatcher
+from tests.sidecar.abuse import until
 from tests.sidecar.conftest import write_plugin
 
 
@@ -99,17 +99,24 @@ async def test_manifest_watcher_reports_the_versions_a_rebuild_changed(folders):
     async def on_change(changes):
         seen.append(changes)
 
-    watcher = ManifestWatcher(RepositorySource(repository), on_change, interval_s=0.02)
+    class Source(RepositorySource):
+        """Counts the watcher's looks at the manifest: one when it starts, then one per interval."""
+
+        looks = 0
+
+        def signature(self):
+            self.looks += 1
+            return super().signature()
+
+    source = Source(repository)
+    watcher = ManifestWatcher(source, on_change, interval_s=0.02)
     watcher.start()
     try:
-        await asyncio.sleep(0.1)
+        assert await until(lambda: source.looks >= 2, 30)  # it has read the versions it starts from
         shutil.rmtree(models / "broken")
         write_plugin(models, "gamma")
         build_repository(models, repository)
-        for _ in range(100):
-            if seen:
-                break
-            await asyncio.sleep(0.02)
+        assert await until(lambda: seen, 30)
     finally:
         await watcher.stop()
     assert seen == [[Change("broken", "1.0.0"), Change("gamma", "1.0.0")]]
