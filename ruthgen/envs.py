@@ -12,7 +12,9 @@ requirements (``--no-deps`` when ``dependencies.no_deps``). Never ``--system-sit
   through the repository's ``<entry>/env`` link or when copied elsewhere.
 * Offline-capable: every wheel used is kept in ``<cache>/_wheels``; an install is first tried from
   there with ``--no-index`` and goes to the package index (through pip's own cache) only for what is
-  missing. ``RUTH_ENV_OFFLINE=1`` forbids the index altogether.
+  missing. ``RUTH_ENV_OFFLINE=1`` forbids the index altogether. A build fetches into a folder of its
+  own and moves each wheel in whole, so builds side by side (``ruthgen.writer`` runs several) never
+  read a wheel another one is still writing.
 * numpy < 2 always: Triton 2.51's Python stub silently corrupts tensors under numpy 2.
 
 * Reported as it goes: ``ensure_env(..., report=)`` hears each step of a build (creating, resolving,
@@ -35,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 import uuid
@@ -305,9 +308,34 @@ def _install(req_file: Path, site: Path, no_deps: bool, wheelhouse: Path, report
     if os.environ.get(OFFLINE_ENV, "").strip() in ("1", "true", "yes"):
         raise EnvironmentBuildError(_pip_failure("offline install", output))
     LOGGER.info("fetching wheels from the package index into %s", wheelhouse)
-    fetch = _pip("wheel", "--wheel-dir", str(wheelhouse), *deps, "-r", str(req_file))
-    _check(_run_pip(fetch, "pip wheel", report, fetching=True), "pip wheel")
+    fetched = Path(tempfile.mkdtemp(prefix=".wheels.tmp-", dir=wheelhouse.parent))
+    try:
+        fetch = _pip(
+            "wheel", "--wheel-dir", str(fetched), "--find-links", str(wheelhouse), *deps, "-r", str(req_file)
+        )
+        _check(_run_pip(fetch, "pip wheel", report, fetching=True), "pip wheel")
+        _keep_wheels(fetched, wheelhouse)
+    finally:
+        shutil.rmtree(fetched, ignore_errors=True)
     _check(_run_pip(install, "pip install", report), "pip install")
+
+
+def _keep_wheels(fetched: Path, wheelhouse: Path) -> None:
+    """Move the wheels of ``fetched`` into the wheelhouse, each in one rename (whole or absent there);
+    a wheel already kept stays."""
+    for wheel in sorted(fetched.glob("*.whl")):
+        kept = wheelhouse / wheel.name
+        if kept.exists():
+            continue
+        try:
+            os.replace(wheel, kept)
+        except OSError:  # the wheelhouse on another file system: copied beside, then renamed
+            partial = wheelhouse / f".{wheel.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            try:
+                shutil.copyfile(wheel, partial)
+                os.replace(partial, kept)
+            finally:
+                partial.unlink(missing_ok=True)
 
 
 def _run_pip(cmd: list[str], what: str, report: Report, fetching: bool = False) -> tuple[int, str]:

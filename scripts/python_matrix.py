@@ -15,8 +15,8 @@ For each version (default: 3.10 3.11 3.12 3.13), in a temporary folder of its ow
                reference model READY in /models, a person found in skimage's astronaut photo by
                `ruthgen infer`; then SIGINT (Ctrl-C) stops it, cleanly, leaving no process behind.
 
-A Python is `pythonX.Y` on PATH when that runs, else the newest $PYENV_ROOT/versions/X.Y.*. pip's
-cache and the plugin environments' cache (~/.cache/ruth-ai-runtime/envs, keyed by Python version)
+A Python is `pythonX.Y` on PATH when that runs, else the newest $PYENV_ROOT/versions/X.Y.*. uv's and
+pip's caches and the plugin environments' cache (~/.cache/ruth-ai-runtime/envs, keyed by Python version)
 are used as they are: a second run on one machine downloads and builds less; a clean machine gets
 everything from the package index. Prints the time of every step; exits 1 when any step failed.
 CI runs the full suite on one Python first, and passes that version as --no-unit-on.

@@ -234,3 +234,37 @@ def test_ensure_env_names_the_package_whose_dependencies_need_numpy_2(env_cache,
         envs.ensure_env(folder, make_contract())
     message = str(info.value)
     assert "numpy<2" in message and "opencv-python-headless 4.12.0.88 depends on numpy" in message
+
+
+def test_fetched_wheels_enter_the_wheelhouse_whole_and_a_kept_one_stays(tmp_path):
+    fetched, wheelhouse = tmp_path / "fetched", tmp_path / "_wheels"
+    fetched.mkdir()
+    wheelhouse.mkdir()
+    (fetched / "six-1.17.0-py2.py3-none-any.whl").write_bytes(b"new six")
+    (fetched / "numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl").write_bytes(b"numpy")
+    (wheelhouse / "six-1.17.0-py2.py3-none-any.whl").write_bytes(b"kept six")
+    kept = (wheelhouse / "six-1.17.0-py2.py3-none-any.whl").stat().st_ino
+    envs._keep_wheels(fetched, wheelhouse)
+    assert sorted(p.name for p in wheelhouse.iterdir()) == [
+        "numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl", "six-1.17.0-py2.py3-none-any.whl"
+    ]
+    assert (wheelhouse / "six-1.17.0-py2.py3-none-any.whl").stat().st_ino == kept
+    assert (wheelhouse / "numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl").read_bytes() == b"numpy"
+
+
+def test_fetched_wheels_are_copied_then_renamed_when_a_rename_cannot_move_them(tmp_path, monkeypatch):
+    fetched, wheelhouse = tmp_path / "fetched", tmp_path / "_wheels"
+    fetched.mkdir()
+    wheelhouse.mkdir()
+    (fetched / "six-1.17.0-py2.py3-none-any.whl").write_bytes(b"six")
+    real_replace = os.replace
+
+    def replace(src, dst):  # another file system: only renames inside the wheelhouse work
+        if Path(src).parent != wheelhouse:
+            raise OSError(18, "Invalid cross-device link")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(envs.os, "replace", replace)
+    envs._keep_wheels(fetched, wheelhouse)
+    assert [p.name for p in wheelhouse.iterdir()] == ["six-1.17.0-py2.py3-none-any.whl"]
+    assert (wheelhouse / "six-1.17.0-py2.py3-none-any.whl").read_bytes() == b"six"
