@@ -102,8 +102,12 @@ def up(
 
 @app.command("infer")
 def infer(
-    model: Annotated[str, typer.Option("--model", help="The model_id.")],
-    version: Annotated[str, typer.Option("--version", help="The model version (there is no default).")],
+    model: Annotated[
+        list[str], typer.Option("--model", help="The model_id; repeat --model/--version for several models.")
+    ],
+    version: Annotated[
+        list[str], typer.Option("--version", help="The model version (there is no default), one per --model.")
+    ],
     images: Annotated[
         list[Path] | None,
         typer.Argument(help="JPEG or PNG files, or folders of them (sent in name order).", exists=True),
@@ -128,12 +132,19 @@ def infer(
         typer.Option(help="Also write the answers drawn: on each image (PNG, JPEG) or in one video (.mp4)."),
     ] = None,
 ) -> None:
-    """Send one camera's frames (images, a video) to a model through the sidecar; one JSON line per answer."""
+    """Send one camera's frames (images, a video) to a model through the sidecar; one JSON line per answer.
+
+    With several models (--model A --version 1.0.0 --model B --version 2.0.0), each frame goes to all
+    of them in one request; its JSON line holds one answer per model (``answers``)."""
     from ruthgen.errors import UsageError
     from ruthgen.media import VideoSource, image_files, image_frames
     from ruthstack.infer import DEFAULT_VIDEO_FPS, Annotations, StreamOptions, own_camera_id, stream_frames
 
     try:
+        if len(model) != len(version):
+            raise UsageError("give one --version for each --model, in the same order")
+        if len(model) > 1 and annotate is not None:
+            raise UsageError("--annotate draws one model's answers: give one --model")
         if bool(images) == (video is not None):
             raise UsageError("give images (files or folders) or --video FILE, not both")
         if realtime and (video is None or fps is not None):
@@ -153,14 +164,16 @@ def infer(
     except UsageError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from e
-    options = StreamOptions(sidecar, model, version, camera or own_camera_id(), rate, timeout)
+    models = list(zip(model, version, strict=True))
+    options = StreamOptions(sidecar, model[0], version[0], camera or own_camera_id(), rate, timeout,
+                            models=models if len(models) > 1 else None)
     failed = 0
 
     def on_answer(frame, answer) -> None:
         nonlocal failed
         where = {"image": str(frame.path)} if frame.path is not None else {**base, "frame": frame.index}
         typer.echo(json.dumps({**where, **answer}, sort_keys=True))
-        failed += "error" in answer
+        failed += "error" in answer or any("error" in one for one in answer.get("answers", ()))
         if drawn is not None:
             drawn.add(frame, answer)
 

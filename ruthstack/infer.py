@@ -5,7 +5,9 @@ sequence: every frame carries the same ``camera_id`` (``--camera``, else one of 
 temporal model sees them in order as one camera. They are sent at ``--fps``, at the video's own frame
 rate (``--realtime``), or as fast as the model answers (at most :data:`WINDOW` frames in flight).
 To a model whose input type is ``batch`` the frames go as batches of up to its ``max_batch_size``
-(consecutive frames, one request each). Each answer is handed to ``on_answer`` as it arrives
+(consecutive frames, one request each). With several models (``StreamOptions.models``) each frame
+goes to all of them in one request (``InferenceRequest.models``), and its answer holds one answer
+per model. Each answer is handed to ``on_answer`` as it arrives
 (``ruthgen infer`` prints it as one JSON line); ``--annotate`` draws them on the images or into one
 video.
 """
@@ -30,6 +32,7 @@ from sidecar.client import (
     batch_frame,
     format_of,
     make_batch_request,
+    make_models_request,
     make_request,
     pb,
 )
@@ -57,6 +60,7 @@ class StreamOptions:
     fps: float | None = None
     timeout_s: float = 10.0
     connect_timeout_s: float = 5.0
+    models: list[tuple[str, str]] | None = None  # several models: each frame to all, in one request
 
 
 Answer = Callable[[SourceFrame, dict[str, Any]], None]
@@ -143,7 +147,9 @@ def _answers(frames: list[SourceFrame], response: pb.InferenceResponse) -> Itera
 
 async def _model_facts(client: AIRuntimeClient, options: StreamOptions) -> tuple[list[str], int]:
     """The model's frame formats, first the one video frames are encoded in (none known: jpeg), and
-    the frames one request carries (a batch model's max_batch_size, else 1)."""
+    the frames one request carries (a batch model's max_batch_size, else 1; several models: 1)."""
+    if options.models:
+        return ["jpeg"], 1
     try:
         status = await client.status(options.model_id, options.version, timeout_s=options.timeout_s)
     except grpc.RpcError:  # an unknown model: every frame's answer says so
@@ -171,6 +177,8 @@ def _request(
         fmt = formats[0]
         data = encode(frame.rgb, fmt)
         fields.update(width=frame.rgb.shape[1], height=frame.rgb.shape[0])
+    if options.models:
+        return make_models_request(options.models, data, fmt, **fields)
     return make_request(options.model_id, options.version, data, fmt, **fields)
 
 

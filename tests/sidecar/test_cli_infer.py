@@ -62,3 +62,14 @@ def test_infer_command_exits_2_when_the_video_cannot_be_read(tmp_path):
     result = _usage(tmp_path, "--video", "VIDEO")
     assert result.exit_code == 2
     assert "cannot read the video" in result.output
+
+
+def test_infer_command_exits_2_unless_each_model_has_its_version(tmp_path):
+    image = tmp_path / "f.png"
+    image.write_bytes(image_bytes(fmt="PNG"))
+    models = ["--model", "a", "--version", "1.0.0", "--model", "b"]
+    result = CliRunner().invoke(app, ["infer", *models, str(image)])
+    assert result.exit_code == 2 and "one --version for each --model" in result.output
+    both = ["--model", "a", "--version", "1.0.0", "--model", "b", "--version", "2.0.0"]
+    result = CliRunner().invoke(app, ["infer", *both, "--annotate", str(tmp_path / "o.png"), str(image)])
+    assert result.exit_code == 2 and "--annotate draws one model's answers" in result.output

@@ -83,3 +83,15 @@ def test_own_camera_id_is_new_each_run_and_short_enough_for_triton():
     ids = {own_camera_id() for _ in range(50)}
     assert len(ids) == 50
     assert all(len(i) <= 20 for i in ids)  # Triton 2.51 aborts on a longer sequence id string
+
+
+async def test_frames_reach_several_models_in_one_request_each_with_an_answer_per_model(sidecar, fake_triton):
+    answers = await send(sidecar, "alpha", rgb_frames(3), camera_id="cam-m",
+                         models=[("alpha", "1.0.0"), ("tracker", "1.0.0")])
+    assert [frame_id for frame_id, _ in sorted(answers)] == ["000000", "000001", "000002"]
+    for _, answer in answers:
+        answered = [(a["model_id"], a.get("error")) for a in answer["answers"]]
+        assert answered == [("alpha", None), ("tracker", None)]
+    sent = sent_to(fake_triton, "tracker__1.0.0")
+    assert [r.parameters["frame_id"].string_param for r in sent] == ["000000", "000001", "000002"]
+    assert len(sent_to(fake_triton, "alpha__1.0.0")) == 3
