@@ -241,6 +241,8 @@ def _expire_lane(lane: _Lane) -> None:
     future = lane.future
     if future is not None and not future.done():
         future.set_exception(RequestTimeout("the model did not answer before the deadline"))
+    if lane.sending and lane.stream is not None:  # the request's write itself did not complete: end it
+        lane.stream.abort()
 
 
 #: ``on_reply(request_id, result, error, model_ms)``; what it returns, when not None, is awaited
@@ -465,6 +467,14 @@ class TritonAdapter:
             lane.sending = True
             try:
                 await lane.stream.send(request)  # type: ignore[union-attr]
+            except SidecarError:
+                if not future.done() or future.cancelled():
+                    raise
+                lane.answered = False
+                self._drop_lane(lane)  # its stream is gone
+                if future.exception() is not None:
+                    raise future.exception() from None  # the deadline passed while writing: TIMEOUT
+                return future.result()  # answered, though the write call failed
             finally:
                 lane.sending = False
                 if lane.answered:  # Triton answered before the write call returned

@@ -34,6 +34,10 @@ class FakeCall:
         delay = self.stub.delays.get(request.id, 0.0)
         if delay is not None:
             asyncio.get_running_loop().call_later(delay, self.replies.put_nowait, request.id)
+        if self.stub.stuck_writes:  # a write that never completes until the call is cancelled
+            while not self.cancelled:
+                await asyncio.sleep(0.01)
+            raise grpc.aio.UsageError("the call was cancelled")
         if self.stub.slow_writes:  # the answer can arrive before the write call returns
             self.writing = True
             try:
@@ -64,6 +68,7 @@ class FakeStub:
         self.delays: dict[str, float | None] = {}
         self.broken = False
         self.slow_writes = False
+        self.stuck_writes = False
 
     def ModelStreamInfer(self) -> FakeCall:
         call = FakeCall(self)
@@ -157,3 +162,13 @@ async def test_a_lane_answered_before_its_write_returned_takes_no_request_until_
     assert len(adapter.stub.calls) == 2 and not any(call.cancelled for call in adapter.stub.calls)
     assert await answer(adapter, "c") == b'{"id": "c"}'  # and a's lane serves again afterwards
     assert len(adapter.stub.calls) == 2
+
+
+async def test_a_write_that_does_not_complete_is_answered_timeout_at_the_deadline(adapter):
+    adapter.stub.stuck_writes = True
+    adapter.stub.delays["stuck"] = None  # and no answer comes
+    with pytest.raises(RequestTimeout):
+        await asyncio.wait_for(adapter.infer(request("stuck"), 0.1), 10)
+    assert adapter.stub.calls[0].cancelled
+    adapter.stub.stuck_writes = False
+    assert await answer(adapter, "next") == b'{"id": "next"}'
