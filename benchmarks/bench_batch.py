@@ -1,9 +1,11 @@
 """Batches through the sidecar against the same frames sent one by one, in one run.
 
-The reference batch plugin (``ai/models/crowd_count``: one SSDLite-MobileNetV2 pass over the
-whole batch) is built into a repository, served by an embedded tritonserver, and reached through
-the sidecar (its own process). For each batch size B (1, 4 and 8 by default), the same B frames
-(640x480 JPEG scenes with a person, ``examples/scenes.py``) go
+The reference batch plugin (``ai/models/crowd_count``, with its upstream person_detection: the
+runtime runs the detector on each frame, then crowd_count once over the whole batch) is built into
+a repository, served by an embedded tritonserver, and reached through the sidecar (its own
+process). For each batch size B (1, 4 and 8 by default), the same B frames (640x480 JPEG scenes
+with a person, ``examples/scenes.py``; each sent with a new ``frame_id``, so that no upstream result
+is reused) go
 
 * ``batch``: as one ``Infer`` request carrying the B frames (``InferenceRequest.batch``);
 * ``parallel``: as B single-frame ``Infer`` requests in flight together (what a backend without
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import shutil
 import statistics
@@ -48,9 +51,11 @@ from sidecar.client import AIRuntimeClient, batch_frame, pb  # noqa: E402
 from sidecar.process import SidecarProcess  # noqa: E402
 
 MODEL, VERSION = "crowd_count", "1.0.0"
+UPSTREAM = ("person_detection", "1.0.0")
 RESULTS = ROOT / "benchmarks" / "results" / "bench_batch.json"
 
 Call = Callable[[], Awaitable[int]]  # sends once, returns the frames answered
+SENT = itertools.count()  # frame ids: a new one for every frame sent
 
 
 def frames(count: int) -> list[bytes]:
@@ -64,7 +69,8 @@ def frames(count: int) -> list[bytes]:
 
 def build(workdir: Path) -> Path:
     models = workdir / "models"
-    shutil.copytree(ROOT / "ai" / "models" / MODEL / VERSION, models / MODEL / VERSION)
+    for model_id, version in ((MODEL, VERSION), UPSTREAM):
+        shutil.copytree(ROOT / "ai" / "models" / model_id / version, models / model_id / version)
     result = build_repository(models, workdir / "model_repository")
     if not all(report.valid for report in result.reports):
         raise SystemExit(f"{MODEL} did not build: {[r.to_dict() for r in result.reports]}")
@@ -73,17 +79,18 @@ def build(workdir: Path) -> Path:
 
 def calls(client: AIRuntimeClient, jpegs: list[bytes], size: int) -> dict[str, Call]:
     chosen = jpegs[:size]
-    batch = [batch_frame(data, frame_id=f"f{i}", camera_id=f"cam-{i}") for i, data in enumerate(chosen)]
 
     async def one(index: int) -> int:
         response = await client.infer(
-            MODEL, VERSION, chosen[index], frame_id=f"f{index}", camera_id=f"cam-{index}"
+            MODEL, VERSION, chosen[index], frame_id=f"f{next(SENT)}", camera_id=f"cam-{index}"
         )
         if response.HasField("error"):
             raise RuntimeError(f"frame {index}: {response.error}")
         return 1
 
     async def as_batch() -> int:
+        batch = [batch_frame(data, frame_id=f"f{next(SENT)}", camera_id=f"cam-{i}")
+                 for i, data in enumerate(chosen)]
         response = await client.infer_batch(MODEL, VERSION, batch)
         failed = [r.error for r in response.batch if r.HasField("error")]
         if response.HasField("error") or failed or len(response.batch) != size:
@@ -150,7 +157,7 @@ async def wait_ready(client: AIRuntimeClient, timeout_s: float = 300.0) -> None:
     while True:
         status = {m.model_id: m for m in (await client.status()).models}
         model = status.get(MODEL)
-        if model is not None and model.state == pb.READY:
+        if model is not None and model.state == pb.READY and not model.waiting_for:
             return
         if time.monotonic() > deadline:
             raise SystemExit(f"{MODEL} is not READY: {model}")

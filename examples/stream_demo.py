@@ -6,6 +6,10 @@ synthetic 640x480 JPEGs (examples/scenes.py) sent at ``--fps`` per camera, inter
 stream; each round's frames of both cameras also go as one batch to crowd_count 1.0.0 (people per
 camera and in all), unless ``--no-crowd``. Each reply is printed as it arrives.
 
+With ``--several`` each frame of ``cam-hall`` goes in one request to fall_detection, person_detection
+and helmet_detection (``InferenceRequest.models``): the frame crosses once, the person detector runs
+once for the three, and the reply holds one answer per model.
+
 With ``--shared-memory`` the frames travel by reference: each is written into a slot of a
 shared-memory ring (:mod:`sidecar.frame_ring`) and the request names the slot; the runtime must run
 on this host with frames by reference on (``RUTH_SHARED_MEMORY=true make up``).
@@ -13,7 +17,7 @@ on this host with frames by reference on (``RUTH_SHARED_MEMORY=true make up``).
 Start the runtime first (``make up`` or ``ruthgen up``), then:
 
     .venv/bin/python examples/stream_demo.py [--target 127.0.0.1:50051] [--fps 5] [--no-crowd]
-        [--shared-memory]
+        [--shared-memory] [--several]
 """
 
 from __future__ import annotations
@@ -31,7 +35,15 @@ import cv2
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scenes
 
-from sidecar.client import AIRuntimeClient, batch_frame, make_batch_request, make_request, pb, result_dict
+from sidecar.client import (
+    AIRuntimeClient,
+    batch_frame,
+    make_batch_request,
+    make_models_request,
+    make_request,
+    pb,
+    result_dict,
+)
 from sidecar.frame_ring import FrameRing
 
 CAMERAS = {
@@ -39,6 +51,10 @@ CAMERAS = {
     "cam-store": ("fire_detection", "2.1.0", lambda: scenes.flame_sequence(frames=18)),
 }
 CROWD = ("crowd_count", "1.0.0")
+#: With --several, the models each cam-hall frame goes to, in one request.
+SEVERAL = {
+    "cam-hall": [("fall_detection", "1.0.0"), ("person_detection", "1.0.0"), ("helmet_detection", "0.1.0")],
+}
 
 
 def _jpeg(rgb: Any) -> bytes:
@@ -66,7 +82,7 @@ class ByReference:
 
 
 async def _requests(
-    fps: float, crowd: bool, shared: ByReference | None = None
+    fps: float, crowd: bool, shared: ByReference | None = None, several: bool = False
 ) -> AsyncIterator[pb.InferenceRequest]:
     """Both cameras' frames, interleaved, one round every 1/fps seconds; a crowd batch per round."""
     streams = {camera: iter(make()) for camera, (_, _, make) in CAMERAS.items()}
@@ -81,8 +97,12 @@ async def _requests(
                 continue
             rgb, timestamp_ms = item
             data, frame_id = _jpeg(rgb), f"{camera}-{index:03d}"
-            request = make_request(model_id, version, data, "jpeg", camera_id=camera,
-                                   frame_id=frame_id, timestamp_ms=timestamp_ms + 1)
+            if several and camera in SEVERAL:
+                request = make_models_request(SEVERAL[camera], data, "jpeg", camera_id=camera,
+                                              frame_id=frame_id, timestamp_ms=timestamp_ms + 1)
+            else:
+                request = make_request(model_id, version, data, "jpeg", camera_id=camera,
+                                       frame_id=frame_id, timestamp_ms=timestamp_ms + 1)
             entry = batch_frame(data, frame_id=frame_id, camera_id=camera, timestamp_ms=timestamp_ms + 1)
             if shared is not None:
                 request.frame.CopyFrom(await shared.frame(frame_id, data))
@@ -97,6 +117,17 @@ async def _requests(
 
 
 def describe(response: pb.InferenceResponse, elapsed_s: float) -> str:
+    if response.answers:  # one request for several models: a line per model
+        lines = []
+        for answer in response.answers:
+            one = pb.InferenceResponse(frame_id=response.frame_id, camera_id=response.camera_id,
+                                       model_id=answer.model_id, version=answer.version)
+            if answer.HasField("error"):
+                one.error.CopyFrom(answer.error)
+            else:
+                one.result.CopyFrom(answer.result)
+            lines.append(describe(one, elapsed_s))
+        return "\n".join(lines)
     head = f"{elapsed_s:6.2f}s  {response.camera_id:<9} {response.frame_id:<14} {response.model_id:<15}"
     if response.HasField("error"):
         return f"{head} ERROR {pb.ErrorCode.Name(response.error.code)}: {response.error.message}"
@@ -108,6 +139,8 @@ def describe(response: pb.InferenceResponse, elapsed_s: float) -> str:
     result = result_dict(response)
     boxes = ", ".join(f"{b['label']}@({int(b['x'])},{int(b['y'])},{int(b['width'])}x{int(b['height'])})"
                       for b in result.get("bounding_boxes", []))
+    if "confidence" not in result:
+        return f"{head} {result['event_type']:<15} {boxes}"
     return f"{head} {result['event_type']:<15} conf {result['confidence']:.2f}  {boxes}"
 
 
@@ -117,6 +150,7 @@ async def run(
     emit: Callable[[str], None] = print,
     crowd: bool = True,
     shared_memory: bool = False,
+    several: bool = False,
 ) -> list[pb.InferenceResponse]:
     """Stream both cameras to the sidecar at ``target``; returns the replies in arrival order."""
     replies = []
@@ -131,7 +165,7 @@ async def run(
                 raise SystemExit(message) from exc
             start = time.monotonic()
             metadata = ring.metadata if ring is not None else None
-            async for response in client.stream(_requests(fps, crowd, shared), metadata):
+            async for response in client.stream(_requests(fps, crowd, shared, several), metadata):
                 if shared is not None:
                     shared.answered(response)
                 replies.append(response)
@@ -147,13 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default="127.0.0.1:50051", help="the sidecar's gRPC address")
     parser.add_argument("--fps", type=float, default=5.0, help="frames per second per camera")
     parser.add_argument("--no-crowd", action="store_true", help="no crowd_count batches")
+    parser.add_argument("--several", action="store_true",
+                        help="cam-hall's frames to fall, person and helmet detection in one request each")
     parser.add_argument("--shared-memory", action="store_true",
                         help="send the frames by reference through a shared-memory ring (same host)")
     args = parser.parse_args(argv)
     replies = asyncio.run(
-        run(args.target, args.fps, crowd=not args.no_crowd, shared_memory=args.shared_memory)
+        run(args.target, args.fps, crowd=not args.no_crowd, shared_memory=args.shared_memory,
+            several=args.several)
     )
-    events = [result_dict(r)["event_type"] for r in replies if not r.HasField("error") and not r.batch]
+    answers = [a for r in replies for a in r.answers if a.HasField("result")]
+    events = [result_dict(r)["event_type"] for r in replies
+              if r.HasField("result") and not r.batch] + [result_dict(a)["event_type"] for a in answers]
     print(f"{len(replies)} replies: {events.count('fall_detected')} with fall_detected, "
           f"{events.count('fire_detected')} with fire_detected")
     return 0

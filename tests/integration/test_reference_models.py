@@ -227,3 +227,20 @@ async def test_ruthgen_infer_annotate_draws_the_persons_found_when_given_a_photo
     x, y, h = boxes[0]["x"], boxes[0]["y"], boxes[0]["height"]
     edge = np.abs(drawn[y + 20 : y + h - 20, x] - original[y + 20 : y + h - 20, x]).max(axis=1)
     assert (edge > 30).mean() > 0.9, "the box's left edge is drawn along its height"
+
+
+async def test_reference_models_stream_demo_sends_each_hall_frame_to_three_models_in_one_request(
+    client, sidecar_port
+):
+    import stream_demo
+
+    lines: list[str] = []
+    replies = await stream_demo.run(f"127.0.0.1:{sidecar_port}", fps=20.0, emit=lines.append, crowd=False,
+                                    several=True)
+    hall = [r for r in replies if r.camera_id == "cam-hall"]
+    assert hall and all([a.model_id for a in r.answers] == [m for m, _ in stream_demo.SEVERAL["cam-hall"]]
+                        for r in hall)
+    assert not [a for r in hall for a in r.answers if a.HasField("error")]
+    events = {a.model_id: result_dict(a)["event_type"] for r in hall for a in r.answers}
+    assert set(events) == {"fall_detection", "person_detection", "helmet_detection"}
+    assert any("fall_detected" in line for line in lines) and not [x for x in lines if " ERROR " in x]

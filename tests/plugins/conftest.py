@@ -4,7 +4,7 @@ import os
 import tempfile
 
 import pytest
-from plugin_harness import LoadedPlugin
+from plugin_harness import ISLANDS_DIR, load
 
 # matplotlib (imported by mediapipe) writes a config folder; keep it out of the plugin sources
 os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="ruth-plugin-tests-mpl-"))
@@ -12,12 +12,11 @@ os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="ruth-plugin-tests
 
 @pytest.fixture(scope="session")
 def load_plugin():
-    loaded: dict[tuple[str, str], LoadedPlugin] = {}
+    """A plugin of ai/models, loaded once per session (with its upstreams)."""
+    return load
 
-    def _load(model_id: str, version: str) -> LoadedPlugin:
-        key = (model_id, version)
-        if key not in loaded:
-            loaded[key] = LoadedPlugin(model_id, version)
-        return loaded[key]
 
-    return _load
+@pytest.fixture(scope="session")
+def load_island():
+    """The same plugin as it was with its own person detector (benchmarks/fixtures/islands)."""
+    return lambda model_id, version: load(model_id, version, ISLANDS_DIR)

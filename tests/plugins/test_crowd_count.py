@@ -1,16 +1,21 @@
-"""crowd_count 1.0.0 in-process: one detector pass per batch, a count per frame, a total per batch."""
+"""crowd_count 1.0.0 in-process: person_detection's boxes per frame, a count per frame, a total per batch."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
-from plugin_harness import NO_PERSON_PHOTOS, PERSON_PHOTOS, photo
+from plugin_harness import NO_PERSON_PHOTOS, PERSON_PHOTOS, assert_same_boxes, photo, sides
 
 
 @pytest.fixture(scope="module")
 def counter(load_plugin):
     return load_plugin("crowd_count", "1.0.0")
+
+
+@pytest.fixture(scope="module")
+def island(load_island):
+    return load_island("crowd_count", "1.0.0")
 
 
 def frames(counter, images):
@@ -25,8 +30,21 @@ def two_people() -> np.ndarray:
     return canvas
 
 
+def four_cameras() -> list[np.ndarray]:
+    return [photo(PERSON_PHOTOS[0]), photo(NO_PERSON_PHOTOS[0]), two_people(), photo(PERSON_PHOTOS[1])]
+
+
+#: Every batch the tests below send.
+BATCHES = {
+    "four cameras": four_cameras,
+    "two people alone": lambda: [two_people()],
+    "two people between empty rooms": lambda: [photo("coffee"), two_people(), photo("rocket")],
+    **{name: lambda name=name: [photo(name)] for name in NO_PERSON_PHOTOS},
+}
+
+
 def test_crowd_count_counts_each_frame_and_totals_the_batch(counter):
-    images = [photo(PERSON_PHOTOS[0]), photo(NO_PERSON_PHOTOS[0]), two_people(), photo(PERSON_PHOTOS[1])]
+    images = four_cameras()
     results = counter.run_batch(frames(counter, images))
     assert [r["count"] for r in results] == [1, 0, 2, 1]
     assert {r["total"] for r in results} == {4} and {r["batch_size"] for r in results} == {4}
@@ -48,3 +66,32 @@ def test_crowd_count_finds_the_same_people_alone_as_in_a_batch(counter):
 def test_crowd_count_counts_nobody_when_no_photo_shows_a_person(counter, name):
     (result,) = counter.run_batch(frames(counter, [photo(name)]))
     assert (result["count"], result["total"], result["bounding_boxes"]) == (0, 0, [])
+
+
+def test_crowd_count_counts_the_people_person_detection_found_in_each_frame(counter):
+    batch = frames(counter, four_cameras())
+    results = counter.run_batch(batch)
+    for frame, result in zip(batch, results, strict=True):
+        assert sides(result["bounding_boxes"]) == sides(frame.upstreams["person_detection"]["bounding_boxes"])
+
+
+def test_crowd_count_counts_nobody_when_the_frames_have_no_upstream_result(counter):
+    # the warmup frame: frame.upstreams is empty
+    batch = [counter.frame(image, upstreams=False) for image in four_cameras()]
+    results = counter.run_batch(batch)
+    assert [(r["count"], r["total"], r["batch_size"]) for r in results] == [(0, 0, 4)] * 4
+
+
+@pytest.mark.parametrize("name", list(BATCHES))
+def test_crowd_count_answers_as_with_its_own_detector_when_given_person_detections_boxes(
+    counter, island, name
+):
+    images = BATCHES[name]()
+    shared = counter.run_batch(frames(counter, images))
+    alone = island.run_batch(frames(island, images))  # benchmarks/fixtures/islands: its own detector
+    for ours, theirs in zip(shared, alone, strict=True):
+        keys = ("count", "total", "batch_size")
+        assert {k: ours[k] for k in keys} == {k: theirs[k] for k in keys}
+        assert_same_boxes(ours["bounding_boxes"], theirs["bounding_boxes"])
+        for a, b in zip(ours["bounding_boxes"], theirs["bounding_boxes"], strict=True):
+            assert abs(a["confidence"] - b["confidence"]) <= 0.01

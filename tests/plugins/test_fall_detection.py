@@ -4,15 +4,29 @@ import sys
 from pathlib import Path
 
 import pytest
-from plugin_harness import photo
+from plugin_harness import assert_same_boxes, photo, sides
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 import scenes
+
+#: Every clip the tests below send (one camera's frames, in order).
+PEOPLE, NOBODY = ("camera", "astronaut"), ("coffee", "chelsea", "rocket")
+CLIPS = {
+    **{f"fall {name}": lambda name=name: scenes.fall_sequence(name) for name in PEOPLE},
+    **{f"upright {name}": lambda name=name: scenes.upright_sequence(name) for name in PEOPLE},
+    "lie down slowly": lambda: scenes.lie_down_slowly_sequence("astronaut"),
+    "nobody": lambda: [(photo(name), index * 100) for index, name in enumerate(NOBODY)],
+}
 
 
 @pytest.fixture(scope="module")
 def fall(load_plugin):
     return load_plugin("fall_detection", "1.0.0")
+
+
+@pytest.fixture(scope="module")
+def island(load_island):
+    return load_island("fall_detection", "1.0.0")
 
 
 def run_sequence(plugin, frames, camera_id):
@@ -88,6 +102,36 @@ def test_fall_detection_counts_time_at_the_configured_rate_when_frames_carry_no_
     for index, (image, _) in enumerate(scenes.fall_sequence("astronaut")):
         results.append(fall(image, camera_id="no-clock", sequence_start=index == 0))
     assert results[-1]["event_type"] == "fall_detected"
+
+
+def test_fall_detection_judges_the_largest_person_person_detection_found_in_the_same_frame(fall):
+    image, timestamp_ms = next(iter(scenes.upright_sequence("astronaut")))
+    frame = fall.frame(image, camera_id="upstream", sequence_start=True, timestamp_ms=timestamp_ms)
+    result = fall.run(frame)
+    assert sides(result["bounding_boxes"]) == sides(frame.upstreams["person_detection"]["bounding_boxes"])
+
+
+def test_fall_detection_looks_for_a_pose_in_the_whole_frame_when_it_has_no_upstream_result(fall):
+    # the warmup frame: frame.upstreams is empty; MediaPipe still finds the person
+    frame = fall.frame(photo("camera"), camera_id="warmup", sequence_start=True, upstreams=False)
+    result = fall.run(frame)
+    assert result["event_type"] == "person_detected" and result["posture"] == "upright"
+    assert result["frames_observed"] == 1
+    assert len(result["bounding_boxes"]) == 1
+
+
+@pytest.mark.parametrize("name", list(CLIPS))
+def test_fall_detection_answers_as_with_its_own_detector_when_given_person_detections_boxes(
+    fall, island, name
+):
+    frames = list(CLIPS[name]())
+    shared = run_sequence(fall, frames, f"shared-{name}")
+    alone = run_sequence(island, frames, f"alone-{name}")  # benchmarks/fixtures/islands: its own detector
+    keys = ("event_type", "posture", "frames_observed")
+    assert [{k: r[k] for k in keys} for r in shared] == [{k: r[k] for k in keys} for r in alone]
+    for ours, theirs in zip(shared, alone, strict=True):
+        assert abs(ours["confidence"] - theirs["confidence"]) <= 0.05
+        assert_same_boxes(ours["bounding_boxes"], theirs["bounding_boxes"])
 
 
 # The rule alone, on hand-made observations.

@@ -7,9 +7,9 @@ from typing import Any
 
 def postprocess(outputs: dict[str, Any], context: Any) -> dict[str, Any]:
     boxes = [
-        {"x": int(x), "y": int(y), "width": int(w), "height": int(h), "label": "person",
-         "confidence": round(float(score), 4)}
-        for x, y, w, h, score in outputs["boxes"]
+        {"x": int(b["x"]), "y": int(b["y"]), "width": int(b["width"]), "height": int(b["height"]),
+         "label": "person", "confidence": round(float(b["confidence"]), 4)}
+        for b in outputs["boxes"]
     ]
     return {"count": len(boxes), "total": int(outputs["total"]), "batch_size": int(outputs["batch_size"]),
             "bounding_boxes": boxes}

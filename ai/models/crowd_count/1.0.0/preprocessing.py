@@ -1,13 +1,19 @@
-"""Frame -> the network's input image (RGB, SxS, no crop) and the frame's size."""
+"""Frame -> the people person_detection 1.0.0 found in it (``frame.upstreams``): boxes in frame
+pixels, best first, those below this plugin's thresholds left out."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import cv2
+UPSTREAM = "person_detection"
 
 
 def preprocess(frame: Any, context: Any) -> dict[str, Any]:
-    side = int(context.config.get("input_size", 300))
-    image = cv2.resize(frame.image, (side, side), interpolation=cv2.INTER_LINEAR)
-    return {"image": image, "width": int(frame.width), "height": int(frame.height)}
+    cfg = context.config
+    threshold = float(cfg.get("score_threshold", 0.5))
+    min_side = int(cfg.get("min_box_side_px", 4))
+    result = frame.upstreams.get(UPSTREAM) or {}  # the warmup frame has no upstream results
+    boxes = [b for b in result.get("bounding_boxes", ())
+             if b["confidence"] >= threshold and min(b["width"], b["height"]) >= min_side]
+    boxes.sort(key=lambda b: -b["confidence"])
+    return {"boxes": boxes[: int(cfg.get("max_detections", 100))]}

@@ -1,9 +1,10 @@
 """Fall detection: person boxes + body pose per frame, a posture rule over each camera's frames.
 
-Per frame: SSDLite person boxes; MediaPipe pose on the largest person (on the whole frame when no
-box is found: the detector often misses people lying down); an observation of torso angle, box
-shape and hip height. Per camera (``frame.camera_id``, reset on ``sequence_start``): the rule in
-posture.py turns the recent observations into fall_detected / no_fall / person_detected.
+Per frame: the person boxes of the upstream person_detection 1.0.0 (``frame.upstreams``, read in
+preprocessing.py); MediaPipe pose on the largest person (on the whole frame when no box is found:
+the detector often misses people lying down); an observation of torso angle, box shape and hip
+height. Per camera (``frame.camera_id``, reset on ``sequence_start``): the rule in posture.py turns
+the recent observations into fall_detected / no_fall / person_detected.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .person_boxes import Box, PersonDetector
+from .people import Box
 from .pose import PoseEstimator, PoseObservation
 from .posture import CameraTrack, Decision, Observation, Rule
 
@@ -40,7 +41,6 @@ class Camera:
 
 @dataclass
 class FallState:
-    detector: PersonDetector
     pose: PoseEstimator
     rule: Rule
     config: Any
@@ -58,10 +58,9 @@ class FallState:
 
 def load(context: Any) -> FallState:
     cfg = context.config
-    detector = PersonDetector(context.weights_dir, float(cfg.get("person_score_threshold", 0.4)))
     pose = PoseEstimator(float(cfg.get("pose_min_detection_confidence", 0.5)),
                          float(cfg.get("pose_min_visibility", 0.5)), Path(context.model_dir) / ".cache")
-    return FallState(detector, pose, Rule.from_config(cfg.get("rule", {})), cfg)
+    return FallState(pose, Rule.from_config(cfg.get("rule", {})), cfg)
 
 
 def _subject_pose(state: FallState, image: Any, box: Box | None) -> PoseObservation | None:
@@ -83,7 +82,7 @@ def infer(state: FallState, inputs: dict[str, Any]) -> dict[str, Any]:
     camera = state.camera(inputs["camera_id"], inputs["sequence_start"])
     t = camera.clock.tick(inputs["timestamp_ms"], float(state.config.get("assumed_fps", 10.0)))
 
-    boxes = state.detector.detect(image)
+    boxes = list(inputs["boxes"])
     subject = max(boxes, key=lambda b: b.area) if boxes else None
     pose = _subject_pose(state, image, subject)
     if subject is None and pose is not None:
