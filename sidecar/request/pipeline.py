@@ -297,7 +297,7 @@ class Pipeline:
             source.frame_id, source.camera_id, model_id, version, source.data, source.format, source.width,
             source.height, source.timestamp_ms, timeout_ms, reference=source.reference,
         )
-        outcome = await self.infer(request, client_remaining_s, regions)
+        outcome = await self._infer_one(request, client_remaining_s, regions, None)  # the memo's own run
         return outcome.result, outcome.error
 
     # ---- prepare ---------------------------------------------------------------------------------
@@ -614,6 +614,49 @@ class Pipeline:
         ``shared``: the upstream results of the call this request is part of (:meth:`infer_many`)."""
         if request.models is not None:
             return await self.infer_many(request, client_remaining_s, regions)
+        if (request.frame_id and request.batch is None
+                and (request.model_id, request.version) in self.routes.upstream_keys):
+            return await self._infer_shared(request, client_remaining_s, regions, shared)
+        return await self._infer_one(request, client_remaining_s, regions, shared)
+
+    async def _infer_shared(
+        self, request: FrameRequest, client_remaining_s: float | None, regions: CallRegions | None,
+        shared: dict | None,
+    ) -> Outcome:
+        """A request to a model that others take as their upstream: its result for the frame is kept
+        (and a result kept or running already answers it), so that the model runs once per frame."""
+        key = (request.model_id, request.version, request.camera_id, request.frame_id)
+        memo = self.upstreams.memo
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        found = memo.lookup(key)
+        if found is not None and (shared is None or shared.get(key) is not found):
+            try:
+                result = await asyncio.shield(found)
+            except SidecarError:
+                pass  # a failure is not kept: run it
+            else:
+                return Outcome(request, result, None, (loop.time() - started) * 1000.0)
+        future = loop.create_future()
+        future.add_done_callback(_seen)
+        memo.start(key, future)
+        try:
+            outcome = await self._infer_one(request, client_remaining_s, regions, shared)
+        except BaseException as exc:
+            future.set_exception(SidecarError(f"{type(exc).__name__}: {exc}"))
+            memo.settle(key, future)
+            raise
+        if outcome.error is not None:
+            future.set_exception(outcome.error)
+        else:
+            future.set_result(outcome.result)
+        memo.settle(key, future)
+        return outcome
+
+    async def _infer_one(
+        self, request: FrameRequest, client_remaining_s: float | None, regions: CallRegions | None,
+        shared: dict | None,
+    ) -> Outcome:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:

@@ -64,12 +64,19 @@ class RouteTable:
 
     def __init__(self) -> None:
         self._routes: dict[tuple[str, str], Route] = {}
+        #: the versions some route names as an upstream: their results are worth sharing
+        self.upstream_keys: frozenset[tuple[str, str]] = frozenset()
 
     def publish(self, route: Route) -> None:
         self._routes[(route.model_id, route.version)] = route
+        self._index()
 
     def withdraw(self, model_id: str, version: str) -> None:
         self._routes.pop((model_id, version), None)
+        self._index()
+
+    def _index(self) -> None:
+        self.upstream_keys = frozenset(key for route in self._routes.values() for key in route.upstreams)
 
     def get(self, model_id: str, version: str) -> Route | None:
         return self._routes.get((model_id, version))

@@ -70,7 +70,7 @@ def triton(module_triton_factory, repository):
 async def sidecar(triton, repository):
     settings = load_settings(grpc_port=0, http_port=0, triton_url=triton.grpc_url,
                              model_repository=repository, refresh_interval_s=0.5, request_timeout_ms=60_000,
-                             shared_memory=True)
+                             shared_memory=True, calibrate=False)  # no calibration frames among the tests
     async with Sidecar(settings) as running:
         yield running
 

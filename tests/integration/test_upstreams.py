@@ -22,6 +22,11 @@ DEPENDENTS = ("up_frame", "up_batch", "up_temporal")
 ALL = ("up_counter", *DEPENDENTS)
 
 
+def running(triton_factory, tmp_path, plugins, **overrides):
+    """The test stack without capacity calibration, whose frames up_counter would count as runs."""
+    return stack(triton_factory, tmp_path, plugins, calibrate=False, **overrides)
+
+
 async def _all_ready(http, *model_ids):
     for model_id in model_ids:
         await until(lambda m=model_id: state_is(http, m, "READY"), timeout=60.0)
@@ -34,7 +39,8 @@ def _answers(response) -> dict[str, dict]:
 
 
 async def test_an_upstream_runs_once_per_frame_for_one_call_and_for_separate_calls(triton_factory, tmp_path):
-    async with stack(triton_factory, tmp_path, list(ALL), upstream_memo_entries=8) as (sidecar, http, client):
+    async with running(triton_factory, tmp_path, list(ALL), upstream_memo_entries=8) as (sidecar, http,
+                                                                                        client):
         await _all_ready(http, *ALL)
         models = [(m, V) for m in ALL]
         first = _answers(await client.infer_models(models, FRAME, frame_id="f1", camera_id="cam1"))
@@ -68,7 +74,7 @@ async def test_an_upstream_runs_once_per_frame_for_one_call_and_for_separate_cal
 async def test_an_upstream_that_fails_times_out_or_goes_gives_each_dependent_a_coded_error(
     triton_factory, tmp_path
 ):
-    async with stack(triton_factory, tmp_path, list(ALL), request_timeout_ms=1500) as (_, http, client):
+    async with running(triton_factory, tmp_path, list(ALL), request_timeout_ms=1500) as (_, http, client):
         await _all_ready(http, *ALL)
         models = [(m, V) for m in DEPENDENTS]
         failed = await client.infer_models(models, FRAME, frame_id="boom", camera_id="cam1")
@@ -91,7 +97,7 @@ async def test_an_upstream_that_fails_times_out_or_goes_gives_each_dependent_a_c
 async def test_a_dependent_added_before_its_upstream_serves_once_the_upstream_is_there(
     triton_factory, tmp_path
 ):
-    async with stack(triton_factory, tmp_path, ["up_frame"]) as (_, http, client):
+    async with running(triton_factory, tmp_path, ["up_frame"]) as (_, http, client):
         await until(lambda: state_is(http, "up_frame", "READY"), timeout=60.0)
         waiting = await model(http, "up_frame")
         assert waiting["health"] == "UNHEALTHY"
@@ -115,14 +121,14 @@ async def test_a_cycle_of_upstreams_is_invalid_with_its_reason(triton_factory, t
         shutil.copytree(PLUGINS / "up_frame" / V, folder)
         text = (folder / "model.yaml").read_text().replace("up_frame", name).replace("up_counter", other)
         (folder / "model.yaml").write_text(text)
-    async with stack(triton_factory, tmp_path, []) as (_, http, _client):
+    async with running(triton_factory, tmp_path, []) as (_, http, _client):
         invalid = await until(lambda: _either_invalid(http, "cyc_a", "cyc_b"), timeout=30.0)
         assert invalid["reason"].startswith("upstream_cycle: upstreams form a cycle: ")
         assert "cyc_a 1.0.0" in invalid["reason"] and "cyc_b 1.0.0" in invalid["reason"]
 
 
 async def test_hot_reload_of_the_upstream_under_load_fails_no_request(triton_factory, tmp_path):
-    async with stack(triton_factory, tmp_path, ["up_counter", "up_frame"]) as (_, http, client):
+    async with running(triton_factory, tmp_path, ["up_counter", "up_frame"]) as (_, http, client):
         await _all_ready(http, "up_counter", "up_frame")
         before = (await model(http, "up_counter"))["triton_name"]
         stop = asyncio.Event()
@@ -153,7 +159,7 @@ async def test_hot_reload_of_the_upstream_under_load_fails_no_request(triton_fac
 
 
 async def test_a_temporal_dependent_keeps_each_cameras_order_on_a_stream(triton_factory, tmp_path):
-    async with stack(triton_factory, tmp_path, ["up_counter", "up_temporal"]) as (_, http, client):
+    async with running(triton_factory, tmp_path, ["up_counter", "up_temporal"]) as (_, http, client):
         await _all_ready(http, "up_counter", "up_temporal")
 
         async def frames():

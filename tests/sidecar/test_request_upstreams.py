@@ -83,6 +83,21 @@ async def test_the_upstream_runs_once_for_dependents_asking_about_one_frame(runt
     assert runtime.pipeline.upstreams.memo.hits == 3
 
 
+@pytest.mark.parametrize("upstream_first", [True, False])
+async def test_separate_requests_to_the_upstream_and_its_dependents_run_it_once(
+    runtime, fake_triton, upstream_first
+):
+    fake_triton.delays[PERSON] = 0.05
+    names = ["person", "helmet", "fall", "crowd"] if upstream_first else ["helmet", "fall", "crowd", "person"]
+    outcomes = await asyncio.gather(*(runtime.infer(frame(m, "f11")) for m in names))
+    assert [o.error for o in outcomes] == [None] * 4
+    (person,) = [o for o in outcomes if o.request.model_id == "person"]
+    assert json.loads(person.result) == {"people": 2}
+    assert len(sent_to(fake_triton, PERSON)) == 1
+    assert (await runtime.infer(frame("person", "f11"))).result == person.result  # kept a while
+    assert len(sent_to(fake_triton, PERSON)) == 1
+
+
 async def test_frames_without_a_frame_id_or_of_other_cameras_are_not_shared(runtime, fake_triton):
     for request in (frame("helmet", ""), frame("helmet", ""), frame("helmet", "f1", "cam1"),
                     frame("helmet", "f1", "cam2")):
