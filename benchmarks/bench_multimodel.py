@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "examples"))
 
-import scenes  # noqa: E402
+from bench_batch import frames  # noqa: E402
 from bench_models import machine  # noqa: E402
 
 from ruthgen.embedded import EmbeddedTriton  # noqa: E402
@@ -66,15 +65,6 @@ CAMERAS = 8
 
 #: One camera-frame sent one way: returns the bytes it sent.
 Send = Callable[[AIRuntimeClient, bytes, str, str], Awaitable[int]]
-
-
-def frames(count: int) -> list[bytes]:
-    encoded = []
-    for rgb, _ in scenes.upright_sequence("camera", frames=count):
-        ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
-        assert ok
-        encoded.append(data.tobytes())
-    return encoded
 
 
 def _check(response: pb.InferenceResponse, what: str) -> None:
