@@ -226,6 +226,8 @@ def _check(policy: Policy, event: str, args: tuple[Any, ...]) -> str | None:
         dir_fd = args[dir_fd_index] if dir_fd_index is not None and len(args) > dir_fd_index else None
         for path in _paths(args, indexes, dir_fd):
             if not policy.writable(path):
+                if event == "os.mkdir" and os.path.basename(path.rstrip("/")) == "__pycache__":
+                    return _Quiet(f"bytecode cache folder skipped: {path}")  # the import system's: it copes
                 return f"{event} outside the plugin folder is not permitted: {path}"
         return None
     if event in _NETWORK_EVENTS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -87,6 +88,26 @@ def test_guard_refuses_filesystem_changes_outside_the_plugin_folder(runtime, tmp
     rt = runtime(with_targets(plugin(body), [str(victim)]), input={"format": "raw_rgb"})
     assert expected in denied(run(rt))
     assert victim.read_text() == "keep"
+
+
+@pytest.mark.parametrize("when", ["load", "infer"])
+def test_importing_a_library_without_cached_bytecode_is_not_a_violation(runtime, tmp_path, monkeypatch, when):
+    # a fresh environment (uv does not compile bytecode) has no __pycache__ folders: the import
+    # system's attempt to make one outside the plugin folder is refused quietly, and the import works
+    library = tmp_path / "site" / f"fresh_{when}_lib"
+    library.mkdir(parents=True)
+    (library / "__init__.py").write_text("VALUE = 'imported'\n")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # writable while loading: not the library
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    monkeypatch.syspath_prepend(str(library.parent))
+    statement = f"import fresh_{when}_lib"
+    load = f"{statement}\n    return None" if when == "load" else "return None"
+    body = statement if when == "infer" else "pass"
+    rt = runtime(with_targets(plugin(body, load), [0]), input={"format": "raw_rgb"})
+    assert json.loads(run(rt)) == {"label": "done", "score": 1.0}
+    assert sys.modules[f"fresh_{when}_lib"].VALUE == "imported"
+    assert not (library / "__pycache__").exists()
 
 
 def test_guard_allows_the_temp_dir_during_load_only(runtime):
