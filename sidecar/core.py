@@ -135,9 +135,10 @@ class RuntimeCore:
             settings.shared_memory, settings.shared_memory_prefix, settings.shared_memory_max_region_bytes,
             settings.shared_memory_max_regions,
         )
-        self.pool = (
-            FramePool(settings.shared_memory_pool_bytes, settings.shared_memory_reuse_delay_s)
-            if settings.shared_memory else None
+        self.pool = (  # frames by reference need it from the start; decoded frames at their first
+            FramePool(settings.shared_memory_pool_bytes, settings.shared_memory_reuse_delay_s,
+                      lazy=not settings.shared_memory)
+            if settings.shared_memory or settings.decode_once else None
         )
         self.pipeline = Pipeline(settings, adapter, self.routes, self.leases, self._observe, self.pool)
         #: Answer one unary request: ``infer(request, client_remaining_s=None, regions=None)`` (the
@@ -382,4 +383,5 @@ class RuntimeCore:
                 "open": self.streams.open, "connections": self.streams.connections,
                 "refused": dict(self.streams.refused), "closed_idle": self.streams.closed_idle,
             },
+            "decoded": dict(self.pipeline.decoded),
         }

@@ -95,6 +95,12 @@ class SidecarSettings(BaseSettings):
     max_frame_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="largest accepted frame; larger ones are INVALID_INPUT"
     )
+    decode_once: bool = Field(
+        True,
+        description="a JPEG/PNG frame that one request sends to several models is decoded once, into "
+        "the frame pool, and each model reads its pixels (needs Triton to share the sidecar's /dev/shm; "
+        "otherwise the frame goes encoded to each model)",
+    )
     # --- frames by reference (docs/sidecar.md, "Frames in shared memory") ---
     shared_memory: bool = Field(
         False,
@@ -112,7 +118,8 @@ class SidecarSettings(BaseSettings):
     shared_memory_pool_bytes: int = Field(
         64 * 1024**2, ge=1024**2,
         description="the sidecar's own region, which Triton reads the frames from (reserved in /dev/shm "
-        "at start): frames by reference in flight at once must fit in it, else OVERLOADED",
+        "at start with shared_memory, else at its first use by decode_once): frames by reference in "
+        "flight at once must fit in it, else OVERLOADED",
     )
     shared_memory_reuse_delay_s: float = Field(
         30.0, ge=0,

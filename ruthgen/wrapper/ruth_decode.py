@@ -3,6 +3,10 @@
 ``jpeg``/``png``: the FRAME tensor holds the encoded bytes; decoded with OpenCV when ``cv2`` is
 importable in the model's environment, else with Pillow. ``raw_rgb``/``raw_bgr``: the tensor is
 HxWx3 pixels. Either way the result is a new, owned, C-contiguous ``uint8`` RGB array.
+
+A frame the sidecar decoded already (several models asked about it: request parameter ``pixels``,
+:mod:`ruth_protocol`) comes to an encoded-format model as its RGB pixels, flat, and is only reshaped
+and copied (:meth:`Decoder.decode` with ``pixels``).
 """
 
 from __future__ import annotations
@@ -55,13 +59,19 @@ class Decoder:
             return "cv2" if self._cv2 is not None else "numpy"
         return "cv2" if self._cv2 is not None else "pillow"
 
-    def decode(self, data: np.ndarray | None) -> np.ndarray:
-        """RGB ``uint8`` HxWx3 of one request's FRAME tensor; RuthError(INVALID_INPUT) if unusable."""
+    def decode(self, data: np.ndarray | None, pixels: Any = None) -> np.ndarray:
+        """RGB ``uint8`` HxWx3 of one request's FRAME tensor; RuthError(INVALID_INPUT) if unusable.
+
+        ``pixels``: the request's ``pixels`` parameter, ``"<width>x<height>"`` when FRAME holds the
+        frame decoded already (RGB), for a model that takes an encoded format."""
         if data is None:
             raise _invalid("the request has no FRAME input")
         if data.dtype != np.uint8:
             raise _invalid(f"FRAME must be UINT8, got {data.dtype}")
-        image = self._decode_encoded(data) if self.format in ENCODED else self._decode_raw(data)
+        if pixels is not None and self.format in ENCODED:
+            image = _decoded(data, pixels)
+        else:
+            image = self._decode_encoded(data) if self.format in ENCODED else self._decode_raw(data)
         self._check_size(image)
         return image
 
@@ -145,6 +155,18 @@ class Decoder:
         out = io.BytesIO()
         self._pil.fromarray(rgb, "RGB").save(out, format="JPEG" if self.format == "jpeg" else "PNG")
         return np.frombuffer(out.getvalue(), dtype=np.uint8)
+
+
+def _decoded(data: np.ndarray, pixels: Any) -> np.ndarray:
+    """The frame the sidecar decoded: ``data`` holds ``width * height * 3`` RGB bytes."""
+    text = pixels.decode() if isinstance(pixels, bytes) else str(pixels)
+    width, _, height = text.partition("x")
+    if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise _invalid(f"the pixels parameter must be <width>x<height>, got {text!r}")
+    shape = (int(height), int(width), 3)
+    if data.size != shape[0] * shape[1] * 3:
+        raise _invalid(f"FRAME holds {data.size} bytes, not the {text} RGB pixels its pixels parameter says")
+    return np.array(data.reshape(shape), dtype=np.uint8, order="C", copy=True)
 
 
 def _invalid(message: str) -> RuthError:

@@ -8,7 +8,10 @@ Triton request parameters (strings unless noted):
   one per element of the FRAME tensor's batch dimension;
 * ``frame_lengths``: encoded frames of a batch padded to one length: each frame's own, ``"a,b,..."``;
 * ``upstreams``: the results of the model's declared upstreams for this frame, a JSON object
-  ``{model_id: result}`` (in a batch, each frame's ``upstreams`` key of its ``batch`` item).
+  ``{model_id: result}`` (in a batch, each frame's ``upstreams`` key of its ``batch`` item);
+* ``pixels``: ``"<width>x<height>"`` when FRAME holds the frame already decoded, RGB pixels
+  (``width * height * 3`` bytes), for a model that takes an encoded format: the sidecar decoded the
+  frame once for several models (in a batch, the ``pixels`` key of a ``batch`` item).
 
 The answer of a batch request holds one RESULT element per frame: the frame's JSON, or its error
 message ``[RUTH:<CODE>] <phase>: <message>`` (:mod:`ruth_errors`).
@@ -22,3 +25,4 @@ SEQUENCE_START = "sequence_start"
 BATCH = "batch"
 FRAME_LENGTHS = "frame_lengths"
 UPSTREAMS = "upstreams"
+PIXELS = "pixels"

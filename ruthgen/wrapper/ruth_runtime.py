@@ -45,7 +45,7 @@ from ruth_errors import (
 )
 from ruth_guard import Guard, Policy
 from ruth_metrics import PluginMetrics
-from ruth_protocol import BATCH, CAMERA_ID, FRAME_ID, FRAME_LENGTHS, TIMESTAMP_MS, UPSTREAMS
+from ruth_protocol import BATCH, CAMERA_ID, FRAME_ID, FRAME_LENGTHS, PIXELS, TIMESTAMP_MS, UPSTREAMS
 
 ENTRY_FILE = "ruth_entry.json"
 PLUGIN_DIR = "plugin"
@@ -337,8 +337,8 @@ class PluginRuntime:
 
     def _frame(self, request: FrameRequest) -> Frame:
         assert self.decoder is not None
-        image = self.decoder.decode(request.frame)
         params = request.parameters
+        image = self.decoder.decode(request.frame, params.get(PIXELS))
         camera_id = _text(params.get(CAMERA_ID)) or request.correlation_id
         return Frame(
             image=image,

@@ -13,7 +13,10 @@
 * ``ruth_streams_open`` (InferStream streams open), ``ruth_stream_connections`` (client connections
   holding one or more), ``ruth_streams_refused_total{limit}`` (refused at ``max_streams``:
   ``process``, or at ``max_streams_per_connection``: ``connection``) and
-  ``ruth_streams_closed_idle_total`` (closed by ``stream_idle_timeout_s``), also at scrape time.
+  ``ruth_streams_closed_idle_total`` (closed by ``stream_idle_timeout_s``), also at scrape time;
+* ``ruth_frames_decoded_once_total`` (frames that one request sent to several models, decoded once
+  by the sidecar) and ``ruth_decoded_frame_reads_total`` (the model requests that took those pixels
+  instead of decoding the frame themselves).
 
 Each :class:`RuntimeMetrics` has its own ``CollectorRegistry``, so several runtimes (tests) coexist.
 """
@@ -123,6 +126,15 @@ class _StateCollector(Collector):
         registrations.add_metric(["failure"], float(sent.get("failures", 0)))
         yield from (state, health, fps, attempts, runtime, registrations)
         yield from _stream_metrics(snapshot.get("streams") or {})
+        decoded = snapshot.get("decoded") or {}
+        yield CounterMetricFamily(
+            "ruth_frames_decoded_once", "Frames sent to several models that the sidecar decoded once",
+            value=decoded.get("frames", 0),
+        )
+        yield CounterMetricFamily(
+            "ruth_decoded_frame_reads", "Model requests that read a frame decoded once, not decoding it",
+            value=decoded.get("reads", 0),
+        )
 
 
 def _stream_metrics(streams: dict[str, Any]) -> Iterable[Any]:

@@ -23,6 +23,14 @@ A frame by reference (``reference``: a region the call registered, see
 :mod:`sidecar.request.shared_frames`) is copied into a slot of the frame pool, which Triton reads; the
 slot is released when the request settles (later, when Triton did not answer it). Frames by reference
 inside a batch are read into the batch's tensor instead.
+
+A JPEG or PNG frame that one request sends to several models that take it encoded (:meth:`Pipeline.
+infer_many`, their upstreams included) is decoded once, into a slot of the frame pool
+(``decode_once``, on by default; the pool is reserved at its first use): each model's Triton request
+names that slot with the ``pixels`` parameter, and its wrapper takes the pixels instead of decoding.
+The slot is free again once every request that read it has settled. Where the pool cannot be used
+(Triton does not share the sidecar's ``/dev/shm``, or it is full) the frame goes encoded, as to one
+model.
 """
 
 from __future__ import annotations
@@ -41,9 +49,9 @@ from sidecar.errors import (
     SidecarError,
 )
 from sidecar.request.failures import FailureLog
-from sidecar.request.images import jpeg_size, png_size, raw_size
+from sidecar.request.images import decode_rgb_into, jpeg_size, png_size, raw_size
 from sidecar.request.routes import Leases, Route, RouteTable
-from sidecar.request.shared_frames import CallRegions, FramePool, FrameReference, Slot
+from sidecar.request.shared_frames import CallRegions, FramePool, FrameReference, SharedSlot, Slot
 from sidecar.request.triton import (
     SharedInput,
     TritonAdapter,
@@ -107,6 +115,7 @@ class FrameRequest:
         "height",
         "model_id",
         "models",
+        "pixels",
         "reference",
         "timeout_ms",
         "timestamp_ms",
@@ -144,13 +153,16 @@ class FrameRequest:
         self.reference = reference
         self.upstreams: str | None = None  # the upstreams' results for this frame (JSON), once fetched
         self.models: list[tuple[str, str]] | None = None  # several models for this frame (infer_many)
+        self.pixels: SharedSlot | None = None  # the frame decoded once, for several models
 
     def for_model(self, model_id: str, version: str) -> FrameRequest:
         """The same frame, for another model."""
-        return FrameRequest(
+        request = FrameRequest(
             self.frame_id, self.camera_id, model_id, version, self.data, self.format, self.width, self.height,
             self.timestamp_ms, self.timeout_ms, None, self.reference,
         )
+        request.pixels = self.pixels
+        return request
 
 
 class FrameOutcome:
@@ -208,8 +220,8 @@ class Pending:
     a batch none of whose frames passed its checks). ``answers`` holds a batch's frames: the error
     of each frame that failed its checks, None for those sent."""
 
-    __slots__ = ("answers", "deadline", "epoch", "message", "name", "request", "request_id", "retried",
-                 "route", "slot", "started")
+    __slots__ = ("answers", "deadline", "epoch", "message", "name", "pixels", "request", "request_id",
+                 "retried", "route", "slot", "started")
 
     def __init__(
         self, request: FrameRequest, route: Route, request_id: str, message: Any, started: float,
@@ -226,6 +238,7 @@ class Pending:
         self.epoch = epoch
         self.answers: list[SidecarError | None] | None = None
         self.slot: Slot | None = None  # the frame's copy in the frame pool
+        self.pixels: SharedSlot | None = None  # the frame decoded once, which this request reads
 
 
 class Pipeline:
@@ -254,6 +267,10 @@ class Pipeline:
         self._unary_in_flight = 0
         self._sequences: dict[tuple[str, str], int] = {}  # started (copy, camera) -> restarts
         self._ids = 0
+        #: why frames are not decoded once (None while they are): off, or the pool is unusable
+        self.decode_off: str | None = None if settings.decode_once else "decode_once is off"
+        #: frames decoded once, and the model requests that read them instead of decoding
+        self.decoded = {"frames": 0, "reads": 0}
         self.upstreams = Upstreams(
             self._run_upstream,
             UpstreamMemo(settings.upstream_memo_entries, settings.upstream_memo_bytes,
@@ -297,6 +314,7 @@ class Pipeline:
             source.frame_id, source.camera_id, model_id, version, source.data, source.format, source.width,
             source.height, source.timestamp_ms, timeout_ms, reference=source.reference,
         )
+        request.pixels = getattr(source, "pixels", None)  # a batch's item has none
         outcome = await self._infer_one(request, client_remaining_s, regions, None)  # the memo's own run
         return outcome.result, outcome.error
 
@@ -316,10 +334,16 @@ class Pipeline:
         if request.batch is not None or route.input_type == "batch":
             return self._prepare_batch(request, route, started, client_remaining_s, regions)
         slot = None
+        pixels = request.pixels
         data: bytes | SharedInput = request.data
         if request.reference is None:
             width, height = self._check(route, request, data)
+            if pixels is not None and not route.raw and (pixels.width, pixels.height) == (width, height):
+                data = pixels.input  # type: ignore[assignment]
+            else:
+                pixels = None
         else:
+            pixels = None
             slot = self._copy_to_pool(request.reference, regions)
             try:
                 width, height = self._check(route, request, slot.view if route.raw else bytes(slot.view))
@@ -335,12 +359,19 @@ class Pipeline:
         request_id = str(self._ids)
         message = build_request(
             route, request_id, data, width, height, request.frame_id, request.camera_id,
-            request.timestamp_ms, start, request.upstreams,
+            request.timestamp_ms, start, request.upstreams, pixels is not None,
         )
         deadline = started + self.deadline_s(request, client_remaining_s, route)
         pending = Pending(request, route, request_id, message, started, deadline, start, epoch)
         pending.slot = slot
+        self._hold(pending, pixels)
         return pending
+
+    def _hold(self, pending: Pending, pixels: SharedSlot | None) -> None:
+        if pixels is not None:
+            pixels.hold()
+            pending.pixels = pixels
+            self.decoded["reads"] += 1
 
     def _copy_to_pool(self, reference: FrameReference, regions: CallRegions | None) -> Slot:
         """The referenced frame, copied into a slot of the frame pool."""
@@ -359,7 +390,7 @@ class Pipeline:
 
     def _regions_for(self, reference: FrameReference, regions: CallRegions | None) -> CallRegions:
         """The call's regions, when frames by reference are on and ``reference`` may be read."""
-        if self.pool is None:
+        if self.pool is None or not self.settings.shared_memory:
             raise InvalidInput("frames by reference are off on this runtime (RUTH_SHARED_MEMORY=true turns "
                                "them on, for backends on the same host)")
         if regions is None:
@@ -377,11 +408,74 @@ class Pipeline:
             await pool.ensure_registered(self.adapter)
 
     def release(self, pending: Pending, answered: bool) -> None:
-        """Free the request's pool slot, if it has one (``answered``: Triton answered it)."""
+        """Free the request's pool slot, if it has one, and let go of the decoded frame it read
+        (``answered``: Triton answered it)."""
         slot = pending.slot
         if slot is not None:
             pending.slot = None
             self.pool.release(slot, answered)  # type: ignore[union-attr]
+        pixels = pending.pixels
+        if pixels is not None:
+            pending.pixels = None
+            pixels.let_go(answered)
+
+    # ---- one decode for several models -----------------------------------------------------------
+
+    async def decode_once(self, request: FrameRequest, models: list[tuple[str, str]]) -> SharedSlot | None:
+        """The request's frame decoded into a pool slot, when two or more of ``models`` take it
+        encoded in its format; None when it goes encoded (one such model, a frame by reference, a
+        frame that does not decode to its header's size, the pool full or unusable)."""
+        fmt = request.format
+        if self.decode_off is not None or request.reference is not None or fmt not in _SIZE_READERS:
+            return None
+        takers = 0
+        for key in models:
+            route = self.routes.get(*key)
+            if route is not None and route.format == fmt:
+                takers += 1
+        if takers < 2 or not 0 < len(request.data) <= self._max_frame_bytes:
+            return None
+        try:
+            width, height = _SIZE_READERS[fmt](request.data)
+        except InvalidInput:
+            return None  # each model says why
+        pool = self.pool
+        if pool is None:
+            return None
+        if not pool.registered and not await self._register_for_decoding(pool):
+            return None
+        try:
+            slot = pool.allocate(width * height * 3)
+        except Overloaded:
+            return None
+        work = asyncio.get_running_loop().run_in_executor(
+            None, decode_rgb_into, request.data, slot.view, width, height
+        )
+        try:
+            decoded = await asyncio.shield(work)
+        except BaseException:
+            work.add_done_callback(lambda _: pool.release(slot))  # the decoder writes on: free it after
+            raise
+        if not decoded:
+            pool.release(slot)
+            return None
+        self.decoded["frames"] += 1
+        return SharedSlot(pool, slot, width, height, SharedInput(pool.name, slot.offset, slot.size))
+
+    async def _register_for_decoding(self, pool: FramePool) -> bool:
+        """Register the pool for decoded frames; a Triton that is up and still refuses it cannot read
+        this sidecar's /dev/shm: frames go encoded from then on (the reason in ``decode_off``)."""
+        try:
+            await pool.ensure_registered(self.adapter)
+        except SidecarError as e:
+            if await self.adapter.server_ready():
+                self.decode_off = f"the inference server cannot read the frame pool: {e}"
+                LOGGER.warning("frames sent to several models go encoded to each: %s (Triton must share "
+                               "the sidecar's /dev/shm to read decoded frames)", self.decode_off)
+                if not self.settings.shared_memory:
+                    await pool.close(self.adapter)
+            return False
+        return True
 
     def _prepare_batch(
         self,
@@ -397,17 +491,20 @@ class Pipeline:
                 f"{route.input_type}): send a batch to a model whose input type is batch"
             )
         items = request.batch
+        pixels = None
         if items is None:  # one frame sent the usual way: a batch of one
             items = [BatchItem(request.frame_id, request.camera_id, request.data, request.format,
                                request.width, request.height, request.timestamp_ms, request.reference)]
             items[0].upstreams = request.upstreams
+            if request.reference is None:
+                pixels = request.pixels
         elif request.data or request.reference is not None:
             raise InvalidInput("a request carries either frame or batch, not both")
         if not items or len(items) > route.max_batch:
             limit = f"{route.model_id} {route.version} takes 1 to {route.max_batch}"
             raise InvalidInput(f"a batch of {len(items)} frames; {limit}")
         answers: list[SidecarError | None] = []
-        frames: list[tuple[bytes, int, int]] = []
+        frames: list[tuple[bytes | SharedInput, int, int]] = []
         ids: list[dict[str, object]] = []
         for item in items:
             try:
@@ -421,9 +518,15 @@ class Pipeline:
                 answers.append(e)
                 continue
             answers.append(None)
-            frames.append((item.data, width, height))
+            if pixels is not None and not route.raw and (pixels.width, pixels.height) == (width, height):
+                frames.append((pixels.input, width, height))  # type: ignore[arg-type]
+            else:
+                pixels = None
+                frames.append((item.data, width, height))
             ids.append({"frame_id": item.frame_id, "camera_id": item.camera_id or request.camera_id,
                         "timestamp_ms": item.timestamp_ms or request.timestamp_ms})
+            if pixels is not None:
+                ids[-1]["pixels"] = f"{width}x{height}"
             if item.upstreams is not None:
                 ids[-1]["upstreams"] = parse_upstreams(item.upstreams)
         self._ids += 1
@@ -432,6 +535,8 @@ class Pipeline:
         deadline = started + self.deadline_s(request, client_remaining_s, route)
         pending = Pending(request, route, request_id, message, started, deadline, False, 0)
         pending.answers = answers
+        if frames:
+            self._hold(pending, pixels)
         return pending
 
     def _check(self, route: Route, request: FrameRequest | BatchItem, data: Any) -> tuple[int, int]:
@@ -537,7 +642,8 @@ class Pipeline:
         ``model_ms``: the model's own time for it); the control plane hears of it on the loop's
         next turn (a batch's frames: at once)."""
         elapsed_ms = (now - pending.started) * 1000.0
-        if pending.slot is not None:  # Triton answered unless the request timed out or its stream broke
+        if pending.slot is not None or pending.pixels is not None:
+            # Triton answered unless the request timed out or its stream broke
             self.release(pending, result is not None or isinstance(error, (PluginError, InvalidInput)))
             if type(error) is SharedMemoryLost:
                 self.pool.forget()  # type: ignore[union-attr]
@@ -718,9 +824,16 @@ class Pipeline:
             future = asyncio.get_running_loop().create_future()
             future.add_done_callback(_seen)
             shared[(*key, request.camera_id, request.frame_id)] = future
-        answers = await asyncio.gather(
-            *(self._infer_member(m, shared, client_remaining_s, regions) for m in members)
-        )
+        pixels = await self.decode_once(request, [*named, *(needed - named.keys())])
+        for member in members:
+            member.pixels = pixels
+        try:
+            answers = await asyncio.gather(
+                *(self._infer_member(m, shared, client_remaining_s, regions) for m in members)
+            )
+        finally:
+            if pixels is not None:
+                pixels.let_go()
         outcome = Outcome(request, None, None, (asyncio.get_running_loop().time() - started) * 1000.0)
         outcome.answers = list(answers)
         return outcome

@@ -171,34 +171,47 @@ class SharedMemoryRegistry(Protocol):
 
 
 class FramePool:
-    """The sidecar's own region in /dev/shm, reserved at start, that Triton reads frames from.
+    """The sidecar's own region in /dev/shm that Triton reads frames from.
 
-    Slots are carved first-fit from free extents (64-byte aligned) and merged back when released.
+    Reserved at start, or (``lazy``) at its first use, so that a runtime that never needs it spends
+    no memory on it. Slots are carved first-fit from free extents (64-byte aligned) and merged back
+    when released.
     """
 
-    def __init__(self, size: int, reuse_delay_s: float = 30.0, shm_dir: Path = SHM_DIR) -> None:
+    def __init__(
+        self, size: int, reuse_delay_s: float = 30.0, shm_dir: Path = SHM_DIR, lazy: bool = False
+    ) -> None:
         self.name = f"{POOL_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         self.size = size
         self.reuse_delay_s = reuse_delay_s
         self._path = shm_dir / self.name
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.posix_fallocate(fd, 0, size)  # reserve the room now: a full /dev/shm fails here, not later
-            self._map = mmap.mmap(fd, size)
-        except OSError as e:
-            self._path.unlink(missing_ok=True)
-            raise SharedMemoryError(
-                f"the frame pool of {size} bytes does not fit in {shm_dir} ({e.strerror}): give the "
-                "container a larger /dev/shm or lower shared_memory_pool_bytes"
-            ) from None
-        finally:
-            os.close(fd)
-        self._view = memoryview(self._map)
+        self._map: mmap.mmap | None = None
+        self._view = memoryview(b"")
         self._starts: list[int] = [0]  # free extents, sorted by offset
         self._lengths: list[int] = [size]
         self.in_use = 0
         self.registered = False
         self._registering: asyncio.Lock | None = None
+        if not lazy:
+            self.reserve()
+
+    def reserve(self) -> None:
+        """Create and reserve the region (SharedMemoryError when /dev/shm has no room for it)."""
+        if self._map is not None:
+            return
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, self.size)  # reserve now: a full /dev/shm fails here, not later
+            self._map = mmap.mmap(fd, self.size)
+        except OSError as e:
+            self._path.unlink(missing_ok=True)
+            raise SharedMemoryError(
+                f"the frame pool of {self.size} bytes does not fit in {self._path.parent} ({e.strerror}): "
+                "give the container a larger /dev/shm or lower shared_memory_pool_bytes"
+            ) from None
+        finally:
+            os.close(fd)
+        self._view = memoryview(self._map)
 
     @property
     def key(self) -> str:
@@ -207,6 +220,7 @@ class FramePool:
 
     def allocate(self, size: int) -> Slot:
         """A slot of ``size`` bytes (OVERLOADED when the pool has no free extent that large)."""
+        self.reserve()
         span = -(-max(size, 1) // _ALIGN) * _ALIGN
         for i, length in enumerate(self._lengths):
             if length >= span:
@@ -256,6 +270,7 @@ class FramePool:
         async with self._registering:
             if self.registered:
                 return
+            self.reserve()
             await self._drop_orphans(triton)
             await triton.register_system_shared_memory(self.name, self.key, self.size)
             self.registered = True
@@ -281,6 +296,38 @@ class FramePool:
                 await triton.unregister_system_shared_memory(self.name)
             self.registered = False
         self._path.unlink(missing_ok=True)
+        if self._map is None:
+            return
         with contextlib.suppress(BufferError):  # a slot still viewed: the mapping goes with the process
             self._view.release()
             self._map.close()
+
+
+class SharedSlot:
+    """A pool slot that several requests read (one frame decoded once for several models): free
+    again when the last of them has settled, later if one of them ended without Triton's answer.
+
+    Its maker holds it first (:meth:`let_go` when done handing it out); each request that reads it
+    holds it from when it is built until it is settled. ``input`` is what a Triton request names.
+    """
+
+    __slots__ = ("_answered", "_holders", "height", "input", "pool", "slot", "width")
+
+    def __init__(self, pool: FramePool, slot: Slot, width: int, height: int, input: object) -> None:
+        self.pool = pool
+        self.slot = slot
+        self.width = width
+        self.height = height
+        self.input = input
+        self._holders = 1
+        self._answered = True
+
+    def hold(self) -> None:
+        self._holders += 1
+
+    def let_go(self, answered: bool = True) -> None:
+        """One holder is done (``answered``: Triton answered its request, or it sent none)."""
+        self._answered = self._answered and answered
+        self._holders -= 1
+        if self._holders == 0:
+            self.pool.release(self.slot, self._answered)

@@ -119,10 +119,12 @@ def build_request(
     timestamp_ms: int,
     sequence_start: bool = False,
     upstreams: str | None = None,
+    pixels: bool = False,
 ) -> pb.ModelInferRequest:
     """The Triton request for one frame sent along ``route``: FRAME as raw bytes, or (``data`` a
     :class:`SharedInput`) read by Triton from its shared-memory region; ids as parameters, and the
-    upstreams' results (JSON) when the model declares upstreams."""
+    upstreams' results (JSON) when the model declares upstreams. ``pixels``: FRAME holds the frame
+    decoded (``width x height`` RGB) for a model that takes it encoded."""
     request = pb.ModelInferRequest(model_name=route.triton_name, id=request_id)
     tensor = request.inputs.add()
     tensor.name = INPUT_NAME
@@ -137,11 +139,10 @@ def build_request(
     if shared is None:
         request.raw_input_contents.append(data)  # type: ignore[arg-type]
     else:
-        tensor_params = tensor.parameters
-        tensor_params["shared_memory_region"].string_param = shared.region
-        tensor_params["shared_memory_byte_size"].int64_param = shared.size
-        tensor_params["shared_memory_offset"].int64_param = shared.offset
+        _name_region(tensor, shared)
     params = request.parameters
+    if pixels:
+        params[param.PIXELS].string_param = f"{width}x{height}"
     if frame_id:
         params[param.FRAME_ID].string_param = frame_id
     if camera_id:
@@ -154,6 +155,14 @@ def build_request(
     if upstreams is not None:
         params[param.UPSTREAMS].string_param = upstreams
     return request
+
+
+def _name_region(tensor: pb.ModelInferRequest.InferInputTensor, shared: SharedInput) -> None:
+    """The tensor is read by Triton from ``shared``'s region instead of the request's bytes."""
+    tensor_params = tensor.parameters
+    tensor_params["shared_memory_region"].string_param = shared.region
+    tensor_params["shared_memory_byte_size"].int64_param = shared.size
+    tensor_params["shared_memory_offset"].int64_param = shared.offset
 
 
 @functools.lru_cache(maxsize=65536)
@@ -169,17 +178,29 @@ def sequence_number(camera_id: str) -> int:
 
 
 def build_batch_request(
-    route: Route, request_id: str, frames: Sequence[tuple[bytes, int, int]], ids: Sequence[dict[str, object]]
+    route: Route,
+    request_id: str,
+    frames: Sequence[tuple[bytes | SharedInput, int, int]],
+    ids: Sequence[dict[str, object]],
 ) -> pb.ModelInferRequest:
     """One Triton request carrying a batch along ``route``: ``frames`` as ``(data, width, height)``,
     stacked along the batch dimension (raw frames share one size; encoded ones are padded to the
-    longest, their lengths in ``frame_lengths``), and each frame's ids in the ``batch`` parameter."""
+    longest, their lengths in ``frame_lengths``), and each frame's ids in the ``batch`` parameter.
+    A batch of one frame may lie in a shared-memory region (``data`` a :class:`SharedInput`)."""
     request = pb.ModelInferRequest(model_name=route.triton_name, id=request_id)
     tensor = request.inputs.add()
     tensor.name = INPUT_NAME
     tensor.datatype = "UINT8"
     params = request.parameters
     params[param.BATCH].string_param = json.dumps(ids, separators=(",", ":"))
+    shared = frames[0][0] if len(frames) == 1 else None
+    if type(shared) is SharedInput:
+        _, width, height = frames[0]
+        tensor.shape.extend((1, height, width, 3) if route.raw else (1, shared.size))
+        _name_region(tensor, shared)
+        if not route.raw:
+            params[param.FRAME_LENGTHS].string_param = str(shared.size)
+        return request
     if route.raw:
         _, width, height = frames[0]
         tensor.shape.extend((len(frames), height, width, 3))

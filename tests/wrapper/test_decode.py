@@ -62,3 +62,26 @@ def test_decoder_turns_bgr_pixels_into_a_new_rgb_array(backend):
     image = dec.decode(bgr[None, ...])
     assert image[3, 2].tolist() == [7, 100, 200]
     assert image.flags.c_contiguous and image.flags.owndata
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_pixels_the_sidecar_decoded_are_taken_as_they_are_for_an_encoded_model(fmt):
+    rgb = (np.arange(6 * 5 * 3) % 251).astype(np.uint8).reshape(6, 5, 3)
+    flat = rgb.reshape(1, -1).copy()  # FRAME of a batched model: [1, w*h*3]
+    image = Decoder({"format": fmt, "min_width": 2, "min_height": 2}).decode(flat, "5x6")
+    flat[:] = 0  # the plugin's frame is its own copy, not the pool's memory
+    assert np.array_equal(image, rgb) and image.flags.c_contiguous and image.flags.owndata
+
+
+@pytest.mark.parametrize(
+    ("pixels", "spec", "message"),
+    [
+        ("5x7", {}, "holds 90 bytes, not the 5x7 RGB pixels"),
+        ("5 by 6", {}, "must be <width>x<height>"),
+        ("5x6", {"min_width": 8}, "smaller than the minimum 8x1"),
+    ],
+)
+def test_pixels_that_do_not_match_their_parameter_or_the_contract_are_invalid_input(pixels, spec, message):
+    flat = np.zeros(6 * 5 * 3, np.uint8)
+    with pytest.raises(RuthError, match=message):
+        Decoder({"format": "jpeg", **spec}).decode(flat, pixels)
