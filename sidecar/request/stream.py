@@ -25,7 +25,9 @@ waits until the camera's previous one for that model was sent.
 A request naming several models (:meth:`~sidecar.request.pipeline.Pipeline.infer_many`) runs in a
 task of its own too and is answered once, with every model's answer. When it names a temporal model,
 the camera's next such request starts once it is answered, so that model sees the camera's frames
-in order.
+in order. So does a request with a ``frame_id`` to a (frame or batch) model that others take as
+their upstream: it goes the unary way, where its result for the frame is kept for theirs and one
+kept or running already answers it (:mod:`sidecar.request.upstreams`).
 """
 
 from __future__ import annotations
@@ -87,9 +89,14 @@ class StreamSession:
             self._space = self._loop.create_future()
             await self._space
         if request.models is not None:
-            self._start(self._many(request, *self._turn(request, self._names_temporal(request.models))))
+            self._start(self._unary(request, *self._turn(request, self._names_temporal(request.models))))
             return
         route = self._pipeline.routes.get(request.model_id, request.version)
+        if (route is not None and request.frame_id and request.batch is None and not route.sequence
+                and (request.model_id, request.version) in self._pipeline.routes.upstream_keys):
+            # others take this model as their upstream: its result for the frame is shared with theirs
+            self._start(self._unary(request, None, None))
+            return
         if route is not None and route.upstreams and request.upstreams is None:
             self._start(self._after_upstreams(request, *self._turn(request, route.sequence)))
             return
@@ -115,13 +122,15 @@ class StreamSession:
         self._upstream_waits.add(task)
         task.add_done_callback(self._upstream_done)
 
-    async def _many(
+    async def _unary(
         self, request: FrameRequest, previous: asyncio.Future[None] | None, turn: asyncio.Future[None] | None
     ) -> None:
+        """A request the pipeline answers on its unary path: one naming several models, or one to a
+        model others take as their upstream (its result for the frame shared with theirs)."""
         try:
             if previous is not None:
                 await previous
-            outcome = await self._pipeline.infer_many(request, None, self._regions)
+            outcome = await self._pipeline.infer(request, None, self._regions)
             if not self._closed:
                 self._answer(outcome)
         finally:

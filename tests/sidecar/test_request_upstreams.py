@@ -259,3 +259,18 @@ async def test_a_stream_answers_a_request_for_several_models_once_with_every_ans
     assert len(sent_to(fake_triton, PERSON)) == 3
     sent = [r.parameters["frame_id"].string_param for r in sent_to(fake_triton, "fall__1.0.0")]
     assert sent == ["0", "1", "2"]
+
+
+async def test_on_a_stream_the_upstream_asked_directly_and_by_its_dependents_runs_once(runtime, fake_triton):
+    fake_triton.delays[PERSON] = 0.02
+    outcomes: list[Outcome] = []
+    session = runtime.open_stream(outcomes.append)
+    for n in range(3):  # each frame to the upstream itself and to two dependents, as separate requests
+        for model_id in ("person", "helmet", "crowd"):
+            await session.submit(frame(model_id, f"s{n}", "cam-s"))
+    await session.submit(frame("person", "s0", "cam-s"))  # the first frame again, later
+    await session.drain()
+    assert [o.error for o in outcomes] == [None] * 10
+    assert len(sent_to(fake_triton, PERSON)) == 3  # once per frame
+    direct = [json.loads(o.result) for o in outcomes if o.request.model_id == "person"]
+    assert direct == [{"people": 2}] * 4
