@@ -18,6 +18,7 @@ import grpc
 import httpx
 import pytest
 from compose_stack import IMAGE_SIZES_KEY, PLUGINS, Running, StackError, image_size_mb, run
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from skimage import data
@@ -112,6 +113,27 @@ async def test_person_detection_finds_the_astronaut_through_the_published_port_w
     async with AIRuntimeClient(stack.grpc_address) as client:
         for index in range(3):
             _assert_person_found(await _infer(client, PERSON, f"astronaut-{index}"))
+
+
+async def test_a_frame_for_several_models_is_decoded_once_in_tritons_shared_memory_when_served(
+    stack: Running,
+):
+    # the sidecar shares Triton's IPC namespace and /dev/shm (ipc: "service:tritonserver")
+    models = [PERSON, ("helmet_detection", "0.1.0"), ("crowd_count", "1.0.0")]
+    async with AIRuntimeClient(stack.grpc_address) as client:
+        alone = {m: json_format.MessageToDict((await _infer(client, m, f"alone-{m[0]}")).result)
+                 for m in models}
+        together = await client.infer_models(models, ASTRONAUT, frame_id="together", camera_id="compose")
+    answers = {(a.model_id, a.version): a for a in together.answers}
+    for model in models:
+        assert not answers[model].HasField("error"), answers[model].error
+        # the same answer as from the pixels each model decodes itself
+        assert json_format.MessageToDict(answers[model].result) == alone[model]
+    with httpx.Client(base_url=stack.http_url, timeout=5) as http:
+        metrics = http.get("/metrics").text
+    decoded = [line for line in metrics.splitlines() if line.startswith("ruth_frames_decoded_once_total")]
+    assert decoded and float(decoded[0].split()[-1]) >= 1.0, metrics
+    assert "cannot read the frame pool" not in stack.stack.logs()
 
 
 def test_serving_containers_run_as_the_kubernetes_pod_enforces_when_up(stack: Running):
