@@ -1,17 +1,22 @@
 """One camera frame, four models: separate models against a shared upstream, in one run.
 
 Every camera-frame goes to person_detection, helmet_detection, fall_detection and crowd_count, in
-three ways:
+four ways:
 
 * ``a_islands``: four requests per frame to today's plugins, each with its own copy of the person
   detector (``benchmarks/fixtures/islands``: no upstreams declared);
 * ``b_shared``: four requests per frame (the same ``camera_id`` and ``frame_id``) to the reference
   plugins of ``ai/models``, whose dependents declare person_detection as their upstream: the
   runtime runs the detector once per frame and hands its boxes to the others;
-* ``c_one_call``: one request naming the four models (``InferenceRequest.models``) to ``ai/models``.
+* ``c_one_call``: one request naming the four models (``InferenceRequest.models``) to ``ai/models``:
+  the sidecar decodes the JPEG once and the four models read its pixels from the frame pool
+  (``decode_once``, the default);
+* ``d_one_call_encoded``: the same request to a sidecar run with ``--no-decode-once``: the JPEG goes
+  to each model, which decodes it itself (what (c) saves by decoding once).
 
-Both repositories are served at once, each by its own embedded tritonserver and sidecar process, and
-the three ways take turns in each round, so that all see the same machine. Measured per way, over
+The repositories are served at once, each by its own embedded tritonserver and sidecar process (the
+reference plugins twice: (c) and (d)), and the ways take turns in each round, so that all see the
+same machine. Measured per way, over
 the camera's frames (640x480 JPEG scenes of ``examples/scenes.py``, one camera, one frame at a time):
 
 * runtime CPU per camera-frame: user + system CPU of every process of that stack (tritonserver,
@@ -181,6 +186,7 @@ async def run(
         ("a_islands", stacks["islands"], separate),
         ("b_shared", stacks["shared"], separate),
         ("c_one_call", stacks["shared"], one_call),
+        ("d_one_call_encoded", stacks["encoded"], one_call),
     ]
     samples: dict[str, list[dict[str, Any]]] = {}
     try:
@@ -220,9 +226,9 @@ def build(source: Path, workdir: Path) -> Path:
 def report(results: dict[str, Any]) -> dict[str, float]:
     per_way, saturation = results["per_camera_frame"], results["saturation_8_cameras"]
     base = per_way["a_islands"]
-    print(f"{'way':<12} {'CPU ms/frame':>13} {'x (a)':>6} {'wall ms':>8} {'bytes':>8}  CPU per round")
+    print(f"{'way':<18} {'CPU ms/frame':>13} {'x (a)':>6} {'wall ms':>8} {'bytes':>8}  CPU per round")
     for name, row in per_way.items():
-        print(f"{name:<12} {row['cpu_ms']:>13} {row['cpu_ms'] / base['cpu_ms']:>6.2f} {row['wall_ms']:>8} "
+        print(f"{name:<18} {row['cpu_ms']:>13} {row['cpu_ms'] / base['cpu_ms']:>6.2f} {row['wall_ms']:>8} "
               f"{row['bytes']:>8.0f}  {row['rounds']}")
     rates = "; ".join(f"{name} {row['fps']:.1f} camera-frames/s" for name, row in saturation.items())
     print(f"8 cameras at saturation: {rates}")
@@ -230,6 +236,7 @@ def report(results: dict[str, Any]) -> dict[str, float]:
         "c_cpu_over_a": round(per_way["c_one_call"]["cpu_ms"] / base["cpu_ms"], 2),
         "b_cpu_over_a": round(per_way["b_shared"]["cpu_ms"] / base["cpu_ms"], 2),
         "c_bytes_over_a": round(per_way["c_one_call"]["bytes"] / base["bytes"], 2),
+        "c_cpu_over_d": round(per_way["c_one_call"]["cpu_ms"] / per_way["d_one_call_encoded"]["cpu_ms"], 2),
         "c_fps_over_a_8_cameras": round(saturation["c_one_call"]["fps"] / saturation["a_islands"]["fps"], 2),
     }
     print("ratios: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
@@ -250,13 +257,14 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-multimodel-"))
     stacks: dict[str, Stack] = {}
     try:
-        for name, source in (("islands", ISLANDS), ("shared", SHARED)):
+        for name, source, extra in (("islands", ISLANDS, []), ("shared", SHARED, []),
+                                    ("encoded", SHARED, ["--no-decode-once"])):
             repository = build(source, workdir / name)
             log = workdir / f"{name}-triton.log"
             triton = EmbeddedTriton(repository, load_models=[], log_path=log).start()
             sidecar = SidecarProcess(
                 triton.grpc_url, repository, port=0, log_path=workdir / f"{name}-sidecar.log",
-                extra_args=["--log-level", "WARNING", "--http-port", "0", "--no-calibrate"],
+                extra_args=["--log-level", "WARNING", "--http-port", "0", "--no-calibrate", *extra],
             ).start()  # fmt: skip
             stacks[name] = Stack(name, triton, sidecar)
         jpegs = frames(args.frames)
