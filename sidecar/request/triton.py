@@ -258,6 +258,13 @@ def element_error(element: bytes) -> SidecarError | None:
     return error_from_triton(element.decode("utf-8", "replace"))
 
 
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (Python 3.11+ tells; before, assume not)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling()) if cancelling is not None else False
+
+
 def _expire_lane(lane: _Lane) -> None:
     future = lane.future
     if future is not None and not future.done():
@@ -299,7 +306,8 @@ class TritonStream:
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
 
     async def send(self, request: pb.ModelInferRequest) -> None:
-        """Write one request; raises :class:`ModelNotReady` when the stream is gone."""
+        """Write one request; raises :class:`ModelNotReady` when the stream is gone (also when it was
+        ended by :meth:`abort` while the write waited)."""
         try:
             if self._write_lock is None:
                 await self._call.write(request)
@@ -308,6 +316,12 @@ class TritonStream:
                     await self._call.write(request)
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as e:
             raise ModelNotReady(f"inference server stream closed: {e}") from e
+        except asyncio.CancelledError:
+            # grpc.aio ends a write on a call cancelled meanwhile with CancelledError: when that is
+            # our abort and not the caller's own cancellation, it is a stream gone like any other
+            if not self._closing or _cancelling():
+                raise
+            raise ModelNotReady("inference server stream closed while the request was written") from None
 
     async def _read_loop(self) -> None:
         on_reply = self._on_reply

@@ -37,6 +37,8 @@ class FakeCall:
         if self.stub.stuck_writes:  # a write that never completes until the call is cancelled
             while not self.cancelled:
                 await asyncio.sleep(0.01)
+            if self.stub.stuck_writes == "cancelled":  # grpc.aio, when the call was cancelled locally
+                raise asyncio.CancelledError()
             raise grpc.aio.UsageError("the call was cancelled")
         if self.stub.slow_writes:  # the answer can arrive before the write call returns
             self.writing = True
@@ -68,7 +70,7 @@ class FakeStub:
         self.delays: dict[str, float | None] = {}
         self.broken = False
         self.slow_writes = False
-        self.stuck_writes = False
+        self.stuck_writes: bool | str = False
 
     def ModelStreamInfer(self) -> FakeCall:
         call = FakeCall(self)
@@ -164,8 +166,12 @@ async def test_a_lane_answered_before_its_write_returned_takes_no_request_until_
     assert len(adapter.stub.calls) == 2
 
 
-async def test_a_write_that_does_not_complete_is_answered_timeout_at_the_deadline(adapter):
-    adapter.stub.stuck_writes = True
+@pytest.mark.parametrize("ends", [True, "cancelled"])
+async def test_a_write_that_does_not_complete_is_answered_timeout_at_the_deadline(adapter, ends):
+    # grpc.aio ends a write on a call cancelled meanwhile with CancelledError (waiting for the call's
+    # metadata, or in the send itself): that is the stream ended at the deadline, not our caller's
+    # cancellation, and the request still gets its TIMEOUT
+    adapter.stub.stuck_writes = ends
     adapter.stub.delays["stuck"] = None  # and no answer comes
     with pytest.raises(RequestTimeout):
         await asyncio.wait_for(adapter.infer(request("stuck"), 0.1), 10)
