@@ -214,6 +214,11 @@ class FramePool:
         self._view = memoryview(self._map)
 
     @property
+    def reserved(self) -> bool:
+        """Whether the region exists in /dev/shm (a lazy pool's is made at its first use)."""
+        return self._map is not None
+
+    @property
     def key(self) -> str:
         """The shm_open key Triton maps."""
         return f"/{self.name}"
