@@ -382,6 +382,8 @@ class RuntimeCore:
             "streams": {
                 "open": self.streams.open, "connections": self.streams.connections,
                 "refused": dict(self.streams.refused), "closed_idle": self.streams.closed_idle,
+                "max": self.streams.max_streams,
             },
+            "inference_server_ready": self.readiness.ready,
             "decoded": dict(self.pipeline.decoded),
         }

@@ -78,6 +78,9 @@ async def test_metrics_exposes_requests_latency_state_and_health(client, runtime
     assert 'ruth_model_state{model_id="broken",state="INVALID",version="0.1.0"} 1.0' in text
     assert 'ruth_model_health{health="DEGRADED",model_id="fall_detection",version="1.0.0"} 1.0' in text
     assert 'ruth_runtime_health{health="DEGRADED"} 1.0' in text
+    assert "ruth_inference_server_ready 1.0" in text
+    runtime.readiness.ready = False  # what the next readiness check finds when Triton is gone
+    assert "ruth_inference_server_ready 0.0" in (await client.get("/metrics")).text
 
 
 async def test_metrics_and_models_keep_the_wait_apart_from_the_models_own_time(client, runtime):
@@ -128,6 +131,7 @@ async def test_metrics_exposes_open_streams_connections_and_refusals(client, run
     slots[0].release()
     text = (await client.get("/metrics")).text
     assert "ruth_streams_open 2.0" in text and "ruth_stream_connections 2.0" in text
+    assert "ruth_streams_max 3.0" in text
     assert 'ruth_streams_refused_total{limit="connection"} 1.0' in text
     assert 'ruth_streams_refused_total{limit="process"} 1.0' in text
     assert "ruth_streams_closed_idle_total 0.0" in text
