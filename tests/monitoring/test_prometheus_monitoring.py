@@ -24,6 +24,7 @@ import yaml
 
 from tests.integration.test_lifecycle import FRAME, V, state_is, until
 from tests.integration.test_told_truthfully import stack
+from tests.processes import stop
 
 pytestmark = pytest.mark.integration
 
@@ -105,12 +106,7 @@ def running_prometheus(config: Path, data: Path) -> Iterator[str]:
             if process.poll() is None or "address already in use" not in log.read_text():
                 pytest.fail(f"Prometheus did not become ready:\n{log.read_text()[-3000:]}")
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, 30.0)
     pytest.fail("no free port for Prometheus after 5 tries")
 
 
