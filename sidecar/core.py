@@ -350,6 +350,17 @@ class RuntimeCore:
             found.append(item)
         return found
 
+    def status(self) -> dict[str, Any]:
+        """``GET /status.json`` (the status page): the runtime's health, Triton's readiness and the
+        hardware, and every version as ``GET /models`` has it."""
+        report = self.health()
+        runtime = {
+            "runtime_id": self.settings.runtime_id, "runtime_version": self.runtime_version,
+            "health": report.status.value, "inference_server_ready": report.server_ready,
+            "hardware": self.hardware.to_dict(),
+        }
+        return {"runtime": runtime, "models": self.models()}
+
     def capabilities(self) -> dict[str, Any]:
         declaration = build_declaration(
             runtime_id=self.settings.runtime_id,
