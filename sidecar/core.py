@@ -350,6 +350,17 @@ class RuntimeCore:
             found.append(item)
         return found
 
+    def status(self) -> dict[str, Any]:
+        """``GET /status.json`` (the status page): the runtime's health, Triton's readiness and the
+        hardware, and every version as ``GET /models`` has it."""
+        report = self.health()
+        runtime = {
+            "runtime_id": self.settings.runtime_id, "runtime_version": self.runtime_version,
+            "health": report.status.value, "inference_server_ready": report.server_ready,
+            "hardware": self.hardware.to_dict(),
+        }
+        return {"runtime": runtime, "models": self.models()}
+
     def capabilities(self) -> dict[str, Any]:
         declaration = build_declaration(
             runtime_id=self.settings.runtime_id,
@@ -382,6 +393,8 @@ class RuntimeCore:
             "streams": {
                 "open": self.streams.open, "connections": self.streams.connections,
                 "refused": dict(self.streams.refused), "closed_idle": self.streams.closed_idle,
+                "max": self.streams.max_streams,
             },
+            "inference_server_ready": self.readiness.ready,
             "decoded": dict(self.pipeline.decoded),
         }

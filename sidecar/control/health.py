@@ -102,6 +102,7 @@ class HealthSnapshot:
             "avg_wait_ms": _round(self.avg_wait_ms),
             "p99_wait_ms": _round(self.p99_wait_ms),
             "consecutive_timeouts": self.consecutive_timeouts,
+            "requests_per_s": round(self.observed_fps, 2),
         }
 
 

@@ -5,6 +5,9 @@
 * ``GET /capabilities``: the §7.2 declaration (the JSON sent to the backend);
 * ``GET /models[?model_id=&version=]``: state, reason, history, health, performance per version;
 * ``GET /metrics``: Prometheus text;
+* ``GET /``: the status page (``static/``: HTML, CSS and a script, no external assets), which reads
+  ``GET /status.json`` (the runtime's health, Triton's readiness, the hardware, and ``/models``)
+  every two seconds; read-only, like everything here but the admin call;
 * ``POST /admin/rescan[?model_id=]``: needs ``Authorization: Bearer <admin token>``; refused
   (403) when no token is configured, and over plain HTTP from a client that is not on loopback
   (the token would cross the network in clear) unless ``admin_allow_plaintext``. This port is not
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from importlib import resources
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -30,6 +34,23 @@ class OperationsCore(Protocol):
     def models(self, model_id: str | None = None, version: str | None = None) -> list[dict[str, Any]]: ...
     async def rescan(self, model_id: str | None = None) -> list[dict[str, Any]]: ...
     def metrics_text(self) -> tuple[bytes, str]: ...
+    def status(self) -> dict[str, Any]: ...
+
+
+#: The status page's files: name -> (media type, bytes), read once.
+_STATIC = {
+    name: (f"{media}; charset=utf-8", resources.files("sidecar.http").joinpath("static", name).read_bytes())
+    for name, media in (("status.html", "text/html"), ("status.css", "text/css"),
+                        ("status.js", "text/javascript"))
+}
+#: The page loads only its own files and reads only this port.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 
 def build_router(core: OperationsCore, admin_token: str | None, allow_plaintext: bool = False) -> APIRouter:
@@ -58,6 +79,22 @@ def build_router(core: OperationsCore, admin_token: str | None, allow_plaintext:
         body, content_type = core.metrics_text()
         return Response(body, media_type=content_type)
 
+    @router.get("/", include_in_schema=False)
+    async def page() -> Response:
+        return _static("status.html")
+
+    @router.get("/status.css", include_in_schema=False)
+    async def page_css() -> Response:
+        return _static("status.css")
+
+    @router.get("/status.js", include_in_schema=False)
+    async def page_js() -> Response:
+        return _static("status.js")
+
+    @router.get("/status.json")
+    async def status() -> dict[str, Any]:
+        return core.status()
+
     @router.post("/admin/rescan")
     async def rescan(
         request: Request,
@@ -70,6 +107,11 @@ def build_router(core: OperationsCore, admin_token: str | None, allow_plaintext:
         return JSONResponse({"models": await core.rescan(model_id or None)})
 
     return router
+
+
+def _static(name: str) -> Response:
+    media, body = _STATIC[name]
+    return Response(body, media_type=media, headers=_PAGE_HEADERS)
 
 
 def _private(request: Request) -> bool:

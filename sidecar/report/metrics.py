@@ -10,10 +10,12 @@
   ``ruth_model_health{model_id, version, health}`` (1 for the current health),
   ``ruth_runtime_health{health}``, ``ruth_model_fps_capacity``, ``ruth_model_recovery_attempts`` and
   ``ruth_registrations_total{result}``: read from the runtime's state at scrape time;
-* ``ruth_streams_open`` (InferStream streams open), ``ruth_stream_connections`` (client connections
-  holding one or more), ``ruth_streams_refused_total{limit}`` (refused at ``max_streams``:
-  ``process``, or at ``max_streams_per_connection``: ``connection``) and
-  ``ruth_streams_closed_idle_total`` (closed by ``stream_idle_timeout_s``), also at scrape time;
+* ``ruth_inference_server_ready`` (1 while Triton answers ready, else 0), also at scrape time;
+* ``ruth_streams_open`` (InferStream streams open) and ``ruth_streams_max`` (the cap,
+  ``max_streams``), ``ruth_stream_connections`` (client connections holding one or more),
+  ``ruth_streams_refused_total{limit}`` (refused at ``max_streams``: ``process``, or at
+  ``max_streams_per_connection``: ``connection``) and ``ruth_streams_closed_idle_total`` (closed by
+  ``stream_idle_timeout_s``), also at scrape time;
 * ``ruth_frames_decoded_once_total`` (frames that one request sent to several models, decoded once
   by the sidecar) and ``ruth_decoded_frame_reads_total`` (the model requests that took those pixels
   instead of decoding the frame themselves).
@@ -125,6 +127,10 @@ class _StateCollector(Collector):
         registrations.add_metric(["success"], float(sent.get("sent", 0)))
         registrations.add_metric(["failure"], float(sent.get("failures", 0)))
         yield from (state, health, fps, attempts, runtime, registrations)
+        yield GaugeMetricFamily(
+            "ruth_inference_server_ready", "1 while Triton answers ready to the sidecar, else 0",
+            value=1.0 if snapshot.get("inference_server_ready") else 0.0,
+        )
         yield from _stream_metrics(snapshot.get("streams") or {})
         decoded = snapshot.get("decoded") or {}
         yield CounterMetricFamily(
@@ -139,6 +145,10 @@ class _StateCollector(Collector):
 
 def _stream_metrics(streams: dict[str, Any]) -> Iterable[Any]:
     yield GaugeMetricFamily("ruth_streams_open", "InferStream streams open", value=streams.get("open", 0))
+    yield GaugeMetricFamily(
+        "ruth_streams_max", "InferStream streams the process accepts (max_streams)",
+        value=streams.get("max", 0),
+    )
     yield GaugeMetricFamily(
         "ruth_stream_connections", "Client connections holding an open InferStream",
         value=streams.get("connections", 0),

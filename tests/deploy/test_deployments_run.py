@@ -60,6 +60,7 @@ from ruthgen.embedded.flags import ALL_MODELS
 from sidecar.client import AIRuntimeClient, result_dict
 from tests.backend import FakeBackend
 from tests.distribution import local_install
+from tests.processes import stop
 
 pytestmark = pytest.mark.integration
 
@@ -305,12 +306,7 @@ def sidecar_container(
     try:
         yield RunningSidecar(process, port_file, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 async def grpc_health(port: int) -> int:

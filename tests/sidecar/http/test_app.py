@@ -78,6 +78,9 @@ async def test_metrics_exposes_requests_latency_state_and_health(client, runtime
     assert 'ruth_model_state{model_id="broken",state="INVALID",version="0.1.0"} 1.0' in text
     assert 'ruth_model_health{health="DEGRADED",model_id="fall_detection",version="1.0.0"} 1.0' in text
     assert 'ruth_runtime_health{health="DEGRADED"} 1.0' in text
+    assert "ruth_inference_server_ready 1.0" in text
+    runtime.readiness.ready = False  # what the next readiness check finds when Triton is gone
+    assert "ruth_inference_server_ready 0.0" in (await client.get("/metrics")).text
 
 
 async def test_metrics_and_models_keep_the_wait_apart_from_the_models_own_time(client, runtime):
@@ -128,6 +131,7 @@ async def test_metrics_exposes_open_streams_connections_and_refusals(client, run
     slots[0].release()
     text = (await client.get("/metrics")).text
     assert "ruth_streams_open 2.0" in text and "ruth_stream_connections 2.0" in text
+    assert "ruth_streams_max 3.0" in text
     assert 'ruth_streams_refused_total{limit="connection"} 1.0' in text
     assert 'ruth_streams_refused_total{limit="process"} 1.0' in text
     assert "ruth_streams_closed_idle_total 0.0" in text
@@ -173,3 +177,35 @@ def test_access_log_filter_drops_probe_endpoints_only():
     quiet = HealthEndpointFilter()
     assert not quiet.filter(record("/livez")) and not quiet.filter(record("/readyz"))
     assert not quiet.filter(record("/metrics?x=1")) and quiet.filter(record("/models"))
+
+
+async def test_the_status_page_and_its_files_come_from_this_port_alone(client):
+    page = await client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy and "connect-src 'self'" in policy
+    assert 'src="status.js"' in page.text and 'href="status.css"' in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # no external assets
+    for name, media in (("status.js", "text/javascript"), ("status.css", "text/css")):
+        served = await client.get(f"/{name}")
+        assert served.status_code == 200 and served.headers["content-type"].startswith(media)
+        assert "http://" not in served.text and "https://" not in served.text
+    script = (await client.get("/status.js")).text
+    assert "innerHTML" not in script  # the runtime's text never goes in as HTML
+
+
+async def test_status_json_holds_the_runtime_and_every_version_as_models_does(client, runtime):
+    await runtime.start()
+    observe(runtime, "fall_detection", "1.0.0", latency_ms=12.0, model_ms=10.0)
+    status = (await client.get("/status.json")).json()
+    assert status["runtime"]["health"] == "HEALTHY" and status["runtime"]["inference_server_ready"] is True
+    assert status["runtime"]["hardware"]["type"] == "cpu"
+    models = {m["model_id"]: m for m in status["models"]}
+    listed = (await client.get("/models")).json()["models"]
+    assert {(m["model_id"], m["state"], m["health"]) for m in listed} == {
+        (m["model_id"], m["state"], m["health"]) for m in models.values()
+    }
+    fall = models["fall_detection"]
+    assert (fall["state"], fall["health"], fall["input_type"]) == ("READY", "HEALTHY", "frame")
+    assert fall["performance"]["requests"] == 1 and fall["performance"]["requests_per_s"] >= 0
+    assert [h["to"] for h in fall["history"]][-1] == "READY"
