@@ -87,6 +87,7 @@ class HealthSnapshot:
     last_request_at: float | None
     consecutive_timeouts: int
     observed_fps: float
+    p50_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +99,7 @@ class HealthSnapshot:
             "timeouts": self.timeouts,
             "error_rate": round(self.error_rate, 4),
             "avg_inference_ms": _round(self.avg_ms),
+            "p50_inference_ms": _round(self.p50_ms),
             "p99_inference_ms": _round(self.p99_ms),
             "avg_wait_ms": _round(self.avg_wait_ms),
             "p99_wait_ms": _round(self.p99_wait_ms),
@@ -182,6 +184,7 @@ class ModelHealthTracker:
             error_rate=self._error_rate(),
             avg_ms=self._ok_sum_ms / self._ok_count if self._ok_count else None,
             p99_ms=_percentile(ok_latencies, 0.99),
+            p50_ms=_percentile(ok_latencies, 0.5),
             last_ms=self.last_ms,
             avg_wait_ms=sum(waits) / len(waits) if waits else None,
             p99_wait_ms=_percentile(waits, 0.99),

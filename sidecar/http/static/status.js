@@ -50,7 +50,7 @@ function drawModel(card, model) {
     ? (model.health !== "HEALTHY" && perf.reason ? perf.reason : model.reason) : "");
   card.querySelector(".reason").textContent = reason || "";
   text(card, ".rate", perf.requests_per_s);
-  text(card, ".latency", pair(perf.avg_inference_ms, perf.p99_inference_ms));
+  text(card, ".latency", pair(perf.p50_inference_ms, perf.p99_inference_ms));
   text(card, ".wait", pair(perf.avg_wait_ms, perf.p99_wait_ms));
   text(card, ".errors", perf.error_rate === undefined ? null : `${(perf.error_rate * 100).toFixed(1)} %`);
   text(card, ".capacity", model.fps_capacity);

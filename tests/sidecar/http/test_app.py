@@ -208,4 +208,5 @@ async def test_status_json_holds_the_runtime_and_every_version_as_models_does(cl
     fall = models["fall_detection"]
     assert (fall["state"], fall["health"], fall["input_type"]) == ("READY", "HEALTHY", "frame")
     assert fall["performance"]["requests"] == 1 and fall["performance"]["requests_per_s"] >= 0
+    assert fall["performance"]["p50_inference_ms"] == fall["performance"]["p99_inference_ms"] == 10.0
     assert [h["to"] for h in fall["history"]][-1] == "READY"
