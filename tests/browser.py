@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import json
 import os
 import select
@@ -38,19 +37,16 @@ class Chromium:
     def __init__(self, binary: str, profile: Path) -> None:
         commands_read, self._commands = os.pipe()
         self._replies, replies_write = os.pipe()
-
-        def to_fds_3_and_4() -> None:  # in the child, before exec; either may be 3 or 4 already
-            commands, replies = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (commands_read, replies_write))
-            os.dup2(commands, 3)
-            os.dup2(replies, 4)
-
+        # bash puts the pipe's ends on fds 3 and 4 and execs the browser (no Python between fork and
+        # exec: the test process runs threads)
+        move = f'exec "$0" "$@" 3<&{commands_read} 4>&{replies_write} {commands_read}<&- {replies_write}>&-'
         self.log = profile.parent / f"{profile.name}.log"
         with self.log.open("w") as out:
             self.process = subprocess.Popen(
-                [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--no-first-run", "--no-default-browser-check", "--remote-debugging-pipe",
-                 f"--user-data-dir={profile}", "about:blank"],
-                stdout=out, stderr=subprocess.STDOUT, preexec_fn=to_fds_3_and_4, pass_fds=(3, 4),
+                ["bash", "-c", move, binary, "--headless=new", "--no-sandbox", "--disable-gpu",
+                 "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check",
+                 "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
+                stdout=out, stderr=subprocess.STDOUT, pass_fds=(commands_read, replies_write),
             )
         os.close(commands_read)
         os.close(replies_write)
@@ -77,7 +73,10 @@ class Chromium:
         message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
         if session is not None:
             message["sessionId"] = session
-        os.write(self._commands, json.dumps(message).encode() + b"\0")
+        try:
+            os.write(self._commands, json.dumps(message).encode() + b"\0")
+        except OSError as e:
+            raise BrowserError(f"{method}: Chromium does not take commands ({e}):\n{self._log_tail()}") from e
         deadline = time.monotonic() + timeout_s
         while True:
             reply = self._read(deadline)
@@ -90,15 +89,20 @@ class Chromium:
         while b"\0" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0 or self.process.poll() is not None:
-                raise BrowserError(f"no reply from Chromium:\n{self.log.read_text()[-2000:]}")
+                raise BrowserError(f"no reply from Chromium:\n{self._log_tail()}")
             ready, _, _ = select.select([self._replies], [], [], min(left, 1.0))
             if ready:
                 chunk = os.read(self._replies, 1 << 20)
                 if not chunk:
-                    raise BrowserError(f"Chromium closed its pipe:\n{self.log.read_text()[-2000:]}")
+                    raise BrowserError(f"Chromium closed its pipe:\n{self._log_tail()}")
                 self._buffer += chunk
         message, _, self._buffer = self._buffer.partition(b"\0")
         return json.loads(message)
+
+    def _log_tail(self) -> str:
+        code = self.process.poll()
+        lines = [line for line in self.log.read_text(errors="replace").splitlines() if "dbus" not in line]
+        return f"(exit status {code})\n" + "\n".join(lines[-30:])
 
     def open(self, url: str, width: int = 1200, height: int = 900, mobile: bool = False) -> Page:
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]

@@ -221,7 +221,7 @@ class Pending:
     of each frame that failed its checks, None for those sent."""
 
     __slots__ = ("answers", "deadline", "epoch", "message", "name", "pixels", "request", "request_id",
-                 "retried", "route", "slot", "started")
+                 "restarts", "retried", "route", "slot", "started")
 
     def __init__(
         self, request: FrameRequest, route: Route, request_id: str, message: Any, started: float,
@@ -235,6 +235,7 @@ class Pending:
         self.started = started
         self.deadline = deadline
         self.retried = start  # a request that started its sequence is never resent with START
+        self.restarts = False  # resent with START to restart its released sequence
         self.epoch = epoch
         self.answers: list[SidecarError | None] | None = None
         self.slot: Slot | None = None  # the frame's copy in the frame pool
@@ -266,6 +267,7 @@ class Pipeline:
         self._max_unary = settings.max_in_flight_unary
         self._unary_in_flight = 0
         self._sequences: dict[tuple[str, str], int] = {}  # started (copy, camera) -> restarts
+        self._restarting: dict[tuple[str, str], int] = {}  # (copy, camera) -> epoch whose START is out
         self._ids = 0
         #: why frames are not decoded once (None while they are): off, or the pool is unusable
         self.decode_off: str | None = None if settings.decode_once else "decode_once is off"
@@ -612,19 +614,21 @@ class Pipeline:
         """Triton refused ``pending`` because its sequence was released: prepare the resend.
 
         False when it must not be resent (it was already sent with START). Only the first refused
-        frame of a sequence restarts it; frames sent before that restart and refused with it are
-        resent without START, in order behind it.
+        frame of a sequence restarts it; frames refused while that restart is under way (sent before
+        it, or after it but ahead of its resend) are resent without START, in order behind it.
         """
         if pending.retried:
             return False
         pending.retried = True
         key = (pending.name, pending.request.camera_id)
         current = self._sequences.get(key, 0)
-        if current > pending.epoch:
+        if current > pending.epoch or self._restarting.get(key) == current:
             pending.epoch = current
             set_sequence_start(pending.message, False)
             return True
         self._sequences[key] = pending.epoch = current + 1
+        self._restarting[key] = current + 1
+        pending.restarts = True
         set_sequence_start(pending.message, True)
         return True
 
@@ -642,6 +646,10 @@ class Pipeline:
         ``model_ms``: the model's own time for it); the control plane hears of it on the loop's
         next turn (a batch's frames: at once)."""
         elapsed_ms = (now - pending.started) * 1000.0
+        if pending.restarts:  # the restart is over, whatever its answer
+            key = (pending.name, pending.request.camera_id)
+            if self._restarting.get(key) == pending.epoch:
+                del self._restarting[key]
         if pending.slot is not None or pending.pixels is not None:
             # Triton answered unless the request timed out or its stream broke
             self.release(pending, result is not None or isinstance(error, (PluginError, InvalidInput)))

@@ -268,3 +268,41 @@ async def test_stream_ends_the_leases_of_pending_requests_when_the_client_goes_a
     assert core.leases.count("alpha__1.0.0") == 1
     await session.close()
     assert core.leases.count("alpha__1.0.0") == 0
+
+
+async def test_a_frame_sent_after_a_restart_began_but_ahead_of_its_resend_follows_it_without_start(
+    core, fake_triton
+):
+    released = {"on": False}
+    seen: list[tuple[str, bool]] = []
+
+    def sequence(request):
+        start = request.parameters["sequence_start"].bool_param
+        seen.append((request.parameters["frame_id"].string_param, start))
+        if released["on"] and not start:
+            return "inference request for sequence cam1 to model 'x' must specify the START flag"
+        released["on"] = False
+        return b'{"ok": true}'
+
+    fake_triton.behaviours["tracker__1.0.0"] = sequence
+    outcomes: list[Outcome] = []
+    session = open_session(core, outcomes)
+    gate = asyncio.Event()
+    resend = session._resend
+
+    async def held(pending):  # a loaded machine: the restart's resend runs late
+        await gate.wait()
+        await resend(pending)
+
+    session._resend = held
+    await session.submit(frame("tracker", "a"))
+    assert await until(lambda: len(outcomes) == 1, 30)
+    released["on"] = True  # Triton released the idle sequence
+    await session.submit(frame("tracker", "b"))
+    assert await until(lambda: core.pipeline._restarting, 30)  # b refused: its restart is under way
+    await session.submit(frame("tracker", "c"))  # sent before b's resend: refused too
+    assert await until(lambda: seen[-1] == ("c", False), 30)
+    gate.set()
+    await session.drain()
+    assert [o.error for o in outcomes] == [None, None, None]
+    assert seen == [("a", True), ("b", False), ("c", False), ("b", True), ("c", False)]
