@@ -213,18 +213,7 @@ async def test_stream_stops_taking_requests_when_client_does_not_read_answers(se
 
 
 async def test_stream_restarts_a_released_sequence_once_when_several_frames_were_refused(core, fake_triton):
-    released = {"on": False}
-    seen: list[tuple[str, bool]] = []
-
-    def sequence(request):
-        start = request.parameters["sequence_start"].bool_param
-        seen.append((request.parameters["frame_id"].string_param, start))
-        if released["on"] and not start:
-            return "inference request for sequence cam1 to model 'x' must specify the START flag"
-        released["on"] = False
-        return b'{"ok": true}'
-
-    fake_triton.behaviours["tracker__1.0.0"] = sequence
+    released, seen = released_sequence(fake_triton)
     outcomes: list[Outcome] = []
     session = open_session(core, outcomes)
     await session.submit(frame("tracker", "a"))
@@ -273,18 +262,7 @@ async def test_stream_ends_the_leases_of_pending_requests_when_the_client_goes_a
 async def test_a_frame_sent_after_a_restart_began_but_ahead_of_its_resend_follows_it_without_start(
     core, fake_triton
 ):
-    released = {"on": False}
-    seen: list[tuple[str, bool]] = []
-
-    def sequence(request):
-        start = request.parameters["sequence_start"].bool_param
-        seen.append((request.parameters["frame_id"].string_param, start))
-        if released["on"] and not start:
-            return "inference request for sequence cam1 to model 'x' must specify the START flag"
-        released["on"] = False
-        return b'{"ok": true}'
-
-    fake_triton.behaviours["tracker__1.0.0"] = sequence
+    released, seen = released_sequence(fake_triton)
     outcomes: list[Outcome] = []
     session = open_session(core, outcomes)
     gate = asyncio.Event()
@@ -306,3 +284,21 @@ async def test_a_frame_sent_after_a_restart_began_but_ahead_of_its_resend_follow
     await session.drain()
     assert [o.error for o in outcomes] == [None, None, None]
     assert seen == [("a", True), ("b", False), ("c", False), ("b", True), ("c", False)]
+
+
+def released_sequence(fake_triton) -> tuple[dict[str, bool], list[tuple[str, bool]]]:
+    """The tracker behaves as Triton with a sequence: while ``released["on"]`` it refuses a frame
+    without START; a START takes it back. ``seen`` records (frame_id, START) of every request."""
+    released = {"on": False}
+    seen: list[tuple[str, bool]] = []
+
+    def sequence(request):
+        start = request.parameters["sequence_start"].bool_param
+        seen.append((request.parameters["frame_id"].string_param, start))
+        if released["on"] and not start:
+            return "inference request for sequence cam1 to model 'x' must specify the START flag"
+        released["on"] = False
+        return b'{"ok": true}'
+
+    fake_triton.behaviours["tracker__1.0.0"] = sequence
+    return released, seen
