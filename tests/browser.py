@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import select
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -18,13 +17,8 @@ from typing import Any
 
 from tests.processes import stop
 
-
-def chromium_binary() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
+#: The names a Chromium may go by on PATH.
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
 class BrowserError(RuntimeError):

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -22,6 +20,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.debian_tools import debian_tool
 from tests.integration.test_lifecycle import FRAME, V, state_is, until
 from tests.integration.test_told_truthfully import stack
 from tests.processes import stop
@@ -35,21 +34,8 @@ DASHBOARD = MONITORING / "grafana-dashboard.json"
 
 
 def prometheus_tool(name: str) -> str:
-    """The path of ``prometheus`` or ``promtool``, installing Debian's package when it is missing
-    (as root); fails, never skips, when it cannot."""
-    found = shutil.which(name)
-    if found:
-        return found
-    if os.geteuid() != 0:
-        pytest.fail(f"{name} is missing and this is not root: apt-get install prometheus")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", "prometheus"]):
-        done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
-        assert done.returncode == 0, done.stdout + done.stderr
-    found = shutil.which(name)
-    assert found, f"{name} not on PATH after installing prometheus"
-    return found
+    """``prometheus`` or ``promtool`` (Debian's ``prometheus`` package, installed when missing)."""
+    return debian_tool([name], "prometheus")
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:

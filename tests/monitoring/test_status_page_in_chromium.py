@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.browser import Chromium, chromium_binary
+from tests.browser import BROWSERS, Chromium
+from tests.debian_tools import debian_tool
 from tests.integration.test_lifecycle import FRAME, PLUGINS, V, state_is, until
 from tests.integration.test_told_truthfully import stack
 
@@ -26,20 +26,8 @@ CARDS = ("[...document.querySelectorAll('[data-model]')]"
 
 
 def chromium() -> str:
-    """Chromium's path, installing Debian's package when it is missing (as root); fails, never skips."""
-    found = chromium_binary()
-    if found:
-        return found
-    if os.geteuid() != 0:
-        pytest.fail("chromium is missing and this is not root: apt-get install chromium")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]):
-        done = subprocess.run(command, capture_output=True, text=True, timeout=1200, env=env)
-        assert done.returncode == 0, done.stdout + done.stderr
-    found = chromium_binary()
-    assert found, "chromium not on PATH after installing it"
-    return found
+    """Chromium's path (Debian's ``chromium``, installed when missing)."""
+    return debian_tool(BROWSERS, "chromium")
 
 
 async def cards(page) -> dict[str, tuple[str, str]]:
