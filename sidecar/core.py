@@ -320,9 +320,10 @@ class RuntimeCore:
 
     def health(self) -> HealthReport:
         """Runtime health (§6.5) and every version's, from kept state: UNHEALTHY without Triton."""
-        views = self.model_status()
-        status = self.manager.runtime_health().status if self.readiness.ready else Health.UNHEALTHY
-        return HealthReport(status, self.readiness.ready, views)
+        return HealthReport(self._runtime_status(), self.readiness.ready, self.model_status())
+
+    def _runtime_status(self) -> Health:
+        return self.manager.runtime_health().status if self.readiness.ready else Health.UNHEALTHY
 
     def model_status(self, model_id: str = "", version: str = "") -> list[ModelView]:
         """Versions matching the filters (empty matches all); MODEL_NOT_FOUND when none does."""
@@ -353,10 +354,9 @@ class RuntimeCore:
     def status(self) -> dict[str, Any]:
         """``GET /status.json`` (the status page): the runtime's health, Triton's readiness and the
         hardware, and every version as ``GET /models`` has it."""
-        report = self.health()
         runtime = {
             "runtime_id": self.settings.runtime_id, "runtime_version": self.runtime_version,
-            "health": report.status.value, "inference_server_ready": report.server_ready,
+            "health": self._runtime_status().value, "inference_server_ready": self.readiness.ready,
             "hardware": self.hardware.to_dict(),
         }
         return {"runtime": runtime, "models": self.models()}
