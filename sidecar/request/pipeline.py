@@ -270,7 +270,9 @@ class Pipeline:
         self._restarting: dict[tuple[str, str], int] = {}  # (copy, camera) -> epoch whose START is out
         self._ids = 0
         #: why frames are not decoded once (None while they are): off, or the pool is unusable
-        self.decode_off: str | None = None if settings.decode_once else "decode_once is off"
+        self.decode_off: str | None = (
+            "decode_once is off" if not settings.decode_once else "no frame pool" if pool is None else None
+        )
         #: frames decoded once, and the model requests that read them instead of decoding
         self.decoded = {"frames": 0, "reads": 0}
         self.upstreams = Upstreams(
@@ -430,11 +432,8 @@ class Pipeline:
         fmt = request.format
         if self.decode_off is not None or request.reference is not None or fmt not in _SIZE_READERS:
             return None
-        takers = 0
-        for key in models:
-            route = self.routes.get(*key)
-            if route is not None and route.format == fmt:
-                takers += 1
+        routes = self.routes
+        takers = sum(1 for key in models if (route := routes.get(*key)) is not None and route.format == fmt)
         if takers < 2 or not 0 < len(request.data) <= self._max_frame_bytes:
             return None
         try:
@@ -442,8 +441,7 @@ class Pipeline:
         except InvalidInput:
             return None  # each model says why
         pool = self.pool
-        if pool is None:
-            return None
+        assert pool is not None  # decode_off says so otherwise
         if not pool.registered and not await self._register_for_decoding(pool):
             return None
         try:
