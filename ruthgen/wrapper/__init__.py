@@ -15,6 +15,7 @@ RUNTIME_FILES: tuple[Path, ...] = tuple(
     RUNTIME_DIR / name
     for name in (
         "ruth_api.py",
+        "ruth_confine.py",
         "ruth_decode.py",
         "ruth_deadline.py",
         "ruth_errors.py",

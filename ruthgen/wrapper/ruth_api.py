@@ -46,6 +46,8 @@ class PluginContext:
     GPU it was placed on (Triton's instance device id, the CUDA device index) and None on the CPU;
     ``torch_device`` spells it for frameworks (``"cuda:1"`` or ``"cpu"``). ``metrics`` makes
     counters, gauges and histograms scoped to this plugin version (:mod:`ruth_metrics`).
+    ``scratch_dir`` is the plugin version's own writable folder outside the repository (also its
+    ``TMPDIR``); besides it, a plugin may write only inside ``model_dir``.
     """
 
     model_id: str
@@ -57,6 +59,7 @@ class PluginContext:
     device: str = "cpu"
     device_id: int | None = None
     metrics: Any = None
+    scratch_dir: Path | None = None
 
     @property
     def torch_device(self) -> str:

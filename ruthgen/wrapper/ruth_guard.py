@@ -4,8 +4,8 @@ Installed by the runtime before the plugin is imported; one hook per process (an
 never be removed), whose policy the runtime sets and clears. Rules, once active:
 
 * writes (``open`` for writing, ``os.remove``/``rename``/``mkdir``/``rmdir``/``symlink``/``link``/
-  ``truncate``/``chmod``/``chown``/``utime``) only inside the plugin folder, plus ``/dev/null``;
-  while the plugin is being imported and loaded the system temp dir is allowed too;
+  ``truncate``/``chmod``/``chown``/``utime``) only inside the plugin folder and the plugin's scratch
+  folder (its ``TMPDIR``), plus ``/dev/null``;
 * network (``socket.connect``/``bind``/``sendto``/``sendmsg`` and name lookups) only with
   ``permissions.network: true``, or, with an allowlist of ``host:port`` / ``CIDR:port`` endpoints,
   connections (and datagrams) to those only: an IP is allowed when a CIDR rule holds it or when a
@@ -17,7 +17,8 @@ never be removed), whose policy the runtime sets and clears. Rules, once active:
 
 A blocked call raises ``PermissionError`` in the plugin and is recorded, so that the request fails
 even if the plugin swallows the exception. This is a guard, not a sandbox: native code (C
-extensions, ``ctypes`` calls into libc) is not audited, and reads are never restricted.
+extensions, ``ctypes`` calls into libc) is not audited, and reads are never restricted; the
+kernel's confinement (``ruth_confine``), where the kernel has it, covers both.
 """
 
 from __future__ import annotations
@@ -148,16 +149,17 @@ class Policy:
     """
 
     plugin_dir: Path
+    scratch_dir: Path
     allow_network: bool | list[str] = False
     serving: bool = False
-    temp_dir: str = ""
     roots: tuple[str, ...] = ()
     loaded_libraries: set[str] = field(default_factory=set)
 
     allowlist: _Allowlist | None = None
 
     def __post_init__(self) -> None:
-        roots = {os.path.abspath(self.plugin_dir), os.path.realpath(self.plugin_dir)}
+        folders = (self.plugin_dir, self.scratch_dir)
+        roots = {os.path.abspath(f) for f in folders} | {os.path.realpath(f) for f in folders}
         self.roots = tuple(sorted(roots))
         if isinstance(self.allow_network, list):
             self.allowlist = _Allowlist(self.allow_network)
@@ -166,8 +168,7 @@ class Policy:
         if path in _ALWAYS_WRITABLE:
             return True
         real = os.path.realpath(path)
-        roots = self.roots if self.serving or not self.temp_dir else (*self.roots, self.temp_dir)
-        return any(real == root or real.startswith(root + os.sep) for root in roots)
+        return any(real == root or real.startswith(root + os.sep) for root in self.roots)
 
 
 class Guard:
@@ -186,9 +187,6 @@ class Guard:
             Guard._installed = True
 
     def activate(self, policy: Policy) -> None:
-        import tempfile
-
-        policy.temp_dir = os.path.realpath(tempfile.gettempdir())
         self.take()
         self.policy = policy
 
@@ -228,7 +226,7 @@ def _check(policy: Policy, event: str, args: tuple[Any, ...]) -> str | None:
             if not policy.writable(path):
                 if event == "os.mkdir" and os.path.basename(path.rstrip("/")) == "__pycache__":
                     return _Quiet(f"bytecode cache folder skipped: {path}")  # the import system's: it copes
-                return f"{event} outside the plugin folder is not permitted: {path}"
+                return f"{event} outside the plugin's folders is not permitted: {path}"
         return None
     if event in _NETWORK_EVENTS:
         if policy.allow_network is True:
@@ -277,7 +275,7 @@ def _check_open(policy: Policy, args: tuple[Any, ...]) -> str | None:
         return None
     if "__pycache__" in text:  # the import system caching bytecode: refuse quietly, it copes
         return _Quiet(f"bytecode cache write skipped: {text}")
-    return f"writing outside the plugin folder is not permitted: {text}"
+    return f"writing outside the plugin's folders is not permitted: {text}"
 
 
 def _paths(args: tuple[Any, ...], indexes: Iterable[int], dir_fd: Any) -> list[str]:

@@ -17,6 +17,8 @@ import inspect
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,8 @@ import fastjsonschema
 import numpy as np
 import ruth_loader
 from ruth_api import Frame, PluginContext, ScopedLogger, freeze
+from ruth_confine import GUARD as GUARD_ONLY
+from ruth_confine import Isolation
 from ruth_deadline import Deadlines, PhaseTimeout
 from ruth_decode import Decoder
 from ruth_errors import (
@@ -80,6 +84,11 @@ class FrameRequest:
 
 Outcome = str | RuthError  # the RESULT JSON, or the error of that request
 _NO_UPSTREAMS: Mapping[str, Any] = MappingProxyType({})
+
+def read_entry(version_dir: Path) -> dict[str, Any]:
+    """The entry's manifest record (``ruth_entry.json`` beside the wrapper)."""
+    return json.loads((version_dir / ENTRY_FILE).read_text(encoding="utf-8"))
+
 
 def frame_requests(
     frame: np.ndarray | None,
@@ -149,6 +158,8 @@ class PluginRuntime:
         device_id: int | None = None,
         environ: Mapping[str, str] | None = None,
         metrics_api: Any = None,
+        scratch_dir: Path | None = None,
+        isolation: Isolation | None = None,
     ) -> None:
         environ = os.environ if environ is None else environ
         self.entry = entry
@@ -164,6 +175,9 @@ class PluginRuntime:
         self.warmup_timeout = _env_ms(environ, WARMUP_TIMEOUT_ENV, DEFAULT_WARMUP_TIMEOUT_MS) / 1000.0
         network = (self.contract.get("permissions") or {}).get("network", False)
         self.allow_network: bool | list[str] = list(network) if isinstance(network, list) else bool(network)
+        self._own_scratch = scratch_dir is None  # made here (tests, tools), removed by close()
+        self.scratch_dir = scratch_dir or Path(tempfile.mkdtemp(prefix="ruth-scratch-"))
+        self.isolation = isolation or Isolation(GUARD_ONLY, 0, "not confined by the stub")
         self.decoder: Decoder | None = None
         self.context: PluginContext | None = None
         self._package = ruth_loader.package_name(self.model_id, self.version)
@@ -176,8 +190,7 @@ class PluginRuntime:
 
     @classmethod
     def from_version_dir(cls, version_dir: Path, **kwargs: Any) -> PluginRuntime:
-        entry = json.loads((version_dir / ENTRY_FILE).read_text(encoding="utf-8"))
-        return cls(entry, version_dir, **kwargs)
+        return cls(read_entry(version_dir), version_dir, **kwargs)
 
     # ---- load ---------------------------------------------------------------------------------
 
@@ -187,7 +200,7 @@ class PluginRuntime:
         try:
             self._prepare()
             GUARD.install()
-            GUARD.activate(Policy(self.plugin_dir, allow_network=self.allow_network))
+            GUARD.activate(Policy(self.plugin_dir, self.scratch_dir, allow_network=self.allow_network))
             with ruth_loader.plugin_on_path(self.plugin_dir):
                 self._modules = self._load_step(
                     "import",
@@ -231,6 +244,7 @@ class PluginRuntime:
             version=self.version,
             model_dir=self.plugin_dir,
             weights_dir=self.plugin_dir / "weights",
+            scratch_dir=self.scratch_dir,
             config=freeze(config),
             logger=ScopedLogger(self.model_id, self.version),
             device=self.device,
@@ -404,6 +418,8 @@ class PluginRuntime:
         ruth_loader.unload(self.plugin_dir, self._package)
         self._modules, self._state = None, None
         self.metrics.close()
+        if self._own_scratch:
+            shutil.rmtree(self.scratch_dir, ignore_errors=True)
 
 
 def _denied(reasons: list[str]) -> str:

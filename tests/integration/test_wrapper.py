@@ -126,7 +126,7 @@ def test_plugin_result_comes_back_as_validated_json(served):
         "f-17",
         1700000000123,
     )
-    assert result["writes_inside"] is True and result["threshold"] == 0.25
+    assert result["writes_scratch"] is True and result["threshold"] == 0.25
     assert "[wrap_echo:1.0.0] loaded with threshold 0.25" in served.triton.log_path.read_text(
         errors="replace"
     )
@@ -229,13 +229,12 @@ def test_temporal_plugin_sees_one_cameras_frames_in_order(served):
     assert restarted == {"camera_id": "902", "seen": [50]}
 
 
-def test_write_outside_the_plugin_folder_is_blocked(served):
+def test_write_outside_the_plugin_and_scratch_folders_is_blocked(served):
     escaped = served.repository / "wrap_faulty__1.0.0" / "escaped.txt"
     code, message = served.error("wrap_faulty__1.0.0", solid(8, 8, (60, 0, 0)))
     assert code == "INFERENCE_ERROR"
-    assert (
-        message == f"infer: permission denied: writing outside the plugin folder is not permitted: {escaped}"
-    )
+    refusal = "infer: permission denied: writing outside the plugin's folders is not permitted"
+    assert message == f"{refusal}: {escaped}"
     assert not escaped.exists()
     code, message = served.error("wrap_faulty__1.0.0", solid(8, 8, (70, 0, 0)))
     assert code == "INFERENCE_ERROR" and "needs permissions.network: true" in message

@@ -6,8 +6,15 @@ import tempfile
 import pytest
 from plugin_harness import ISLANDS_DIR, load
 
-# matplotlib (imported by mediapipe) writes a config folder; keep it out of the plugin sources
-os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="ruth-plugin-tests-mpl-"))
+
+@pytest.fixture(scope="package", autouse=True)
+def matplotlib_config_outside_the_sources():
+    """matplotlib (imported by mediapipe) writes a config folder: keep it out of the plugin sources,
+    for this folder's tests only (a tritonserver another test starts must not inherit it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if "MPLCONFIGDIR" not in os.environ:
+            patch.setenv("MPLCONFIGDIR", tempfile.mkdtemp(prefix="ruth-plugin-tests-mpl-"))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Isolation: writes outside the plugin folder, network and new processes are refused per request."""
+"""The guard: writes outside the plugin and scratch folders, network and processes are refused per request."""
 
 from __future__ import annotations
 
@@ -55,16 +55,20 @@ def test_guard_refuses_a_write_outside_the_plugin_folder(runtime, tmp_path):
     files = with_targets(plugin("Path(target).write_text('x')"), [str(outside)])
     rt = runtime(files, input={"format": "raw_rgb"})
     message = denied(run(rt))
-    assert f"writing outside the plugin folder is not permitted: {outside}" in message
+    assert f"writing outside the plugin's folders is not permitted: {outside}" in message
     assert not outside.exists()
 
 
-def test_guard_allows_writes_inside_the_plugin_folder_during_load_and_requests(runtime):
+FOLDERS = [("scratch_dir", "scratch_dir"), ("model_dir", "plugin_dir")]  # the context's name, the runtime's
+
+
+@pytest.mark.parametrize(("folder", "attribute"), FOLDERS)
+def test_guard_allows_writes_in_the_plugin_and_scratch_folders(runtime, folder, attribute):
     body = "p = Path(state) / target\np.write_text('ok')\nos.rename(p, str(p) + '.done')"
-    load = "(context.model_dir / 'cache').mkdir()\n    return str(context.model_dir / 'cache')"
+    load = f"(context.{folder} / 'cache').mkdir()\n    return str(context.{folder} / 'cache')"
     rt = runtime(with_targets(plugin(body, load), ["result.txt"]), input={"format": "raw_rgb"})
     assert json.loads(run(rt)) == {"label": "done", "score": 1.0}
-    assert (rt.plugin_dir / "cache" / "result.txt.done").read_text() == "ok"
+    assert (getattr(rt, attribute) / "cache" / "result.txt.done").read_text() == "ok"
 
 
 def test_guard_fails_the_request_even_when_the_plugin_swallows_the_refusal(runtime, tmp_path):
@@ -76,10 +80,10 @@ def test_guard_fails_the_request_even_when_the_plugin_swallows_the_refusal(runti
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ("os.remove(target)", "os.remove outside the plugin folder is not permitted"),
-        ("os.rename(target, target + '.moved')", "os.rename outside the plugin folder is not permitted"),
-        ("os.mkdir(target + '.d')", "os.mkdir outside the plugin folder is not permitted"),
-        ("os.open(target, os.O_WRONLY)", "writing outside the plugin folder is not permitted"),
+        ("os.remove(target)", "os.remove outside the plugin's folders is not permitted"),
+        ("os.rename(target, target + '.moved')", "os.rename outside the plugin's folders is not permitted"),
+        ("os.mkdir(target + '.d')", "os.mkdir outside the plugin's folders is not permitted"),
+        ("os.open(target, os.O_WRONLY)", "writing outside the plugin's folders is not permitted"),
     ],
 )
 def test_guard_refuses_filesystem_changes_outside_the_plugin_folder(runtime, tmp_path, body, expected):
@@ -93,12 +97,10 @@ def test_guard_refuses_filesystem_changes_outside_the_plugin_folder(runtime, tmp
 @pytest.mark.parametrize("when", ["load", "infer"])
 def test_importing_a_library_without_cached_bytecode_is_not_a_violation(runtime, tmp_path, monkeypatch, when):
     # a fresh environment (uv does not compile bytecode) has no __pycache__ folders: the import
-    # system's attempt to make one outside the plugin folder is refused quietly, and the import works
+    # system's attempt to make one elsewhere is refused quietly, and the import works
     library = tmp_path / "site" / f"fresh_{when}_lib"
     library.mkdir(parents=True)
     (library / "__init__.py").write_text("VALUE = 'imported'\n")
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # writable while loading: not the library
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     monkeypatch.syspath_prepend(str(library.parent))
     statement = f"import fresh_{when}_lib"
@@ -110,12 +112,21 @@ def test_importing_a_library_without_cached_bytecode_is_not_a_violation(runtime,
     assert not (library / "__pycache__").exists()
 
 
-def test_guard_allows_the_temp_dir_during_load_only(runtime):
-    load = "fd, path = tempfile.mkstemp()\n    os.close(fd)\n    os.unlink(path)\n    return path"
-    body = "fd, path = tempfile.mkstemp()"
-    rt = runtime(with_targets(plugin(body, load), [0]), input={"format": "raw_rgb"})
-    message = denied(run(rt))
-    assert os.path.realpath(tempfile.gettempdir()) in message
+def test_the_scratch_folder_is_the_plugins_temp_dir_in_the_stub(triton_model, tmp_path, monkeypatch):
+    # the generated model.py points TMPDIR at the plugin version's scratch folder before the plugin
+    # is imported: tempfile works as usual, and its files land where the plugin may write
+    monkeypatch.setenv("RUTH_SCRATCH_DIR", str(tmp_path / "scratch"))
+    monkeypatch.setenv("TMPDIR", os.environ.get("TMPDIR", ""))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    load = "fd, path = tempfile.mkstemp()\n    os.close(fd)\n    return path"
+    files = with_targets(plugin("Path(state).write_text('request')", load), [0])
+    model = triton_model(files, input={"format": "raw_rgb"})
+    scratch = tmp_path / "scratch" / "demo" / "1.0.0"
+    assert model._runtime.scratch_dir == scratch
+    assert os.path.dirname(model._runtime._state) == str(scratch)
+    assert json.loads(run(model._runtime))["label"] == "done"
+    assert Path(model._runtime._state).read_text() == "request"
+    assert model._runtime.isolation.level == "guard"  # the test process is not a stub: never confined
 
 
 @pytest.fixture
@@ -173,12 +184,7 @@ def test_guard_refusal_in_preprocess_fails_that_phase(runtime, tmp_path):
     denied(run(rt), "PREPROCESS_ERROR", "preprocess")
 
 
-def test_load_fails_when_load_writes_outside_the_plugin_folder(runtime, tmp_path, monkeypatch):
-    # load() may write in the temp dir: give the runtime one of its own, so that the target below is
-    # outside both it and the plugin folder wherever the checkout and the system temp dir are.
-    own_temp = tmp_path / "stub-temp"
-    own_temp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(own_temp))
+def test_load_fails_when_load_writes_outside_the_plugin_and_scratch_folders(runtime, tmp_path):
     target = tmp_path / "elsewhere" / "never-written.bin"
     target.parent.mkdir()
     load = f"Path({str(target)!r}).write_bytes(b'1')"

@@ -61,7 +61,11 @@ def test_generated_model_gives_the_plugin_tritons_metrics_api_and_its_gpu(triton
     model = triton_model(PLUGIN, output={"schema": {"where": {"type": "string"}}})
     model.execute([InferenceRequest({"FRAME": encode(solid(8, 8, (1, 2, 3)))}, {"camera_id": "cam1"})])
     families = {f.name: f for f in MetricFamily.created}
-    assert set(families) == {"ruth_plugin_frames", "ruth_plugin_infer_seconds"}
+    assert set(families) == {"ruth_model_isolation", "ruth_plugin_frames", "ruth_plugin_infer_seconds"}
+    (isolation,) = families["ruth_model_isolation"].metrics  # the stub's own: not the plugin's
+    labels = {"model_id": "demo", "version": "1.0.0", "triton_name": "demo__1.0.0", "level": "guard"}
+    assert isolation.labels == {**labels, "detail": "not a Triton stub process"}
+    assert isolation.value() == 0.0  # this test process is not a stub: never confined
     assert families["ruth_plugin_frames"].kind == MetricFamily.COUNTER
     series = {tuple(sorted(m.labels.items())): m for m in families["ruth_plugin_frames"].metrics}
     assert series[(("camera", "cam1"), ("model_id", "demo"), ("version", "1.0.0"))].value() == 1.0

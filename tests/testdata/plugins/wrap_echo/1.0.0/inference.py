@@ -1,10 +1,10 @@
-"""Reports the frame as the plugin sees it; writes a scratch file inside its own folder at load."""
+"""Reports the frame as the plugin sees it; writes a file in its scratch folder at load and per frame."""
 
 import numpy as np
 
 
 def load(context):
-    scratch = context.model_dir / "scratch.txt"
+    scratch = context.scratch_dir / "scratch.txt"
     scratch.write_text("written during load")
     context.logger.info("loaded with threshold %s", context.config["threshold"])
     return {"version": context.version, "threshold": float(context.config["threshold"]), "scratch": scratch}
@@ -20,6 +20,6 @@ def infer(state, frame):
         "camera_id": frame.camera_id,
         "frame_id": frame.frame_id,
         "timestamp_ms": frame.timestamp_ms,
-        "writes_inside": state["scratch"].read_text() == str(frame.frame_id),
+        "writes_scratch": state["scratch"].read_text() == str(frame.frame_id),
         "threshold": state["threshold"],
     }
