@@ -271,7 +271,7 @@ class ModelPerformance(_message.Message):
     def __init__(self, requests: _Optional[int] = ..., successes: _Optional[int] = ..., errors: _Optional[int] = ..., timeouts: _Optional[int] = ..., error_rate: _Optional[float] = ..., avg_inference_ms: _Optional[float] = ..., last_inference_ms: _Optional[float] = ..., last_request_unix_ms: _Optional[int] = ..., consecutive_timeouts: _Optional[int] = ..., avg_wait_ms: _Optional[float] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("model_id", "version", "state", "health", "input_type", "last_error", "performance", "accepted_formats", "output_schema", "max_batch_size", "upstreams", "waiting_for")
+    __slots__ = ("model_id", "version", "state", "health", "input_type", "last_error", "performance", "accepted_formats", "output_schema", "max_batch_size", "upstreams", "waiting_for", "isolation", "landlock_abi", "isolation_detail")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -284,6 +284,9 @@ class ModelStatus(_message.Message):
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     UPSTREAMS_FIELD_NUMBER: _ClassVar[int]
     WAITING_FOR_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
+    LANDLOCK_ABI_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_DETAIL_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     version: str
     state: ModelState
@@ -296,7 +299,10 @@ class ModelStatus(_message.Message):
     max_batch_size: int
     upstreams: _containers.RepeatedCompositeFieldContainer[ModelRef]
     waiting_for: str
-    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., health: _Optional[_Union[HealthStatus, str]] = ..., input_type: _Optional[str] = ..., last_error: _Optional[str] = ..., performance: _Optional[_Union[ModelPerformance, _Mapping]] = ..., accepted_formats: _Optional[_Iterable[_Union[ImageFormat, str]]] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_batch_size: _Optional[int] = ..., upstreams: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., waiting_for: _Optional[str] = ...) -> None: ...
+    isolation: str
+    landlock_abi: int
+    isolation_detail: str
+    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., health: _Optional[_Union[HealthStatus, str]] = ..., input_type: _Optional[str] = ..., last_error: _Optional[str] = ..., performance: _Optional[_Union[ModelPerformance, _Mapping]] = ..., accepted_formats: _Optional[_Iterable[_Union[ImageFormat, str]]] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_batch_size: _Optional[int] = ..., upstreams: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., waiting_for: _Optional[str] = ..., isolation: _Optional[str] = ..., landlock_abi: _Optional[int] = ..., isolation_detail: _Optional[str] = ...) -> None: ...
 
 class ModelRef(_message.Message):
     __slots__ = ("model_id", "version")

@@ -30,6 +30,7 @@ from typing import Any
 from ruthgen.contract import ModelContract
 from ruthgen.fsutil import iso_time
 from ruthgen.manifest import TritonFacts
+from sidecar.control.isolation import Isolation
 
 LOGGER = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ class ModelRecord:
     fps_capacity: float | None = None
     #: what the runtime finds questionable but not wrong (e.g. limits longer than it allows)
     warnings: list[str] = field(default_factory=list)
+    #: how the serving copy's stub is confined, as it reported (None until known)
+    isolation: Isolation | None = None
     _listener: Callable[[ModelRecord, Transition], None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -202,6 +205,7 @@ class ModelRecord:
             "rejected_change": self.rejected_change.to_dict() if self.rejected_change else None,
             "recovery_attempts": self.recovery_attempts,
             "warnings": list(self.warnings),
+            "isolation": self.isolation.to_dict() if self.isolation else None,
             "history": [t.to_dict() for t in self.history],
         }
 

@@ -165,6 +165,10 @@ def model_status(view: ModelView) -> pb.ModelStatus:
         message.upstreams.add(**upstream)
     if view.waiting:
         message.waiting_for = view.waiting
+    if record.isolation is not None:
+        message.isolation = record.isolation.level
+        message.landlock_abi = record.isolation.landlock_abi
+        message.isolation_detail = record.isolation.detail
     return message
 
 

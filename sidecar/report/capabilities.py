@@ -121,6 +121,8 @@ def _model_entry(
     }
     if record.warnings:
         entry["warnings"] = list(record.warnings)
+    if record.isolation is not None:
+        entry["isolation"] = record.isolation.to_dict()
     if record.contract is not None and record.contract.upstreams:
         entry["upstreams"] = [u.model_dump() for u in record.contract.upstreams]
     if waiting is not None:

@@ -148,6 +148,13 @@ async def test_request_failure_reaches_registration_and_log_and_plugin_metrics_r
         assert entry["output_schema"]["type"] == "object"
         assert entry["hardware"]["supports"] == ["cpu"] and entry["hardware"]["instance_kind"] == "cpu"
         assert declaration["hardware"]["type"] == "cpu"  # Triton's metrics here hold no GPU
+        # the stub confined itself (this suite's machine has Landlock with network rules) and said so
+        abi = entry["isolation"]["landlock_abi"]
+        assert entry["isolation"]["level"] == "kernel" and abi >= 4, entry
+        assert (await model(http, "rs_metrics"))["isolation"] == entry["isolation"]
+        (status,) = (await client.status("rs_metrics", V)).models
+        assert (status.isolation, status.landlock_abi) == ("kernel", abi)
+        assert status.isolation_detail.startswith(f"Landlock ABI {abi}: files")
         checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
         jsonschema.Draft202012Validator(SCHEMA, format_checker=checker).validate(declaration)
 
