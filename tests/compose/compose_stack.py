@@ -42,6 +42,7 @@ OUTPUT_TAIL = 6000
 STACK_KEY = pytest.StashKey["Stack"]()
 TIMINGS_KEY = pytest.StashKey[dict[str, float]]()
 IMAGE_SIZES_KEY = pytest.StashKey[dict[str, float]]()
+ISOLATION_KEY = pytest.StashKey[dict[str, object]]()
 
 
 def _service(container: dict[str, Any]) -> str | None:

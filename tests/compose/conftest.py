@@ -20,6 +20,7 @@ import grpc
 import pytest
 from compose_stack import (
     IMAGE_SIZES_KEY,
+    ISOLATION_KEY,
     PLUGINS,
     ROOT,
     STACK_KEY,
@@ -44,7 +45,7 @@ PROJECT = "ruth-compose-test"
 REPOSITORY = "/opt/ruth/model_repository"
 MODELS = "/opt/ruth/ai/models"
 #: Fixture plugins served beside ai/models.
-FIXTURES = ("native_deadlock",)
+FIXTURES = ("native_deadlock", "iso_hostile")
 BACKEND_PORT = 8090
 SIDECAR_HTTP_PORT = 8080
 
@@ -197,6 +198,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    isolation = config.stash.get(ISOLATION_KEY, None)
+    if isolation:
+        terminalreporter.write_line(f"compose stack, a plugin's isolation in its container: {isolation}")
     timings = config.stash.get(TIMINGS_KEY, None)
     if timings:
         steps = ", ".join(f"{name} {seconds:.0f}" for name, seconds in timings.items())

@@ -16,8 +16,9 @@ import time
 
 import grpc
 import httpx
+import numpy as np
 import pytest
-from compose_stack import IMAGE_SIZES_KEY, PLUGINS, Running, StackError, image_size_mb, run
+from compose_stack import IMAGE_SIZES_KEY, ISOLATION_KEY, PLUGINS, Running, StackError, image_size_mb, run
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
@@ -134,6 +135,35 @@ async def test_a_frame_for_several_models_is_decoded_once_in_tritons_shared_memo
     decoded = [line for line in metrics.splitlines() if line.startswith("ruth_frames_decoded_once_total")]
     assert decoded and float(decoded[0].split()[-1]) >= 1.0, metrics
     assert "cannot read the frame pool" not in stack.stack.logs()
+
+
+async def test_a_hostile_plugin_in_the_container_is_confined_as_its_isolation_says_when_served(
+    stack: Running, request
+):
+    # iso_hostile writes through libc (what the audit-hook guard cannot see); the stub confined itself
+    # before importing it, with what the container lets it use: the level is in /models
+    with httpx.Client(base_url=stack.http_url, timeout=5) as http:
+        models = http.get("/models").json()["models"]
+    (entry,) = [m for m in models if m["model_id"] == "iso_hostile"]
+    isolation = entry["isolation"]
+    request.config.stash[ISOLATION_KEY] = isolation
+    frame = np.zeros((4, 4, 3), dtype=np.uint8).tobytes()
+    target = "/tmp/escaped-by-iso-hostile.txt"  # writable for the stub's user: only the kernel stops it
+    async with AIRuntimeClient(stack.grpc_address) as client:
+        response = await client.infer(
+            "iso_hostile", "1.0.0", frame, pb.RAW_RGB, frame_id=target, camera_id="write", width=4, height=4
+        )
+        assert not response.HasField("error"), response.error
+        answer = result_dict(response)
+        escaped = stack.stack.exec("tritonserver", "test", "-e", target).returncode == 0
+        if escaped:
+            stack.stack.exec("tritonserver", "rm", "-f", target)
+    if isolation["level"] == "kernel":
+        assert isolation["landlock_abi"] >= 1 and (answer["done"], answer["errno"]) == (False, 13), answer
+        assert not escaped
+    else:  # the engine's seccomp profile refuses Landlock: the guard alone, and /models says why
+        assert isolation["landlock_abi"] == 0 and "seccomp" in isolation["detail"], isolation
+        assert answer["done"] is True and escaped
 
 
 def test_serving_containers_run_as_the_kubernetes_pod_enforces_when_up(stack: Running):
