@@ -227,13 +227,19 @@ def stub_rules(
     """What a model's stub may do once confined: read its version folder (the wrapper and the
     plugin), its Python (environment, interpreter, ``sys.path``, ``LD_LIBRARY_PATH``) and the
     system's libraries; write only in its plugin folder and ``scratch``; a GPU instance its device
-    files; TCP as
-    ``permissions.network`` says (``network``: False, True or the allowlist of ``host:port``)."""
+    files; TCP as ``permissions.network`` says (``network``: False, True or the allowlist of
+    ``host:port``). Of ``sys.path``, only what belongs to an environment is read (inside a prefix,
+    or a ``site-packages``/``dist-packages`` folder): not the working folder, a project checkout
+    an editable install added, or ``PYTHONPATH`` folders, which may hold other plugins. A path that
+    holds the whole repository (``/``) is left out whatever it is."""
     environ = os.environ if environ is None else environ
-    python = [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, *sys.path]
+    prefixes = [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix]
+    python = [*prefixes, *(p for p in sys.path if _in_an_environment(p, prefixes))]
     python.append(str(sysconfig.get_config_var("LIBDIR") or ""))
     python.extend(environ.get("LD_LIBRARY_PATH", "").split(os.pathsep))
     python.append(os.path.dirname(os.path.realpath("/proc/self/exe")))  # the stub's own folder
+    repository = os.path.realpath(Path(version_dir).parent.parent)
+    python = [p for p in python if p and not _holds(os.path.realpath(p), repository)]
     read = [str(version_dir), *python, *SYSTEM_READ, *ETC_READ, *DEVICES_READ]
     read += [os.path.realpath(p) for p in read if p]
     devices = [d for pattern in GPU_DEVICES for d in sorted(glob.glob(pattern))] if gpu else []
@@ -321,6 +327,20 @@ def _allow_path(libc: Any, ruleset: int, path: str, rights: int, refused: list[s
             refused.append(f"{path}: {exc.strerror}")
     finally:
         os.close(fd)
+
+
+def _in_an_environment(path: str, prefixes: list[str]) -> bool:
+    if not path:
+        return False
+    real = os.path.realpath(path)
+    if os.path.basename(real.rstrip(os.sep)) in ("site-packages", "dist-packages"):
+        return True
+    return any(_holds(os.path.realpath(prefix), real) for prefix in prefixes if prefix)
+
+
+def _holds(folder: str, path: str) -> bool:
+    """True when ``path`` is ``folder`` or lies beneath it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _add_rule(libc: Any, ruleset: int, kind: int, rule: Any) -> None:

@@ -104,6 +104,22 @@ def test_stub_rules_read_the_version_folder_and_python_and_write_the_plugin_and_
     assert (rules.connect_ports, rules.bind, rules.devices) == (frozenset(), False, ())
 
 
+def test_stub_rules_read_only_the_python_paths_of_an_environment(tmp_path, monkeypatch):
+    # a stub's sys.path holds "" (its working folder) and, with an editable install, the project's
+    # checkout: neither may open the other plugins (their sources sit in the checkout) to reading
+    version = tmp_path / "repository" / "m__1.0.0" / "1"
+    site = tmp_path / "env" / "lib" / "site-packages"
+    for folder in (version, site, tmp_path / "checkout"):
+        folder.mkdir(parents=True)
+    extra = ["/", "", ".", str(tmp_path), str(tmp_path / "checkout"), str(tmp_path / "repository"), str(site)]
+    monkeypatch.setattr(sys, "path", [*sys.path, *extra])
+    monkeypatch.chdir(tmp_path / "repository")
+    rules = ruth_confine.stub_rules(version, version / "plugin", tmp_path / "scratch", False, environ={})
+    for refused in ("/", "", ".", str(tmp_path), str(tmp_path / "checkout"), str(tmp_path / "repository")):
+        assert refused not in rules.read
+    assert {str(version), str(site), sys.prefix, sys.base_prefix} <= set(rules.read)
+
+
 @pytest.mark.parametrize(
     ("network", "ports", "bind"),
     [
