@@ -72,7 +72,7 @@ DEFAULT_REPOSITORY = Path("model_repository")
 
 
 def _target(target: Target | None, quiet: bool = False) -> str:
-    """The build target asked for, else the one this machine's hardware calls for (§3.4); said on
+    """The build target asked for, else the one this machine's hardware calls for; said on
     stderr unless ``quiet`` (--json prints nothing but its JSON)."""
     if target is not None:
         return target.value

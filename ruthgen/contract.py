@@ -1,9 +1,10 @@
 """The ``model.yaml`` plugin contract, modelled once (pydantic v2).
 
-The fields are those of the architecture's §4.2 plus what the runtime needs (``schema_version``,
-``timeouts``, ``dependencies``, ``permissions`` and a few performance knobs); docs/plugin-contract.md
+The fields are the model's identity, input, output, hardware and performance hints, plus what the
+runtime needs (``schema_version``, ``timeouts``, ``dependencies``, ``permissions`` and a few
+performance knobs); docs/plugin-contract.md
 describes every field and its default. Unknown keys are reported as warnings, never errors, so that
-a newer contract still loads (§9.3). This module does no file I/O and knows nothing of Triton.
+a newer contract still loads. This module does no file I/O and knows nothing of Triton.
 
 Library API: :func:`parse_contract` (mapping -> :class:`ContractParse`), :class:`ModelContract`,
 :func:`contract_digest`.
@@ -40,7 +41,7 @@ INPUT_TYPES: tuple[str, ...] = ("frame", "batch", "temporal")
 INPUT_FORMATS: tuple[str, ...] = ("jpeg", "png", "raw_rgb", "raw_bgr")
 SCHEMA_VERSIONS: tuple[str, ...] = ("1",)
 MAX_TIMEOUT_MS = 600_000
-#: The runtime's total request timeout (the sidecar's ``request_timeout_ms``, architecture §5.4).
+#: The runtime's total request timeout (the sidecar's ``request_timeout_ms``, docs/sidecar.md#deadlines).
 DEFAULT_REQUEST_TIMEOUT_MS = 7000
 REQUEST_TIMEOUT_ENV = "RUTH_REQUEST_TIMEOUT_MS"
 

@@ -1,4 +1,4 @@
-"""Discovery and validation of plugins (architecture §3.3-3.4).
+"""Discovery and validation of plugins (docs/architecture.md#build-path).
 
 Layout: ``<models>/<model_id>/<semver>/model.yaml``. Symlinks are followed; hidden folders are
 skipped; a version folder that is not a semantic version is ignored with a warning. Every plugin

@@ -51,7 +51,7 @@ class GpuInfo:
 
 @dataclass(frozen=True)
 class HardwareInfo:
-    """The §7.2 ``hardware``: the first GPU's figures at the top (as the architecture shows), every
+    """The registration's ``hardware``: the first GPU's figures at the top, every
     GPU in ``gpus``; ``source`` says where they came from (``triton-metrics``, ``nvml``, ...)."""
 
     type: str  # cpu | gpu | jetson
@@ -68,7 +68,7 @@ class HardwareInfo:
     source: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
-        """The §7.2 ``hardware`` object (fields without a value are left out)."""
+        """The registration's ``hardware`` object (fields without a value are left out)."""
         found = {k: v for k, v in asdict(self).items() if v is not None and k not in ("gpus", "source")}
         if self.gpus:
             found["gpus"] = [gpu.to_dict() for gpu in self.gpus]

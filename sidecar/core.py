@@ -379,7 +379,10 @@ class RuntimeCore:
         return ready, body
 
     def health(self) -> HealthReport:
-        """Runtime health (§6.5) and every version's, from kept state: UNHEALTHY without Triton."""
+        """Runtime health and every version's, from kept state: UNHEALTHY without Triton.
+
+        The rule: docs/architecture.md#health.
+        """
         return HealthReport(self._runtime_status(), self.readiness.ready, self.model_status())
 
     def _runtime_status(self) -> Health:

@@ -1,4 +1,4 @@
-"""Request health per model and its aggregation into the runtime's health (architecture §6.5, §7.4).
+"""Request health per model and its aggregation into the runtime's health (docs/architecture.md#health).
 
 Per model, over a sliding window of the last requests (at most ``window_requests``, none older
 than ``window_s``):
@@ -18,7 +18,7 @@ than ``window_s``):
 Only failures that are the model's (see :func:`counts_against_model`) are errors here: a client's
 malformed frame or the runtime's own overload says nothing about the model.
 
-Runtime health (the §6.5 table, which wins over Appendix B): HEALTHY when every loaded model is
+Runtime health: HEALTHY when every loaded model is
 HEALTHY; UNHEALTHY when none is serving (HEALTHY or DEGRADED), zero loaded models included;
 DEGRADED otherwise. The runtime is ready only while at least one model is serving.
 """
@@ -276,7 +276,7 @@ def is_loaded(record: ModelRecord) -> bool:
 
 
 def aggregate(healths: Iterable[Health]) -> RuntimeHealth:
-    """The runtime's health from the health of every loaded model (§6.5)."""
+    """The runtime's health from the health of every loaded model."""
     values = list(healths)
     healthy = sum(h is Health.HEALTHY for h in values)
     degraded = sum(h is Health.DEGRADED for h in values)

@@ -1,4 +1,6 @@
-"""The lifecycle manager: discovery, loads, zero-drop reloads, unloads and recovery (§3, §6.3).
+"""The lifecycle manager: discovery, loads, zero-drop reloads, unloads and recovery.
+
+Its place in the runtime: docs/architecture.md#control-path.
 
 One manager, whatever its :class:`~sidecar.control.sources.EntrySource`: the plugin folder the
 sidecar owns, or a repository built elsewhere. It reconciles the source's versions with Triton, one
@@ -307,7 +309,7 @@ class LifecycleManager:
         return [r.to_dict() for k in keys if (r := self.registry.get(*k)) is not None]
 
     def _priority(self, records: list[ModelRecord]) -> Callable[[ModelRecord], tuple[int, int, str]]:
-        """§3.6 when GPU memory may not hold every version: the versions named in
+        """The order of loads when GPU memory may not hold every version: the versions named in
         ``preferred_versions`` first, then each model's newest before any model's older ones."""
         newest_first: dict[str, list[str]] = {}
         for record in records:
@@ -412,7 +414,7 @@ class LifecycleManager:
         record.contract = check.contract
         record.warnings = self._warnings(check.contract)
         if deferred is not None and self._needs_gpu_memory(check.contract):
-            deferred.append(record)  # stays VALIDATING until its turn (§3.6)
+            deferred.append(record)  # stays VALIDATING until its turn
             return
         await self._load_first(record)
 
@@ -464,7 +466,7 @@ class LifecycleManager:
             await asyncio.to_thread(self.stub_killer.kill, old)
         staged, error = await self._load_copy(record, new)
         if staged is None and (load_resource_code(error) or error.startswith("RESOURCE_EXHAUSTED")):
-            # no memory for it: retrying on a schedule would only fail again (§3.5); a rescan retries
+            # no memory for it: retrying on a schedule would only fail again; a rescan retries
             if old is not None and old != new:
                 record.active_name = None
                 self._spawn(self._retire_copy(old, kill_first=hung))

@@ -1,4 +1,6 @@
-"""Recovery of broken model instances (architecture §6.3), for what Triton 2.51 does not do itself.
+"""Recovery of broken model instances, for what Triton 2.51 does not do itself.
+
+Its place in the runtime: docs/architecture.md#control-path.
 
 * A stub process that died leaves its model READY in Triton, and every request then fails with
   ``Stub process '<instance>' is not healthy.``: the request path answers those with

@@ -1,16 +1,16 @@
-"""The lifecycle of one model version: states, allowed transitions, history (architecture §3.1, App. A).
+"""The lifecycle of one model version: states, allowed transitions, history (docs/architecture.md#states).
 
 Every ``(model_id, version)`` the runtime knows has one :class:`ModelRecord` in the
 :class:`ModelRegistry`. Its state changes only through :meth:`ModelRecord.transition`, which refuses
 a transition that :data:`TRANSITIONS` does not allow (:class:`IllegalTransition`) and keeps a bounded
 history of ``(from, to, at, reason)``.
 
-Appendix A's graph, plus what rescans and recovery need (each marked below and in docs/lifecycle.md):
+The graph's transitions beyond the plain path, for rescans and recovery (also in docs/lifecycle.md):
 
 * ``INVALID -> DISCOVERED``: the folder changed, a rescan validates it again (INVALID is terminal
   for one set of files, not for the folder);
 * ``INVALID -> UNLOADED``: an invalid folder was deleted;
-* ``ERROR -> LOADING`` and ``LOADING -> ERROR``: the automatic recovery reload of §6.3 (a failed
+* ``ERROR -> LOADING`` and ``LOADING -> ERROR``: the automatic recovery reload (a failed
   recovery attempt stays in ERROR for the next retry).
 
 A reload of a READY model (new files, or a zero-drop recovery) keeps the record READY: the new copy

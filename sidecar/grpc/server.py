@@ -1,6 +1,7 @@
 """The gRPC server: AIRuntime, the standard grpc.health.v1 service and server reflection.
 
-No model-management call is served on this port (§8.4). Dead clients are noticed by keepalive:
+No model-management call is served on this port (docs/architecture.md#parts). Dead clients are
+noticed by keepalive:
 the server pings every connection each ``grpc_keepalive_time_s`` (with calls or without) and
 closes it, cancelling its streams, when a ping is not answered within ``grpc_keepalive_timeout_s``.
 Clients may ping too, as often as every :data:`CLIENT_PING_MIN_INTERVAL_MS` even without calls

@@ -2,7 +2,7 @@
 
 * ``GET /livez``: 200 while the process serves (Triton's state does not matter: restarting the
   sidecar would not fix it); ``GET /readyz``: 200 when ready, else 503, with the reasons;
-* ``GET /capabilities``: the §7.2 declaration (the JSON sent to the backend);
+* ``GET /capabilities``: the capability declaration (the JSON sent to the backend);
 * ``GET /models[?model_id=&version=]``: state, reason, history, health, performance per version;
 * ``GET /metrics``: Prometheus text;
 * ``GET /``: the status page (``static/``: HTML, CSS and a script, no external assets), which reads

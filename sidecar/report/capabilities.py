@@ -1,4 +1,6 @@
-"""The capability declaration of architecture §7.2, built from the runtime's state (a pure function).
+"""The capability declaration, built from the runtime's state (a pure function).
+
+What it holds: docs/lifecycle.md#capability-registration.
 
 Inputs: the model records (lifecycle), their request-health snapshots, the hardware and the clock.
 The same JSON is POSTed to the backend (:mod:`sidecar.report.registration`) and served at
@@ -11,11 +13,12 @@ The same JSON is POSTed to the backend (:mod:`sidecar.report.registration`) and 
   instances run, its ``last_error`` (lifecycle or request failure, with its time) and ``warnings``.
 * ``hardware``: the machine (:mod:`sidecar.report.hardware`: Triton's GPU metrics, else the local
   probe).
-* ``capacity`` (Appendix B): ``max_fps_total`` sums the ``fps_capacity`` of READY models;
+* ``capacity``: ``max_fps_total`` sums the ``fps_capacity`` of READY models;
   ``max_concurrent_streams = min(10, floor(max_fps_total / 10))``; ``recommended_batch_size`` is the
   largest batch a READY model takes; utilisation is the observed rate over the capacity;
-  ``supported_hardware`` is the union of what the READY models' contracts support (§7.3).
-* ``health_summary``: the §6.5 aggregation over loaded models, and the newest error with its model.
+  ``supported_hardware`` is the union of what the READY models' contracts support.
+* ``health_summary``: the runtime's health over loaded models (docs/architecture.md#health), and the
+  newest error with its model.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The hardware the runtime declares (architecture §7.2), right even where the sidecar has no GPU.
+"""The hardware the runtime declares in its registration, right even where the sidecar has no GPU.
 
 A sidecar container gets no GPU of its own (Kubernetes gives the GPU to Triton's container), so the
 figures come first from what Triton already exports on its metrics port: the DCGM gauges

@@ -1,6 +1,8 @@
-"""Capability registration with the backend (architecture §7.1): POST the declaration, keep it fresh.
+"""Capability registration with the backend: POST the declaration, keep it fresh.
 
-``POST <backend_url>/api/internal/runtime/register`` with the §7.2 JSON and, when configured,
+What it holds and when it is sent: docs/lifecycle.md#capability-registration.
+
+``POST <backend_url>/api/internal/runtime/register`` with the declaration's JSON and, when configured,
 ``Authorization: Bearer <token>``. It is sent once :meth:`Registrar.start` is called (after the
 initial loads), again after every change (:meth:`Registrar.mark_dirty`, debounced), and every
 ``heartbeat_s``. While the backend is down it retries with exponential backoff (``backoff_s`` doubling

@@ -1,4 +1,6 @@
-"""One structured log line per failed request (architecture §6.3 level 1), rate-limited per model.
+"""One structured log line per failed request, rate-limited per model.
+
+What it holds: docs/sidecar.md#failed-requests-in-the-log.
 
 Every request that reached a model and failed (the model's error, a timeout, a dead process) is
 logged once at WARNING by the ``sidecar.requests`` logger, as ``key=value`` pairs::

@@ -579,7 +579,7 @@ class Pipeline:
     def deadline_s(
         self, request: FrameRequest, client_remaining_s: float | None = None, route: Route | None = None
     ) -> float:
-        """Seconds this request may take (architecture §5.4): the model's phase limits added up plus
+        """Seconds this request may take (docs/sidecar.md#deadlines): the model's phase limits added up plus
         ``request_timeout_margin_ms``, capped by the runtime's ``request_timeout_ms``, or less if
         the client asks for less.
 

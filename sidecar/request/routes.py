@@ -99,7 +99,7 @@ class RouteTable:
         return None
 
     def resolve(self, model_id: str, version: str) -> Route:
-        """The serving route of ``(model_id, version)``, or the routing error (§5.2, §3.6): a model
+        """The serving route of ``(model_id, version)``, or the routing error: a model
         waiting for an upstream is not serving (MODEL_NOT_READY, naming the upstream and its state)."""
         route = self._routes.get((model_id, version))
         if route is not None and route.state == READY:
