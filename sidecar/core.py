@@ -227,11 +227,11 @@ class RuntimeCore:
                     await self._initial_loads()
                 elif ready and not was_ready:
                     await self.manager.resync()
-                self.manager.tick()
+                self.manager.triage.tick()
                 if time.monotonic() - last_heartbeat >= self.settings.registration_interval_s:
                     last_heartbeat = time.monotonic()
                     self.hardware = await self.detect_hardware()
-                    await self.manager.refresh_capacity()
+                    await self.manager.capacity.refresh()
             except Exception:
                 LOGGER.exception("periodic runtime refresh failed")
 
@@ -329,7 +329,7 @@ class RuntimeCore:
     ) -> None:
         self.metrics.observe(route.model_id, route.version, None if error is None else error.code.value,
                              elapsed_ms / 1000.0, None if model_ms is None else model_ms / 1000.0)
-        self.manager.observe(route, error, elapsed_ms, model_ms)
+        self.manager.triage.observe(route, error, elapsed_ms, model_ms)
 
     # ---- control ---------------------------------------------------------------------------------
 
@@ -346,7 +346,7 @@ class RuntimeCore:
     @property
     def ready(self) -> bool:
         """Ready when the initial loads are done, Triton is ready and a model is serving."""
-        return self.started and self.readiness.ready and self.manager.runtime_health().ready
+        return self.started and self.readiness.ready and self.manager.triage.runtime_health().ready
 
     def on_ready_change(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(ready)`` whenever :attr:`ready` changes (and once now)."""
@@ -371,7 +371,7 @@ class RuntimeCore:
                 listener(ready)
 
     def readiness_report(self) -> tuple[bool, dict[str, Any]]:
-        runtime = self.manager.runtime_health()
+        runtime = self.manager.triage.runtime_health()
         server = self.readiness.ready
         ready = self.started and server and runtime.ready
         body = {"ready": ready, "inference_server_ready": server, "initial_loads_done": self.started,
@@ -386,7 +386,7 @@ class RuntimeCore:
         return HealthReport(self._runtime_status(), self.readiness.ready, self.model_status())
 
     def _runtime_status(self) -> Health:
-        return self.manager.runtime_health().status if self.readiness.ready else Health.UNHEALTHY
+        return self.manager.triage.runtime_health().status if self.readiness.ready else Health.UNHEALTHY
 
     def model_status(self, model_id: str = "", version: str = "") -> list[ModelView]:
         """Versions matching the filters (empty matches all); MODEL_NOT_FOUND when none does."""
@@ -394,8 +394,8 @@ class RuntimeCore:
         for record in self.manager.registry:
             if (model_id and record.model_id != model_id) or (version and record.version != version):
                 continue
-            snapshot = self.manager.snapshot(record.key)
-            waiting = self.manager.waiting(record)
+            snapshot = self.manager.triage.snapshot(record.key)
+            waiting = self.manager.triage.waiting(record)
             found.append(ModelView(record, model_health(record, snapshot, waiting), snapshot, waiting))
         if not found and (model_id or version):
             raise ModelNotFound(f"no model matches model_id={model_id!r} version={version!r}")
@@ -429,9 +429,9 @@ class RuntimeCore:
             runtime_id=self.settings.runtime_id,
             runtime_version=self.runtime_version,
             records=list(self.manager.registry),
-            health=self.manager.snapshots(),
+            health=self.manager.triage.snapshots(),
             hardware=self.hardware,
-            waiting=self.manager.waiting_all(),
+            waiting=self.manager.triage.waiting_all(),
         )
         declaration["registration"] = self.registrar.status.to_dict()
         return declaration
@@ -450,7 +450,7 @@ class RuntimeCore:
         ]
         return {
             "models": models,
-            "runtime_health": self.manager.runtime_health().status,
+            "runtime_health": self.manager.triage.runtime_health().status,
             "registrations": self.registrar.status.to_dict(),
             "loaded": sum(1 for r in self.manager.registry if is_loaded(r)),
             "streams": {

@@ -13,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from sidecar.errors import SidecarError
+from sidecar.control.states import ModelRecord, ModelRegistry, ModelState
+from sidecar.control.tasks import Background
+from sidecar.errors import ModelProcessDied, SidecarError
 from sidecar.request.routes import Route
 from sidecar.request.triton import TritonAdapter, build_request
 
@@ -103,3 +106,45 @@ class Capacity:
             LOGGER.debug("statistics of %s unavailable: %s", name, exc.message)
             return None
         return fps_from_statistics(stats or {}, instance_count)
+
+
+@dataclass(eq=False)
+class CapacityFigures:
+    """Keeps each READY version's ``fps_capacity``: calibrated after a load, refreshed from statistics.
+
+    ``observe`` hears of a calibration that found the model's process dead (news for recovery)."""
+
+    capacity: Capacity | None
+    registry: ModelRegistry
+    background: Background
+    changed: Callable[[], None]
+    observe: Callable[[Route, SidecarError, float], None]
+
+    def calibrate_later(self, record: ModelRecord, route: Route) -> None:
+        """Measure the copy ``route`` serves for ``record``, in the background."""
+        if self.capacity is not None:
+            self.background.spawn(self._calibrate(self.capacity, record, route))
+
+    async def _calibrate(self, capacity: Capacity, record: ModelRecord, route: Route) -> None:
+        try:
+            fps = await capacity.calibrate(route, record.max_batch_size, record.instance_count)
+        except SidecarError as exc:
+            LOGGER.info("calibration of %s failed: %s", route.triton_name, exc.message)
+            if isinstance(exc, ModelProcessDied):
+                self.observe(route, exc, 0.0)
+            return
+        if fps is not None and record.state is ModelState.READY and record.active_name == route.triton_name:
+            record.fps_capacity = round(fps, 1)
+            self.changed()
+
+    async def refresh(self) -> None:
+        """Refresh ``fps_capacity`` of READY versions from Triton's live statistics."""
+        if self.capacity is None:
+            return
+        for record in list(self.registry):
+            if record.state is not ModelState.READY or record.active_name is None:
+                continue
+            fps = await self.capacity.from_statistics(record.active_name, record.instance_count)
+            if fps is not None and fps != record.fps_capacity:
+                record.fps_capacity = fps
+                self.changed()

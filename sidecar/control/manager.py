@@ -23,8 +23,9 @@ version at a time (a lock per version, so a slow load never holds up another mod
   for lack of memory is FAILED, not retried on a schedule.
 
 The request path never calls the manager: every change of a version's state or serving copy is
-published as a new :class:`~sidecar.request.routes.Route`, and :meth:`LifecycleManager.observe`
-takes each answered request (cheap: counters, and maybe a recovery).
+published as a new :class:`~sidecar.request.routes.Route`, and
+:meth:`~sidecar.control.triage.Triage.observe` takes each answered request (cheap: counters, and maybe a
+recovery).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from ruthgen.contract import (
@@ -45,29 +46,21 @@ from ruthgen.contract import (
 )
 from ruthgen.hardware import GpuInfo
 from ruthgen.manifest import ManifestEntry
-from ruthgen.naming import semver_key
 from ruthgen.wrapper.ruth_errors import load_resource_code
-from sidecar.control.capacity import Capacity
-from sidecar.control.health import (
-    HealthPolicy,
-    HealthSnapshot,
-    ModelHealthTracker,
-    RuntimeHealth,
-    aggregate,
-    counts_against_model,
-    is_loaded,
-    model_health,
-)
-from sidecar.control.recovery import Recovery, RecoveryPolicy, StubKiller, progress
+from sidecar.control.capacity import Capacity, CapacityFigures
+from sidecar.control.health import HealthPolicy
+from sidecar.control.placement import GpuPlacement
+from sidecar.control.recovery import Recovery, RecoveryPolicy, StubKiller
 from sidecar.control.sources import EntrySource, Key, StageError
 from sidecar.control.states import ModelRecord, ModelRegistry, ModelState, RejectedChange, Transition
+from sidecar.control.tasks import Background
+from sidecar.control.triage import Triage
 from sidecar.control.watcher import Change
-from sidecar.errors import RESOURCE_FAILURES, ModelNotLoaded, ModelProcessDied, SidecarError
+from sidecar.errors import SidecarError
 from sidecar.request.routes import Leases, Route, RouteTable
 from sidecar.request.triton import IndexEntry
 
 LOGGER = logging.getLogger(__name__)
-S = ModelState
 LOAD_CONCURRENCY = 4
 
 
@@ -81,6 +74,10 @@ class ModelControl(Protocol):
 
 
 class LifecycleManager:
+    """Reconciles the source's versions with Triton; its helpers hold the other jobs: :attr:`triage`
+    (request health, hang checks), :attr:`recovery` (the reload schedule), :attr:`placement` (GPU
+    memory), :attr:`capacity` (the versions' ``fps_capacity``)."""
+
     def __init__(
         self,
         control: ModelControl,
@@ -100,21 +97,18 @@ class LifecycleManager:
         self.source = source
         self.routes = routes
         self.leases = leases
-        self.health_policy = health_policy or HealthPolicy()
         self.policy = policy or RecoveryPolicy()
         self.stub_killer = stub_killer
-        self.capacity = capacity
         self.request_timeout_ms = request_timeout_ms
-        self._gpus = gpus or tuple
-        self.preferred_versions = frozenset(preferred_versions)
-        self._gpu_snapshot: tuple[GpuInfo, ...] = ()
-        self._gpu_reserved: dict[int, int] = {}
         self.registry = ModelRegistry()
-        self.trackers: dict[Key, ModelHealthTracker] = {}
+        self.background = Background()
         self.recovery = Recovery(self.policy, self._recover_locked, self._lock, self._changed)
+        self.triage = Triage(self.registry, routes, self.recovery, control, self.background, self._changed,
+                             health_policy or HealthPolicy(), self.policy)
+        self.placement = GpuPlacement(gpus, preferred_versions)
+        self.capacity = CapacityFigures(capacity, self.registry, self.background, self._changed,
+                                        self.triage.observe)
         self._locks: dict[Key, asyncio.Lock] = {}
-        self._hang_checks: set[Key] = set()
-        self._background: set[asyncio.Task[Any]] = set()
         self._change_listeners: list[Callable[[], None]] = []
         self.registry.add_listener(self._on_transition)
 
@@ -143,117 +137,6 @@ class LifecycleManager:
         """The request path's view of ``record``, swapped in whole."""
         self.routes.publish(route_of(record))
 
-    # ---- the request path's outcomes -------------------------------------------------------------
-
-    def observe(
-        self, route: Route, error: SidecarError | None, elapsed_ms: float, model_ms: float | None = None
-    ) -> None:
-        """Take one answered request into the model's health, and start recovery when needed.
-
-        Health judges the model's own time (``model_ms``) when the answer carried it, else the whole
-        ``elapsed_ms``; the difference is the request's wait."""
-        key = (route.model_id, route.version)
-        tracker = self.trackers.get(key)
-        record = self.registry.get(*key)
-        if tracker is None or record is None or route.triton_name != record.active_name:
-            return  # an answer from a copy that no longer serves says nothing about the new one
-        if error is None:  # the common case, kept short: it is on every request's path
-            if model_ms is None:
-                changed = tracker.record(True, elapsed_ms)
-            else:
-                changed = tracker.record(True, model_ms, wait_ms=max(0.0, elapsed_ms - model_ms))
-            if record.state is S.READY:
-                record.recovery_attempts = 0
-            if changed:
-                self._changed()
-            return
-        code = error.code.value
-        changed = False
-        if counts_against_model(code):
-            changed = tracker.record(False, elapsed_ms, timeout=code == "TIMEOUT")
-            record.note_error(f"{code}: {error.message}")
-        if record.state is S.READY:
-            if error.code in RESOURCE_FAILURES:
-                self.recovery.fail(record, f"{code}: {error.message}", hung=False)
-            elif isinstance(error, ModelProcessDied):
-                self.recovery.fail(record, f"the model's process died: {error.message}", hung=False)
-            elif isinstance(error, ModelNotLoaded):
-                self.recovery.fail(record, f"the inference server lost it: {error.message}", hung=False,
-                                   delay_s=0.0)
-            elif tracker.consecutive_timeouts >= self.policy.max_consecutive_timeouts:
-                self._check_hung(record, tracker.consecutive_timeouts)
-        if changed:
-            self._changed()
-
-    # ---- slow or hung ----------------------------------------------------------------------------
-
-    def _check_hung(self, record: ModelRecord, timeouts: int) -> None:
-        """Timeouts in a row: hung (no answer at all) or slow (answers, late)? Only hung is killed."""
-        name = record.active_name
-        if record.key in self._hang_checks or name is None:
-            return
-        self._hang_checks.add(record.key)
-        self._spawn(self._hang_check(record, name, timeouts))
-
-    async def _hang_check(self, record: ModelRecord, name: str, timeouts: int) -> None:
-        """Watch Triton's statistics of copy ``name`` for ``hang_check_s`` (or the model's own phase
-        limits plus a second, when shorter: a live wrapper answers within them): an instance that
-        finishes anything meanwhile is slow and stays loaded; one that finishes nothing is hung."""
-        limits_s = declared_limits_ms(record.contract) / 1000.0 + 1.0 if record.contract else None
-        wait_s = min(self.policy.hang_check_s, limits_s or self.policy.hang_check_s)
-        try:
-            before = await self._progress(name)
-            after = None
-            if before is not None:
-                await asyncio.sleep(wait_s)
-                after = await self._progress(name)
-            if record.state is not S.READY or record.active_name != name:
-                return
-            if before is not None and after is not None and after > before:
-                message = (f"TIMEOUT: {timeouts} requests in a row timed out but the instance still answers "
-                           f"(late): slow, not hung; it stays loaded")
-                LOGGER.warning("%s:%s %s", record.model_id, record.version, message)
-                record.note_error(message)
-                self._changed()
-                return
-            silent = f"nothing finished within {wait_s:g} s" if after is not None else "no statistics"
-            reason = f"{timeouts} consecutive timeouts and {silent}: instance hung"
-            self.recovery.fail(record, reason, hung=True)
-        finally:
-            self._hang_checks.discard(record.key)
-
-    async def _progress(self, name: str) -> int | None:
-        try:
-            return progress(await self.control.model_statistics(name))
-        except Exception as exc:  # statistics unavailable: the timeouts alone decide
-            LOGGER.info("statistics of %s unavailable: %s", name, exc)
-            return None
-
-    # ---- status ----------------------------------------------------------------------------------
-
-    def snapshots(self) -> dict[Key, HealthSnapshot]:
-        return {key: tracker.snapshot() for key, tracker in self.trackers.items()}
-
-    def snapshot(self, key: Key) -> HealthSnapshot | None:
-        tracker = self.trackers.get(key)
-        return tracker.snapshot() if tracker is not None else None
-
-    def runtime_health(self) -> RuntimeHealth:
-        return aggregate(
-            model_health(r, self.snapshot(r.key), self.waiting(r)) for r in self.registry if is_loaded(r)
-        )
-
-    def waiting(self, record: ModelRecord) -> str | None:
-        """Why a READY version does not serve: an upstream of it is missing or not serving."""
-        if record.state is not S.READY or record.contract is None or not record.contract.upstreams:
-            return None
-        route = self.routes.get(*record.key)
-        return self.routes.waiting(route) if route is not None else None
-
-    def waiting_all(self) -> dict[Key, str]:
-        """:meth:`waiting` of every version that waits."""
-        return {r.key: why for r in self.registry if (why := self.waiting(r)) is not None}
-
     def _upstream_errors(self, record: ModelRecord, contract: ModelContract) -> str | None:
         """The reason ``contract``'s upstreams make it INVALID against the other versions (a cycle,
         a chain too deep, an upstream that cannot feed it), or None."""
@@ -261,27 +144,11 @@ class LifecycleManager:
             return None
         others = {
             r.key: r.contract for r in self.registry
-            if r.contract is not None and r.key != record.key and r.state not in (S.INVALID, S.UNLOADED)
+            if r.contract is not None and r.key != record.key
+            and r.state not in (ModelState.INVALID, ModelState.UNLOADED)
         }
         errors, _ = upstream_issues(contract, others)
         return "; ".join(f"{e.check}: {e.message}" for e in errors) or None
-
-    def tick(self) -> None:
-        """Age the health windows (called periodically): health recovers when errors grow old."""
-        if any([t.refresh() for t in self.trackers.values()]):
-            self._changed()
-
-    async def refresh_capacity(self) -> None:
-        """Refresh ``fps_capacity`` of READY versions from Triton's live statistics."""
-        if self.capacity is None:
-            return
-        for record in list(self.registry):
-            if record.state is not S.READY or record.active_name is None:
-                continue
-            fps = await self.capacity.from_statistics(record.active_name, record.instance_count)
-            if fps is not None and fps != record.fps_capacity:
-                record.fps_capacity = fps
-                self._changed()
 
     # ---- discovery -------------------------------------------------------------------------------
 
@@ -302,27 +169,11 @@ class LifecycleManager:
                 await self.reconcile(key, key in present, force=force, deferred=needs_gpu_memory)
 
         await asyncio.gather(*(one(k) for k in keys))
-        for record in sorted(needs_gpu_memory, key=self._priority(needs_gpu_memory)):
+        for record in sorted(needs_gpu_memory, key=self.placement.priority(needs_gpu_memory)):
             async with self._lock(record.key):
-                if record.state is S.VALIDATING and record.contract is not None:
+                if record.state is ModelState.VALIDATING and record.contract is not None:
                     await self._load_first(record)
         return [r.to_dict() for k in keys if (r := self.registry.get(*k)) is not None]
-
-    def _priority(self, records: list[ModelRecord]) -> Callable[[ModelRecord], tuple[int, int, str]]:
-        """The order of loads when GPU memory may not hold every version: the versions named in
-        ``preferred_versions`` first, then each model's newest before any model's older ones."""
-        newest_first: dict[str, list[str]] = {}
-        for record in records:
-            newest_first.setdefault(record.model_id, []).append(record.version)
-        for versions in newest_first.values():
-            versions.sort(key=semver_key, reverse=True)
-
-        def key(record: ModelRecord) -> tuple[int, int, str]:
-            preferred = f"{record.model_id}:{record.version}" in self.preferred_versions
-            rank = newest_first[record.model_id].index(record.version)
-            return (0 if preferred else 1, rank, record.model_id)
-
-        return key
 
     async def on_changes(self, changes: list[Change]) -> None:
         """A watcher's callback: reconcile just the versions that changed."""
@@ -346,10 +197,10 @@ class LifecycleManager:
         for record in list(self.registry):
             async with self._lock(record.key):
                 served = index.get(record.active_name or "")
-                if record.state is S.READY and (served is None or served.state != "READY"):
+                if record.state is ModelState.READY and (served is None or served.state != "READY"):
                     self.recovery.fail(record, "the inference server no longer serves it", hung=False,
                                        delay_s=0.0)
-                elif record.state is S.ERROR:
+                elif record.state is ModelState.ERROR:
                     record.recovery_attempts = 0
                     self.recovery.schedule(record, 0.0)
 
@@ -371,23 +222,23 @@ class LifecycleManager:
                 return
             changed = digest != record.source_digest
             state = record.state
-            if state is S.UNLOADED:
-                record.transition(S.DISCOVERED, "found again")
+            if state is ModelState.UNLOADED:
+                record.transition(ModelState.DISCOVERED, "found again")
                 await self._bring_up(record, digest, deferred)
-            elif state is S.INVALID and (changed or force):
-                record.transition(S.DISCOVERED, "files changed" if changed else "rescan requested")
+            elif state is ModelState.INVALID and (changed or force):
+                record.transition(ModelState.DISCOVERED, "files changed" if changed else "rescan requested")
                 await self._bring_up(record, digest, deferred)
-            elif state is S.FAILED and (changed or force):
-                record.transition(S.UNLOADING, "cleaning up a failed load before loading again")
+            elif state is ModelState.FAILED and (changed or force):
+                record.transition(ModelState.UNLOADING, "cleaning up a failed load before loading again")
                 await self._unload_all(record)
-                record.transition(S.UNLOADED, "cleaned up")
-                record.transition(S.DISCOVERED, "files changed" if changed else "rescan requested")
+                record.transition(ModelState.UNLOADED, "cleaned up")
+                record.transition(ModelState.DISCOVERED, "files changed" if changed else "rescan requested")
                 await self._bring_up(record, digest, deferred)
-            elif state is S.READY and changed:
+            elif state is ModelState.READY and changed:
                 rejected = record.rejected_change
                 if force or rejected is None or rejected.source_digest != digest:
                     await self._replace(record, digest)
-            elif state is S.ERROR and (changed or force or self.recovery.gave_up(record)):
+            elif state is ModelState.ERROR and (changed or force or self.recovery.gave_up(record)):
                 self.recovery.cancel(key)
                 record.recovery_attempts = 0
                 if not await self._recover_once(record, digest if changed else None):
@@ -398,36 +249,36 @@ class LifecycleManager:
     async def _bring_up(
         self, record: ModelRecord, digest: str, deferred: list[ModelRecord] | None = None
     ) -> None:
-        record.transition(S.VALIDATING, "checking the contract and the files")
+        record.transition(ModelState.VALIDATING, "checking the contract and the files")
         check = await asyncio.to_thread(self.source.check, record.key)
         record.source_digest = digest
         record.rejected_change = None
         if not check.valid:
             record.contract = None
-            record.transition(S.INVALID, check.reason)
+            record.transition(ModelState.INVALID, check.reason)
             return
         invalid = self._upstream_errors(record, check.contract) if check.contract else None
         if invalid is not None:
             record.contract = None
-            record.transition(S.INVALID, invalid)
+            record.transition(ModelState.INVALID, invalid)
             return
         record.contract = check.contract
         record.warnings = self._warnings(check.contract)
-        if deferred is not None and self._needs_gpu_memory(check.contract):
+        if deferred is not None and self.placement.needs_memory(check.contract):
             deferred.append(record)  # stays VALIDATING until its turn
             return
         await self._load_first(record)
 
     async def _load_first(self, record: ModelRecord) -> None:
-        record.transition(S.LOADING, "loading into the inference server")
+        record.transition(ModelState.LOADING, "loading into the inference server")
         name = self.source.slots(record.key)[0]
         staged, error = await self._load_copy(record, name)
         if staged is None:
-            record.transition(S.FAILED, error)
+            record.transition(ModelState.FAILED, error)
             return
         self._switch(record, name, staged)
-        record.transition(S.READY, f"loaded as {name}")
-        self._calibrate_later(record)
+        record.transition(ModelState.READY, f"loaded as {name}")
+        self.capacity.calibrate_later(record, route_of(record))
 
     async def _replace(self, record: ModelRecord, digest: str) -> None:
         """Zero-drop reload of a READY version with new files; on any failure the old copy stays."""
@@ -448,7 +299,7 @@ class LifecycleManager:
         self._changed()
         if old is not None and old != new:
             await self._retire_copy(old, kill_first=False)
-        self._calibrate_later(record)
+        self.capacity.calibrate_later(record, route_of(record))
 
     async def _recover_locked(self, record: ModelRecord) -> bool:
         return await self._recover_once(record, None)
@@ -457,7 +308,7 @@ class LifecycleManager:
         """ERROR -> LOADING -> READY (reloaded, into the other slot when there is one) or back to ERROR."""
         record.recovery_attempts += 1
         attempt = f"{record.recovery_attempts}/{self.policy.max_retries}"
-        record.transition(S.LOADING, f"recovery reload {attempt}")
+        record.transition(ModelState.LOADING, f"recovery reload {attempt}")
         old, new = record.active_name, self._other_slot(record)
         hung = record.key in self.recovery.hung
         if old is not None and old == new:  # one copy only: it goes before it comes back
@@ -469,33 +320,33 @@ class LifecycleManager:
             # no memory for it: retrying on a schedule would only fail again; a rescan retries
             if old is not None and old != new:
                 record.active_name = None
-                self._spawn(self._retire_copy(old, kill_first=hung))
-            record.transition(S.FAILED, f"recovery reload {attempt} failed for lack of resources, "
+                self.background.spawn(self._retire_copy(old, kill_first=hung))
+            record.transition(ModelState.FAILED, f"recovery reload {attempt} failed for lack of resources, "
                                         f"not retried: {error}")
             return False
         if staged is None:
-            record.transition(S.ERROR, f"recovery reload {attempt} failed: {error}")
+            record.transition(ModelState.ERROR, f"recovery reload {attempt} failed: {error}")
             return False
         if digest is not None:
             record.source_digest = digest
         self._switch(record, new, staged)
-        record.transition(S.READY, f"recovered by reload {attempt} as {new}")
+        record.transition(ModelState.READY, f"recovered by reload {attempt} as {new}")
         if old is not None and old != new:
-            self._spawn(self._retire_copy(old, kill_first=False))
+            self.background.spawn(self._retire_copy(old, kill_first=False))
         return True
 
     async def _retire(self, record: ModelRecord) -> None:
         """The version is gone: stop routing, let in-flight requests finish, unload."""
-        if record.state is S.UNLOADED:
+        if record.state is ModelState.UNLOADED:
             return
-        if record.state is S.INVALID:
-            record.transition(S.UNLOADED, "removed")
+        if record.state is ModelState.INVALID:
+            record.transition(ModelState.UNLOADED, "removed")
             return
         self.recovery.cancel(record.key)
-        record.transition(S.UNLOADING, "removed")
+        record.transition(ModelState.UNLOADING, "removed")
         await self._unload_all(record)
         await asyncio.to_thread(self.source.forget, record.key)
-        record.transition(S.UNLOADED, "removed")
+        record.transition(ModelState.UNLOADED, "removed")
 
     async def _unload_all(self, record: ModelRecord) -> None:
         old, record.active_name = record.active_name, None
@@ -512,14 +363,14 @@ class LifecycleManager:
         except StageError as exc:
             return None, exc.reason
         generated = time.monotonic()
-        short = self._reserve_gpu_memory(record, staged)
+        short = self.placement.reserve(staged)
         if short:
             return None, short
         timeout = self.policy.load_timeout_s
         try:
             await asyncio.wait_for(self.control.load_model(name, timeout_s=timeout), timeout)
         except (asyncio.TimeoutError, TimeoutError):
-            self._spawn(self._abandon(name))
+            self.background.spawn(self._abandon(name))
             return None, f"loading did not finish within {timeout:g} s; abandoned"
         except SidecarError as exc:
             return None, exc.message or f"the load failed ({exc.code.value}, without a message)"
@@ -561,40 +412,9 @@ class LifecycleManager:
         record.contract, record.triton = staged.contract, staged.triton
         record.warnings = self._warnings(staged.contract)
         record.output_schema = staged.output_json_schema
-        self.trackers[record.key] = ModelHealthTracker(self.health_policy, record.inference_time_hint_ms)
+        self.triage.new_window(record)
         self.recovery.hung.discard(record.key)
         self._publish(record)
-
-    # ---- GPU memory ------------------------------------------------------------------------------
-
-    def _needs_gpu_memory(self, contract: ModelContract | None) -> bool:
-        return bool(contract is not None and contract.hardware.supports_gpu
-                    and contract.hardware.min_gpu_memory_mb and self._gpus())
-
-    def _reserve_gpu_memory(self, record: ModelRecord, staged: ManifestEntry) -> str:
-        """"" when copy ``staged`` may load: its GPU instances' ``min_gpu_memory_mb`` fits the free
-        memory of every GPU (Triton places them on each), after what the loads since the last
-        hardware figures reserved; else why not (RESOURCE_EXHAUSTED: the version is FAILED)."""
-        per_instance = staged.contract.hardware.min_gpu_memory_mb if staged.contract else None
-        gpus = self._gpus()
-        if not per_instance or not gpus or staged.triton is None or staged.triton.instance_kind != "KIND_GPU":
-            return ""
-        if gpus is not self._gpu_snapshot:  # new figures: they include what was loaded before them
-            self._gpu_snapshot, self._gpu_reserved = gpus, {}
-        need = per_instance * staged.triton.instance_count
-        for gpu in gpus:
-            if gpu.memory_available_mb is None:
-                continue
-            free = gpu.memory_available_mb - self._gpu_reserved.get(gpu.index, 0)
-            if free < need:
-                after = " after the versions loaded before it" if self._gpu_reserved else ""
-                return (f"RESOURCE_EXHAUSTED: not loaded: needs {need} MB of GPU memory on each GPU "
-                        f"({staged.triton.instance_count} instance(s) x hardware.min_gpu_memory_mb "
-                        f"{per_instance}) but GPU {gpu.index} has {free} MB free{after}; versions load "
-                        f"in priority order (preferred_versions, then newest first); a rescan retries")
-        for gpu in gpus:
-            self._gpu_reserved[gpu.index] = self._gpu_reserved.get(gpu.index, 0) + need
-        return ""
 
     def _warnings(self, contract: ModelContract | None) -> list[str]:
         if contract is None:
@@ -616,53 +436,24 @@ class LifecycleManager:
             return slots[0]
         return slots[1] if record.active_name == slots[0] else slots[0]
 
-    # ---- capacity --------------------------------------------------------------------------------
-
-    def _calibrate_later(self, record: ModelRecord) -> None:
-        if self.capacity is not None:
-            self._spawn(self._calibrate(record, route_of(record)))
-
-    async def _calibrate(self, record: ModelRecord, route: Route) -> None:
-        assert self.capacity is not None
-        try:
-            fps = await self.capacity.calibrate(route, record.max_batch_size, record.instance_count)
-        except SidecarError as exc:
-            LOGGER.info("calibration of %s failed: %s", route.triton_name, exc.message)
-            if isinstance(exc, ModelProcessDied):  # the model broke: that is news for recovery
-                self.observe(route, exc, 0.0)
-            return
-        if fps is not None and record.state is S.READY and record.active_name == route.triton_name:
-            record.fps_capacity = round(fps, 1)
-            self._changed()
-
     # ---- plumbing --------------------------------------------------------------------------------
 
     def _lock(self, key: Key) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def stop(self) -> None:
         await self.recovery.stop()
-        tasks = list(self._background)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self.background.stop()
 
 
 def route_of(record: ModelRecord) -> Route:
     """The route the request path follows for ``record`` as it is now."""
     state = record.state.value
-    reason = record.reason if record.state is not S.READY else ""
+    reason = record.reason if record.state is not ModelState.READY else ""
     contract, triton = record.contract, record.triton
     if contract is None or triton is None or record.active_name is None:
-        return Route(record.model_id, record.version, state if record.state is not S.READY else "LOADING",
-                     reason)
+        serving_state = state if record.state is not ModelState.READY else "LOADING"
+        return Route(record.model_id, record.version, serving_state, reason)
     spec = contract.input
     return Route(
         record.model_id, record.version, state, reason, record.active_name,

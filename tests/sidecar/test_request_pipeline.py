@@ -133,7 +133,7 @@ async def test_core_returns_result_and_counts_it_when_triton_answers(core, fake_
     assert list(request.inputs[0].shape) == [len(JPEG)]
     assert request.raw_input_contents[0] == JPEG
     assert request.parameters["camera_id"].string_param == "cam1"
-    stats = core.manager.snapshot(("alpha", "1.0.0"))
+    stats = core.manager.triage.snapshot(("alpha", "1.0.0"))
     assert (stats.requests, stats.successes) == (1, 1)
 
 
@@ -144,7 +144,7 @@ async def test_core_answers_with_the_models_own_time_and_the_wait_apart(core, fa
     assert outcome.error is None
     assert outcome.model_ms == 2.5 and outcome.inference_ms == 2.5
     assert outcome.elapsed_ms >= 50.0 and outcome.wait_ms == pytest.approx(outcome.elapsed_ms - 2.5)
-    stats = core.manager.snapshot(("alpha", "1.0.0"))
+    stats = core.manager.triage.snapshot(("alpha", "1.0.0"))
     assert stats.avg_ms == 2.5 and stats.avg_wait_ms == pytest.approx(outcome.wait_ms)
 
 
@@ -153,7 +153,7 @@ async def test_core_judges_the_whole_time_when_the_model_does_not_report_its_own
     outcome = await answered(core, frame())
     assert outcome.model_ms is None and outcome.wait_ms == 0.0
     assert outcome.inference_ms == outcome.elapsed_ms >= 20.0
-    assert core.manager.snapshot(("alpha", "1.0.0")).avg_ms == pytest.approx(outcome.elapsed_ms)
+    assert core.manager.triage.snapshot(("alpha", "1.0.0")).avg_ms == pytest.approx(outcome.elapsed_ms)
 
 
 async def test_core_maps_plugin_error_and_degrades_health_when_plugin_fails(core, fake_triton):
@@ -173,7 +173,7 @@ async def test_core_answers_timeout_within_deadline_when_model_hangs(core, fake_
     elapsed = loop.time() - started
     assert outcome.error.code is ErrorCode.TIMEOUT
     assert 0.19 <= elapsed < 5.0  # its own deadline, not the runtime's 7 s
-    assert core.manager.snapshot(("alpha", "1.0.0")).timeouts == 1
+    assert core.manager.triage.snapshot(("alpha", "1.0.0")).timeouts == 1
 
 
 def test_core_deadline_takes_the_smallest_of_setting_request_and_client(settings, fake_triton):

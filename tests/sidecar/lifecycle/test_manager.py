@@ -38,7 +38,7 @@ def observe(manager, model_id="m", version="1.0.0", error: SidecarError | None =
     sent = route_of(manager.registry.get(model_id, version))
     if name is not None:
         sent = dataclasses.replace(sent, triton_name=name)
-    manager.observe(sent, error, latency_ms)
+    manager.triage.observe(sent, error, latency_ms)
 
 
 def dead_stub() -> ModelProcessDied:
@@ -208,12 +208,12 @@ async def test_consecutive_timeouts_kill_the_hung_stubs_and_reload(manager, cont
     assert manager.registry.get("m", "1.0.0").state is S.READY
     observe(manager, error=timeout(), latency_ms=1000.0)
     record = manager.registry.get("m", "1.0.0")
-    assert record.state is S.READY and manager.trackers[record.key].health is Health.UNHEALTHY
+    assert record.state is S.READY and manager.triage.trackers[record.key].health is Health.UNHEALTHY
     await _until(lambda: record.state is S.ERROR)  # the hang check: nothing finished meanwhile
     assert "3 consecutive timeouts and nothing finished" in record.reason
     await _until(lambda: record.state is S.READY)
     assert killer.killed == [A] and route(manager) == B
-    assert manager.trackers[record.key].health is Health.HEALTHY
+    assert manager.triage.trackers[record.key].health is Health.HEALTHY
 
 
 async def test_consecutive_timeouts_of_a_slow_instance_that_still_answers_do_not_kill_it(
@@ -232,7 +232,7 @@ async def test_consecutive_timeouts_of_a_slow_instance_that_still_answers_do_not
     record = manager.registry.get("m", "1.0.0")
     await _until(lambda: "slow, not hung" in (record.last_error or ""))
     assert record.state is S.READY and killer.killed == [] and route(manager) == A
-    assert manager.trackers[record.key].health is Health.UNHEALTHY  # still late: the backend sees it
+    assert manager.triage.trackers[record.key].health is Health.UNHEALTHY  # still late: the backend sees it
 
 
 async def test_model_that_keeps_failing_ends_in_error_after_max_retries(manager, control, entries):
@@ -284,14 +284,14 @@ async def test_answers_from_a_retired_copy_are_ignored(manager, control, entries
 
 
 async def test_runtime_health_follows_the_models(manager, control, entries):
-    assert manager.runtime_health().status is Health.UNHEALTHY
+    assert manager.triage.runtime_health().status is Health.UNHEALTHY
     entries.add("a", "1.0.0")
     entries.add("b", "1.0.0")
     await manager.rescan()
-    assert manager.runtime_health().status is Health.HEALTHY
+    assert manager.triage.runtime_health().status is Health.HEALTHY
     for _ in range(3):
         observe(manager, "a", error=timeout(), latency_ms=5.0)
-    health = manager.runtime_health()
+    health = manager.triage.runtime_health()
     assert (health.status, health.healthy, health.unhealthy) == (Health.DEGRADED, 1, 1)
 
 
@@ -301,7 +301,7 @@ async def test_calibration_sets_the_fps_capacity(manager, entries):
             assert (route.triton_name, max_batch_size, instance_count) == (A, 0, 1)
             return 123.456
 
-    manager.capacity = Capacity()
+    manager.capacity.capacity = Capacity()
     entries.add("m", "1.0.0")
     await manager.rescan()
     await _until(lambda: manager.registry.get("m", "1.0.0").fps_capacity == 123.5)
@@ -310,13 +310,13 @@ async def test_calibration_sets_the_fps_capacity(manager, entries):
 async def test_capacity_is_refreshed_from_live_statistics(manager, control, entries):
     from sidecar.control.capacity import Capacity
 
-    manager.capacity = Capacity(control)
+    manager.capacity.capacity = Capacity(control)
     entries.add("m", "1.0.0")
     await manager.rescan()
     control.stats[A] = {"inference_count": 100, "inference_stats": {"compute_infer": {"ns": 500_000_000}}}
     changes = []
     manager.on_change(lambda: changes.append(1))
-    await manager.refresh_capacity()
+    await manager.capacity.refresh()
     assert manager.registry.get("m", "1.0.0").fps_capacity == 200.0 and changes
 
 
@@ -325,12 +325,12 @@ async def test_a_request_error_that_is_the_callers_does_not_count_against_the_mo
     await manager.rescan()
     for _ in range(20):
         observe(manager, error=InternalError("inference server error: boom"))
-    assert manager.snapshot(("m", "1.0.0")).errors == 20
+    assert manager.triage.snapshot(("m", "1.0.0")).errors == 20
     from sidecar.errors import InvalidInput, Overloaded
 
     observe(manager, error=InvalidInput("frame.data is empty"))
     observe(manager, error=Overloaded("slow down"))
-    assert manager.snapshot(("m", "1.0.0")).errors == 20
+    assert manager.triage.snapshot(("m", "1.0.0")).errors == 20
 
 
 async def test_a_model_the_server_lost_is_reloaded_at_once(manager, control, entries):
