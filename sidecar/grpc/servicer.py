@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-
 import grpc
 
 from sidecar._proto import airuntime_pb2 as pb
@@ -14,13 +10,8 @@ from sidecar.core import RuntimeCore
 from sidecar.errors import SidecarError
 from sidecar.grpc import converters
 from sidecar.grpc.status import abort, handle_errors, unexpected
-from sidecar.request.limits import StreamSlot
-from sidecar.request.shared_frames import REGION_METADATA, CallRegions
-from sidecar.request.stream import StreamSession
-
-LOGGER = logging.getLogger("sidecar.grpc")
-
-_END = object()
+from sidecar.request.shared_frames import REGION_METADATA
+from sidecar.request.stream import serve_stream
 
 
 class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
@@ -56,81 +47,29 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
             slot = self._core.admit_stream(context.peer())
         except SidecarError as e:
             await abort(context, e)
-        regions = None
-        if names := _region_names(context):
-            try:
-                regions = await self._core.open_regions(names)
-            except SidecarError as e:
-                slot.release()
-                await abort(context, e)
-        task = asyncio.current_task()
         try:
-            await self._stream(context, slot, task, regions)
-        except asyncio.CancelledError:
-            if not slot.idle:  # the client went away (or the server stops)
-                raise
-            if hasattr(task, "uncancel"):  # Python >= 3.11: this cancellation is handled
-                task.uncancel()
-            await abort(context, slot.idle_error())
+            regions = await self._core.open_regions(names) if (names := _region_names(context)) else None
+        except SidecarError as e:
+            slot.release()
+            await abort(context, e)
+        open_stream = self._core.open_stream
+        to_response = converters.response
+        frame_request = converters.frame_request
+        read_message, write_message, eof = context.read, context.write, grpc.aio.EOF
+
+        async def read():
+            message = await read_message()
+            return None if message is eof else frame_request(message)
+
+        async def write(outcome) -> None:
+            await write_message(to_response(outcome))
+
+        try:
+            await serve_stream(lambda emit, deliver: open_stream(emit, deliver, regions), read, write, slot)
+        except SidecarError as e:  # the idle timeout closed it
+            await abort(context, e)
         finally:
             slot.release()
-
-    async def _stream(
-        self, context: grpc.aio.ServicerContext, slot: StreamSlot, task, regions: CallRegions | None
-    ) -> None:
-        queue: asyncio.Queue = asyncio.Queue()
-        write = context.write
-        to_response = converters.response
-        writing = asyncio.Lock()  # Triton's answers are written from their readers' tasks
-
-        async def deliver(outcome) -> None:
-            message = to_response(outcome)
-            async with writing:
-                await write(message)
-
-        session = self._core.open_stream(queue.put_nowait, deliver, regions)
-        slot.watch(lambda: session.in_flight > 0, task.cancel)
-        reader = asyncio.get_running_loop().create_task(self._read(context, session, queue, slot.touch))
-        written = session.written
-        get = queue.get
-        try:
-            while True:
-                outcome = await get()
-                if outcome is _END:
-                    break
-                message = to_response(outcome)
-                async with writing:
-                    await write(message)
-                written()
-        finally:
-            slot.unwatch()  # the stream is ending: no idle timeout may interrupt its close
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-            await session.close()
-            slot.release()  # its place is free once what it held (leases, regions) is given back
-
-    @staticmethod
-    async def _read(
-        context: grpc.aio.ServicerContext, session: StreamSession, queue: asyncio.Queue, touch
-    ) -> None:
-        read = context.read
-        eof = grpc.aio.EOF
-        submit = session.submit
-        frame_request = converters.frame_request
-        try:
-            while True:
-                message = await read()
-                if message is eof:
-                    break
-                touch()
-                await submit(frame_request(message))
-            await session.drain()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a broken client stream ends the call; what is pending is dropped
-            LOGGER.debug("InferStream reader ended", exc_info=True)
-        queue.put_nowait(_END)
 
     @handle_errors
     async def HealthCheck(self, request: pb.HealthCheckRequest, context) -> pb.HealthCheckResponse:

@@ -28,22 +28,31 @@ the camera's next such request starts once it is answered, so that model sees th
 in order. So does a request with a ``frame_id`` to a (frame or batch) model that others take as
 their upstream: it goes the unary way, where its result for the frame is kept for theirs and one
 kept or running already answers it (:mod:`sidecar.request.upstreams`).
+
+:func:`serve_stream` runs one client stream for a transport: it reads the client's requests into a
+session and writes every answer back, one write at a time, until the client ends the stream, goes
+away, or leaves it idle past the stream's limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
 
 from sidecar.errors import ModelNotReady, Overloaded, RequestTimeout, SequenceNotStarted, SidecarError
 from sidecar.request.deadlines import Deadlines
+from sidecar.request.limits import StreamSlot
 from sidecar.request.pipeline import FrameRequest, Outcome, Pending, Pipeline
 from sidecar.request.shared_frames import CallRegions
 from sidecar.request.triton import TritonStream
 
 LOGGER = logging.getLogger(__name__)
+
+Emit = Callable[[Outcome], None]
+Deliver = Callable[[Outcome], Awaitable[None]]
 
 
 class StreamSession:
@@ -319,3 +328,87 @@ class StreamSession:
         streams, self._streams = list(self._streams.values()), {}
         for stream in streams:
             await stream.close()
+
+
+_END = object()
+
+
+async def serve_stream(
+    open_session: Callable[[Emit, Deliver], StreamSession],
+    read: Callable[[], Awaitable[FrameRequest | None]],
+    write: Callable[[Outcome], Awaitable[None]],
+    slot: StreamSlot,
+) -> None:
+    """One client stream, whatever its transport: each request ``read`` returns (None at the stream's
+    end) goes into the session ``open_session`` makes, and each answer to ``write``, once.
+
+    Triton's answers are written from the tasks that read them, the others from here, one write at a
+    time. When ``slot``'s idle timeout closes the stream, this raises the slot's idle error; when the
+    client goes away (the task is cancelled), the session's pending requests are dropped unanswered.
+    The slot is released once the session has given back what it held (leases, regions).
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    try:
+        await _pump(open_session, read, write, slot, task)
+    except asyncio.CancelledError:
+        if not slot.idle:  # the client went away (or the server stops)
+            raise
+        if hasattr(task, "uncancel"):  # Python >= 3.11: this cancellation is handled
+            task.uncancel()
+        raise slot.idle_error() from None
+
+
+async def _pump(
+    open_session: Callable[[Emit, Deliver], StreamSession],
+    read: Callable[[], Awaitable[FrameRequest | None]],
+    write: Callable[[Outcome], Awaitable[None]],
+    slot: StreamSlot,
+    task: asyncio.Task,
+) -> None:
+    queue: asyncio.Queue = asyncio.Queue()
+    writing = asyncio.Lock()
+
+    async def deliver(outcome: Outcome) -> None:
+        async with writing:
+            await write(outcome)
+
+    session = open_session(queue.put_nowait, deliver)
+    slot.watch(lambda: session.in_flight > 0, task.cancel)
+    reader = asyncio.get_running_loop().create_task(_read(read, session, queue, slot.touch))
+    written = session.written
+    get = queue.get
+    try:
+        while True:
+            outcome = await get()
+            if outcome is _END:
+                break
+            async with writing:
+                await write(outcome)
+            written()
+    finally:
+        slot.unwatch()  # the stream is ending: no idle timeout may interrupt its close
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await session.close()
+        slot.release()  # its place is free once what it held (leases, regions) is given back
+
+
+async def _read(
+    read: Callable[[], Awaitable[FrameRequest | None]],
+    session: StreamSession,
+    queue: asyncio.Queue,
+    touch: Callable[[], None],
+) -> None:
+    submit = session.submit
+    try:
+        while (request := await read()) is not None:
+            touch()
+            await submit(request)
+        await session.drain()
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # a broken client stream ends the call; what is pending is dropped
+        LOGGER.debug("client stream reader ended", exc_info=True)
+    queue.put_nowait(_END)
