@@ -39,8 +39,9 @@ from floor_forwarder import triton_request  # noqa: E402
 
 from ruthgen.embedded import EmbeddedTriton  # noqa: E402
 from sidecar._proto import airuntime_pb2 as pb  # noqa: E402
+from sidecar.request.messages import build_request  # noqa: E402
 from sidecar.request.routes import READY, Route  # noqa: E402
-from sidecar.request.triton import TritonAdapter, build_request  # noqa: E402
+from sidecar.triton_client import TritonAdapter  # noqa: E402
 
 _LIMITS = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1)]
 

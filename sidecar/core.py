@@ -41,8 +41,8 @@ from sidecar.request.pipeline import Outcome, Pipeline
 from sidecar.request.routes import Leases, Route, RouteTable
 from sidecar.request.shared_frames import CallRegions, FramePool, RegionPolicy
 from sidecar.request.stream import StreamSession
-from sidecar.request.triton import TritonAdapter
 from sidecar.settings import SidecarSettings
+from sidecar.triton_client import TritonAdapter
 
 LOGGER = logging.getLogger(__name__)
 

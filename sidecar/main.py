@@ -26,8 +26,8 @@ from sidecar.control.watcher import ManifestWatcher, ModelsWatcher
 from sidecar.core import RuntimeCore, WatcherFactory
 from sidecar.grpc.server import GrpcServer
 from sidecar.http.server import HttpServer
-from sidecar.request.triton import TritonAdapter
 from sidecar.settings import SidecarSettings, load_settings
+from sidecar.triton_client import TritonAdapter
 
 LOGGER = logging.getLogger("sidecar")
 GC_THRESHOLDS = (50_000, 50, 100)

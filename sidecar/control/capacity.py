@@ -24,8 +24,9 @@ from PIL import Image
 from sidecar.control.states import ModelRecord, ModelRegistry, ModelState
 from sidecar.control.tasks import Background
 from sidecar.errors import ModelProcessDied, SidecarError
+from sidecar.request.messages import build_request
 from sidecar.request.routes import Route
-from sidecar.request.triton import TritonAdapter, build_request
+from sidecar.triton_client import TritonAdapter
 
 LOGGER = logging.getLogger(__name__)
 

@@ -58,14 +58,14 @@ from sidecar.control.triage import Triage
 from sidecar.control.watcher import Change
 from sidecar.errors import SidecarError
 from sidecar.request.routes import Leases, Route, RouteTable
-from sidecar.request.triton import IndexEntry
+from sidecar.triton_client import IndexEntry
 
 LOGGER = logging.getLogger(__name__)
 LOAD_CONCURRENCY = 4
 
 
 class ModelControl(Protocol):
-    """What the manager needs of the Triton adapter."""
+    """What the manager needs of the Triton client."""
 
     async def load_model(self, name: str, timeout_s: float = ...) -> None: ...
     async def unload_model(self, name: str, timeout_s: float = ...) -> None: ...
@@ -374,7 +374,7 @@ class LifecycleManager:
             return None, f"loading did not finish within {timeout:g} s; abandoned"
         except SidecarError as exc:
             return None, exc.message or f"the load failed ({exc.code.value}, without a message)"
-        except Exception as exc:  # a bug in the adapter: the load failed all the same
+        except Exception as exc:  # a bug in the client: the load failed all the same
             return None, str(exc) or type(exc).__name__
         loaded = time.monotonic()
         LOGGER.info("%s staged in %.3f s, loaded in %.3f s", name, generated - started, loaded - generated)

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from sidecar.request.triton import TritonAdapter
+from sidecar.triton_client import TritonAdapter
 
 LOGGER = logging.getLogger(__name__)
 

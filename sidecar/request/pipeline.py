@@ -50,21 +50,13 @@ from sidecar.errors import (
 )
 from sidecar.request.failures import FailureLog
 from sidecar.request.images import decode_rgb_into, jpeg_size, png_size, raw_size
+from sidecar.request.messages import SharedInput, build_batch_request, build_request, set_sequence_start
 from sidecar.request.routes import Leases, Route, RouteTable
 from sidecar.request.shared_frames import CallRegions, FramePool, FrameReference, SharedSlot, Slot
-from sidecar.request.triton import (
-    SharedInput,
-    TritonAdapter,
-    build_batch_request,
-    build_request,
-    element_error,
-    elements,
-    first_element,
-    set_sequence_start,
-)
 from sidecar.request.upstreams import UpstreamMemo, Upstreams
 from sidecar.request.upstreams import parse as parse_upstreams
 from sidecar.settings import SidecarSettings
+from sidecar.triton_client import TritonAdapter, element_error, elements, first_element
 
 LOGGER = logging.getLogger(__name__)
 

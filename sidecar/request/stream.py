@@ -6,7 +6,7 @@ one for all: Triton answers a stream's requests in the order they were sent, so 
 shared stream would hold back the answers of every model behind it.
 
 Every request gets exactly one :class:`~sidecar.request.pipeline.Outcome`: Triton's reply, a check
-error, OVERLOADED, or TIMEOUT at its deadline (:class:`~sidecar.request.deadlines.Deadlines`).
+error, OVERLOADED, or TIMEOUT at its deadline (:class:`~sidecar.deadlines.Deadlines`).
 Triton's replies are written to the client by ``deliver`` from the task that read them (no hop
 through another task: it measured cheaper at one request in flight); the others go through
 ``emit``, to the transport's writer. The window counts
@@ -42,12 +42,12 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 
+from sidecar.deadlines import Deadlines
 from sidecar.errors import ModelNotReady, Overloaded, RequestTimeout, SequenceNotStarted, SidecarError
-from sidecar.request.deadlines import Deadlines
 from sidecar.request.limits import StreamSlot
 from sidecar.request.pipeline import FrameRequest, Outcome, Pending, Pipeline
 from sidecar.request.shared_frames import CallRegions
-from sidecar.request.triton import TritonStream
+from sidecar.triton_client import TritonStream
 
 LOGGER = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Unit-test fixtures of the sidecar: a real repository of small plugins and a fake Triton adapter.
 
 The repository is built by ruthgen from plugins written here (``write_plugin``), so the sidecar
-reads a real manifest. The fake stands in for ``sidecar.request.triton.TritonAdapter`` only to test
+reads a real manifest. The fake stands in for ``sidecar.triton_client.TritonAdapter`` only to test
 the code in front of Triton; tests/integration/test_sidecar.py proves the same paths against the
 real server. It receives the real ``ModelInferRequest`` messages the sidecar builds and answers them
 by model name: ``behaviours[triton_name]`` is a function ``(request) -> bytes | str | None``
@@ -25,8 +25,8 @@ from PIL import Image
 from ruthgen.writer import build_repository
 from sidecar.errors import ModelLoadError
 from sidecar.main import build_core
-from sidecar.request.triton import IndexEntry, error_from_triton
 from sidecar.settings import SidecarSettings, load_settings
+from sidecar.triton_client import IndexEntry, error_from_triton
 
 Behaviour = Callable[[Any], "bytes | str | None"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sidecar.request.deadlines import Deadlines
+from sidecar.deadlines import Deadlines
 
 
 def _timers(loop: asyncio.AbstractEventLoop) -> int:

@@ -11,7 +11,7 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 
 from sidecar.errors import ModelNotReady, RequestTimeout
-from sidecar.request.triton import TritonAdapter, first_element
+from sidecar.triton_client import TritonAdapter, first_element
 from tests.sidecar.abuse import until
 
 

@@ -15,8 +15,8 @@ from sidecar.control.states import ModelState
 from sidecar.core import RuntimeCore
 from sidecar.errors import ErrorCode
 from sidecar.main import build_core
+from sidecar.request.messages import sequence_number
 from sidecar.request.pipeline import FrameRequest, Outcome
-from sidecar.request.triton import sequence_number
 from tests.sidecar.abuse import until
 from tests.sidecar.conftest import FakeTriton, image_bytes, write_plugin
 

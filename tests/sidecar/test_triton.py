@@ -18,18 +18,9 @@ from sidecar.errors import (
     RequestTimeout,
     SequenceNotStarted,
 )
+from sidecar.request.messages import build_batch_request, build_request, sequence_number, set_sequence_start
 from sidecar.request.routes import Route
-from sidecar.request.triton import (
-    build_batch_request,
-    build_request,
-    element_error,
-    elements,
-    error_from_triton,
-    first_element,
-    result_of,
-    sequence_number,
-    set_sequence_start,
-)
+from sidecar.triton_client import element_error, elements, error_from_triton, first_element, result_of
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import numpy as np
 
 from ruthgen.media import SourceFrame, image_frames
 from ruthstack.infer import WINDOW, StreamOptions, own_camera_id, stream_frames
-from sidecar.request.triton import sequence_number
+from sidecar.request.messages import sequence_number
 from tests.sidecar.conftest import image_bytes
 
 

@@ -13,7 +13,7 @@ from ruthgen.contract import ModelContract
 from ruthgen.manifest import ManifestEntry, TritonFacts
 from sidecar.control.sources import PluginCheck, StageError
 from sidecar.errors import ModelLoadError
-from sidecar.request.triton import IndexEntry
+from sidecar.triton_client import IndexEntry
 
 
 class FakeControl:
