@@ -45,6 +45,10 @@ class BuildError(RuthgenError):
     exit_code = 3
 
 
+class EntryNotWritten(BuildError):
+    """One plugin version's entry was not written: the version is gone or invalid (the message says)."""
+
+
 class EnvironmentBuildError(BuildError):
     """A plugin's Python environment (requirements.txt) could not be built."""
 

@@ -15,14 +15,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ruthgen.contract import ModelContract
-from ruthgen.discovery import PluginReport
 from ruthgen.errors import RepositoryError
 from ruthgen.spec import ENCODED_FORMATS, ModelSpec
+
+if TYPE_CHECKING:
+    from ruthgen.discovery import PluginReport
 
 MANIFEST_FILE = "ruth-manifest.json"
 MANIFEST_VERSION = 1

@@ -18,8 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ruthgen.fsutil import write_atomic
-from ruthgen.hardware import detected_target
+from ruthgen.interface import detected_target, write_atomic
 from sidecar.control.recovery import StubKiller
 from sidecar.control.sources import PluginFolderSource, RepositorySource
 from sidecar.control.watcher import ManifestWatcher, ModelsWatcher

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from ruthgen.fsutil import bound_to_parent
+from ruthgen.interface import bound_to_parent
 from sidecar.errors import SidecarError
 
 LOGGER = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
-from ruthgen.manifest import MANIFEST_FILE
+from ruthgen.interface import MANIFEST_FILE
 
 
 class SidecarSettings(BaseSettings):

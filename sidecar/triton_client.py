@@ -27,8 +27,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from ruthgen.spec import MODEL_MS_NAME
-from ruthgen.wrapper.ruth_errors import REQUEST_CODES, parse_message
+from ruthgen.interface import MODEL_MS_NAME, REQUEST_CODES, parse_message
 from sidecar.deadlines import Deadlines
 from sidecar.errors import (
     ErrorCode,

@@ -37,16 +37,16 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
-from ruthgen.contract import (
+from ruthgen.interface import (
     DEFAULT_REQUEST_TIMEOUT_MS,
+    GpuInfo,
+    ManifestEntry,
     ModelContract,
     declared_limits_ms,
+    load_resource_code,
     timeout_warnings,
     upstream_issues,
 )
-from ruthgen.hardware import GpuInfo
-from ruthgen.manifest import ManifestEntry
-from ruthgen.wrapper.ruth_errors import load_resource_code
 from sidecar.control.capacity import Capacity, CapacityFigures
 from sidecar.control.health import HealthPolicy
 from sidecar.control.placement import GpuPlacement

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from ruthgen.contract import ModelContract
-from ruthgen.hardware import GpuInfo
-from ruthgen.manifest import ManifestEntry
-from ruthgen.naming import semver_key
+from ruthgen.interface import GpuInfo, ManifestEntry, ModelContract, semver_key
 from sidecar.control.states import ModelRecord
 
 

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ruthgen.embedded.stubs import find_server, kill_processes, stub_processes
+from ruthgen.interface import find_server, kill_processes, stub_processes
 from sidecar.control.states import ModelRecord, ModelState
 
 LOGGER = logging.getLogger(__name__)

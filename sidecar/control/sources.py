@@ -1,13 +1,13 @@
 """Where the lifecycle manager's model versions and their Triton entries come from (a strategy).
 
 * :class:`PluginFolderSource`: the plugin folder the sidecar owns (``RUTH_MODELS_DIR``, what
-  ``ruthgen up`` runs). It validates plugins and generates their entries with ruthgen's library
-  API into the live repository. Each version has two Triton copies ("slots") so that a reload never
-  replaces the files of a copy that is serving: slot A ``<model_id>__<version>``, written by
-  ``build_repository(..., only={name})`` (which keeps the manifest up to date), and slot B
-  ``<model_id>__<version>__b``, written by ``build_copy`` under that name and never listed in the
-  manifest. ``ruthgen.naming.parse_triton_name`` rejects ``__b`` names; :func:`parse_slot_name`
-  maps both back.
+  ``ruthgen up`` runs). It validates plugins and generates their entries into the live repository
+  with the generator's plugin builder (:func:`ruthgen.interface.plugin_builder`, loaded only here).
+  Each version has two Triton copies ("slots") so that a reload never replaces the files of a copy
+  that is serving: slot A ``<model_id>__<version>``, written by ``builder.build`` (which keeps the
+  manifest up to date), and slot B ``<model_id>__<version>__b``, written by ``builder.build_copy``
+  under that name and never listed in the manifest. ``parse_triton_name`` rejects ``__b`` names;
+  :func:`parse_slot_name` maps both back.
 * :class:`RepositorySource`: a repository built elsewhere and mounted read-only (the bundle image,
   Compose, Kubernetes). Versions and their validity come from its manifest; each version has one
   copy, which a reload loads again in place.
@@ -26,12 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ruthgen.contract import ModelContract
-from ruthgen.discovery import validate_plugin
-from ruthgen.errors import RuthgenError
-from ruthgen.manifest import MANIFEST_FILE, ManifestEntry, load_entries
-from ruthgen.naming import is_semver, parse_triton_name, triton_name
-from ruthgen.writer import build_copy, build_repository
+from ruthgen.interface import (
+    MANIFEST_FILE,
+    EntryNotWritten,
+    ManifestEntry,
+    ModelContract,
+    RuthgenError,
+    is_semver,
+    load_entries,
+    parse_triton_name,
+    plugin_builder,
+    triton_name,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -98,9 +104,8 @@ class PluginFolderSource:
     def __init__(
         self, models_dir: str | os.PathLike[str], repository: str | os.PathLike[str], target: str
     ) -> None:
-        self.models_dir = Path(models_dir).absolute()
-        self.repository = Path(repository).absolute()
-        self.target = target
+        self.builder = plugin_builder(models_dir, repository, target)
+        self.models_dir, self.repository = self.builder.models_dir, self.builder.repository
 
     def versions(self) -> set[Key]:
         found: set[Key] = set()
@@ -129,38 +134,22 @@ class PluginFolderSource:
         return "files:" + hasher.hexdigest()[:32]
 
     def check(self, key: Key) -> PluginCheck:
-        report = validate_plugin(self.models_dir.joinpath(*key), key[0], key[1], self.target)
-        if not report.valid or report.contract is None:
-            reason = "; ".join(f"{i.check}: {i.message}" for i in report.errors)
-            return PluginCheck(False, reason or "invalid plugin")
-        return PluginCheck(True, "valid", report.contract)
+        contract, reason = self.builder.check(*key)
+        return PluginCheck(True, "valid", contract) if contract is not None else PluginCheck(False, reason)
 
     def slots(self, key: Key) -> tuple[str, ...]:
         return slot_names(*key)
 
     def stage(self, key: Key, name: str) -> ManifestEntry:
         canonical, slot_b = slot_names(*key)
+        if name not in (canonical, slot_b):
+            raise ValueError(f"{name!r} is not a slot of {key[0]}:{key[1]}")
         try:
-            if name == canonical:
-                return self._build_canonical(key, canonical)
-            if name == slot_b:
-                return ManifestEntry.model_validate(
-                    build_copy(self.models_dir, self.repository, key[0], key[1], name, self.target)
-                )
+            return self.builder.build(*key) if name == canonical else self.builder.build_copy(*key, name)
+        except EntryNotWritten as exc:
+            raise StageError(str(exc)) from exc
         except RuthgenError as exc:
             raise StageError(f"cannot generate {name}: {exc}") from exc
-        raise ValueError(f"{name!r} is not a slot of {key[0]}:{key[1]}")
-
-    def _build_canonical(self, key: Key, canonical: str) -> ManifestEntry:
-        result = build_repository(self.models_dir, self.repository, self.target, only={canonical})
-        report = next((r for r in result.reports if (r.model_id, r.version) == key), None)
-        if report is None:
-            raise StageError(f"{key[0]}/{key[1]} is no longer in the models folder")
-        if not report.valid or canonical not in (*result.written, *result.unchanged):
-            reason = "; ".join(f"{i.check}: {i.message}" for i in report.errors)
-            raise StageError(reason or f"{canonical} was not generated")
-        record = next(m for m in result.manifest["models"] if (m["model_id"], m["version"]) == key)
-        return ManifestEntry.model_validate(record)
 
     def discard(self, name: str) -> None:
         """Remove a slot-B copy (slot A is ruthgen's: see :meth:`forget`)."""
@@ -169,10 +158,9 @@ class PluginFolderSource:
 
     def forget(self, key: Key) -> None:
         """After the plugin folder is gone: ruthgen removes slot A and its manifest record."""
-        canonical, slot_b = slot_names(*key)
-        self.discard(slot_b)
+        self.discard(slot_names(*key)[1])
         try:
-            build_repository(self.models_dir, self.repository, self.target, only={canonical})
+            self.builder.remove(*key)
         except RuthgenError as exc:
             LOGGER.warning("cannot remove the entry of %s:%s: %s", key[0], key[1], exc)
 

@@ -27,9 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ruthgen.contract import ModelContract
-from ruthgen.fsutil import iso_time
-from ruthgen.manifest import TritonFacts
+from ruthgen.interface import ModelContract, TritonFacts, iso_time
 from sidecar.control.isolation import Isolation
 
 LOGGER = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ruthgen.contract import declared_limits_ms
+from ruthgen.interface import declared_limits_ms
 from sidecar.control.health import (
     HealthPolicy,
     HealthSnapshot,

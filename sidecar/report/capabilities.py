@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ruthgen.fsutil import iso_time
+from ruthgen.interface import iso_time
 from sidecar.control.health import Health, HealthSnapshot, aggregate, is_loaded, model_health
 from sidecar.control.states import ModelRecord, ModelState
 from sidecar.report.hardware import HardwareInfo

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ruthgen.hardware import GpuInfo, HardwareInfo, HardwareProbe
+from ruthgen.interface import GpuInfo, HardwareInfo, HardwareProbe
 
 LOGGER = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from tritonclient.grpc import service_pb2 as pb
 
-from ruthgen.spec import INPUT_NAME
-from ruthgen.wrapper import ruth_protocol as param
+from ruthgen.interface import INPUT_NAME
+from ruthgen.interface import ruth_protocol as param
 from sidecar.request.routes import Route
 
 

@@ -14,6 +14,11 @@ from pathlib import Path
 
 import pytest
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("ruthgen", "ruthstack", "sidecar")
 
@@ -53,6 +58,8 @@ def test_the_tree_keeps_every_contract():
         ("sidecar/core.py", "import sidecar._proto.airuntime_pb2", "generated protobuf code"),
         ("ruthgen/wrapper/ruth_api.py", "import ruthgen.manifest", "the generated wrapper"),
         ("ruthgen/render.py", "import yaml", "the renderer never reads YAML"),
+        ("sidecar/control/sources.py", "import ruthgen.writer", "only through ruthgen.interface"),
+        ("sidecar/report/capabilities.py", "from ruthgen import fsutil", "only through ruthgen.interface"),
     ],
 )
 def test_lint_fails_naming_the_rule_when_a_module_breaks_it(tmp_path, module, line, contract):
@@ -64,3 +71,27 @@ def test_lint_fails_naming_the_rule_when_a_module_breaks_it(tmp_path, module, li
     report = result.stdout.split("Broken contracts", 1)[-1]
     importer = module.removesuffix(".py").replace("/", ".")
     assert contract in report and importer in report, result.stdout
+
+
+def _contract(starts: str) -> dict:
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    return next(c for c in contracts if c["name"].startswith(starts))
+
+
+def _generator_modules() -> list[str]:
+    found = []
+    for path in (ROOT / "ruthgen").iterdir():
+        if path.suffix == ".py" and path.stem not in ("__init__", "__main__"):
+            found.append(f"ruthgen.{path.stem}")
+        elif (path / "__init__.py").is_file():
+            found.append(f"ruthgen.{path.name}")
+    return sorted(found)
+
+
+def test_the_sidecar_boundary_and_the_wrapper_rule_name_every_module_of_the_generator():
+    interface = _contract("the sidecar uses the generator only through")["forbidden_modules"]
+    assert sorted(interface) == [m for m in _generator_modules() if m != "ruthgen.interface"]
+    wrapper = _contract("the generated wrapper")["forbidden_modules"]
+    assert sorted(m for m in wrapper if m.startswith("ruthgen.")) == [
+        m for m in _generator_modules() if m != "ruthgen.wrapper"
+    ]
