@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from ruthgen.contract import INPUT_FORMATS, INPUT_TYPES
 from ruthgen.writer import build_repository
 
 INFERENCE = """import numpy as np
@@ -39,7 +40,7 @@ POSTPROCESS = 'def postprocess(outputs, context):\n    return {"value": outputs,
 
 def make_plugins(root: Path, count: int, weights_kib: int) -> int:
     """Write ``count`` plugins (a mix of input types and formats); return the number of files."""
-    types, formats = ("frame", "batch", "temporal"), ("jpeg", "png", "raw_rgb", "raw_bgr")
+    types, formats = INPUT_TYPES, INPUT_FORMATS
     files = 0
     for i in range(count):
         model_id = f"model_{i:03d}"

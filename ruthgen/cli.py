@@ -27,6 +27,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ruthgen import console
+from ruthgen.contract import INPUT_FORMATS, INPUT_TYPES
 from ruthgen.embedded import commands as embedded_commands
 from ruthgen.errors import RuthgenError
 
@@ -47,17 +48,8 @@ class Target(str, enum.Enum):
     jetson = "jetson"
 
 
-class InputType(str, enum.Enum):
-    frame = "frame"
-    batch = "batch"
-    temporal = "temporal"
-
-
-class InputFormat(str, enum.Enum):
-    jpeg = "jpeg"
-    png = "png"
-    raw_rgb = "raw_rgb"
-    raw_bgr = "raw_bgr"
+InputType = enum.Enum("InputType", [(name, name) for name in INPUT_TYPES], type=str)
+InputFormat = enum.Enum("InputFormat", [(name, name) for name in INPUT_FORMATS], type=str)
 
 
 ModelsOption = Annotated[Path, typer.Option("--models", "-m", help="The plugins folder.")]
@@ -112,10 +104,10 @@ def new(
     models: ModelsOption = DEFAULT_MODELS,
     version: Annotated[str, typer.Option(help="Its first version.")] = "1.0.0",
     input_type: Annotated[
-        InputType, typer.Option("--input-type", help="frame, batch or temporal.")
+        InputType, typer.Option("--input-type", help=" | ".join(INPUT_TYPES))
     ] = InputType.frame,
     input_format: Annotated[
-        InputFormat, typer.Option("--format", help="The frame encoding.")
+        InputFormat, typer.Option("--format", help="The frame encoding: " + " | ".join(INPUT_FORMATS))
     ] = InputFormat.jpeg,
 ) -> None:
     """Scaffold <models>/<model_id>/<version>/, a plugin that validates, builds and serves as is."""

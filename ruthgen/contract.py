@@ -34,11 +34,10 @@ from pydantic import (
 from ruthgen.errors import ValidationIssue
 from ruthgen.naming import MODEL_ID_RE, is_model_id, is_semver
 from ruthgen.schema_dialect import SchemaDialectError, compile_output_schema
+from ruthgen.wrapper.ruth_protocol import ENCODED_FORMATS, INPUT_FORMATS, INPUT_TYPES, RAW_FORMATS
 
-InputType = Literal["frame", "batch", "temporal"]
-InputFormat = Literal["jpeg", "png", "raw_rgb", "raw_bgr"]
-INPUT_TYPES: tuple[str, ...] = ("frame", "batch", "temporal")
-INPUT_FORMATS: tuple[str, ...] = ("jpeg", "png", "raw_rgb", "raw_bgr")
+InputType = Literal[INPUT_TYPES]  # type: ignore[valid-type]
+InputFormat = Literal[INPUT_FORMATS]  # type: ignore[valid-type]
 SCHEMA_VERSIONS: tuple[str, ...] = ("1",)
 MAX_TIMEOUT_MS = 600_000
 #: The runtime's total request timeout (the sidecar's ``request_timeout_ms``, docs/sidecar.md#deadlines).
@@ -523,8 +522,10 @@ def contract_digest(contract: ModelContract) -> str:
 
 
 __all__ = [
+    "ENCODED_FORMATS",
     "INPUT_FORMATS",
     "INPUT_TYPES",
+    "RAW_FORMATS",
     "ContractParse",
     "Dependencies",
     "EntryPoints",

@@ -32,6 +32,7 @@ from ruthgen.naming import is_semver, parse_triton_name, semver_key, triton_name
 from ruthgen.spec import INPUT_NAME, MODEL_MS_NAME
 from ruthgen.wrapper import ruth_protocol
 from ruthgen.wrapper.ruth_errors import REQUEST_CODES, load_resource_code, parse_message
+from ruthgen.wrapper.ruth_protocol import ENCODED_FORMATS, INPUT_FORMATS, INPUT_TYPES
 
 if TYPE_CHECKING:
     from ruthgen.builder import PluginBuilder
@@ -48,7 +49,10 @@ def plugin_builder(
 
 __all__ = [
     "DEFAULT_REQUEST_TIMEOUT_MS",
+    "ENCODED_FORMATS",
+    "INPUT_FORMATS",
     "INPUT_NAME",
+    "INPUT_TYPES",
     "MANIFEST_FILE",
     "MODEL_MS_NAME",
     "REQUEST_CODES",

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ruthgen.contract import ModelContract
 from ruthgen.errors import RepositoryError
-from ruthgen.spec import ENCODED_FORMATS, ModelSpec
+from ruthgen.spec import ModelSpec
+from ruthgen.wrapper.ruth_protocol import ENCODED_FORMATS
 
 if TYPE_CHECKING:
     from ruthgen.discovery import PluginReport

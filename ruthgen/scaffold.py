@@ -49,6 +49,8 @@ def scaffold_plugin(
         "input_type": input_type,
         "input_format": input_format,
         "batch_size": 4 if input_type == "batch" else 1,
+        "input_types": " | ".join(INPUT_TYPES),
+        "input_formats": " | ".join(INPUT_FORMATS),
     }
     source = render.templates_dir() / SCAFFOLD_DIR
     dest.parent.mkdir(parents=True, exist_ok=True)

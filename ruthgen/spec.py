@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ruthgen.contract import Hardware, ModelContract
+from ruthgen.wrapper.ruth_protocol import ENCODED_FORMATS
 
 TARGETS: tuple[str, ...] = ("cpu", "gpu", "jetson")
 INPUT_NAME = "FRAME"
@@ -37,7 +38,6 @@ START_NAME = "START"
 CORRID_NAME = "CORRID"
 ENV_PARAMETER = "EXECUTION_ENV_PATH"
 ENV_PATH_VALUE = "$$TRITON_MODEL_DIRECTORY/env"
-ENCODED_FORMATS = ("jpeg", "png")
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from sidecar.errors import ERROR_CODE_KEY
 
 __all__ = ["AIRuntimeClient", "pb", "result_dict"]
 
-FORMATS = {"jpeg": pb.JPEG, "jpg": pb.JPEG, "png": pb.PNG, "raw_rgb": pb.RAW_RGB, "raw_bgr": pb.RAW_BGR}
+FORMATS = {name.lower(): value for name, value in pb.ImageFormat.items() if value} | {"jpg": pb.JPEG}
 _MAX_MESSAGE = 64 * 1024 * 1024
 #: Keepalive: ping the sidecar every 30 s, between calls too, and drop the connection (failing its
 #: calls with UNAVAILABLE) when a ping is not answered within 10 s, so that a stream to a sidecar

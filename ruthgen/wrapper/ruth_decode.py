@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 from ruth_errors import INVALID_INPUT, RuthError
+from ruth_protocol import ENCODED_FORMATS as ENCODED
+from ruth_protocol import INPUT_FORMATS
+from ruth_protocol import RAW_FORMATS as RAW
 
-ENCODED = ("jpeg", "png")
-RAW = ("raw_rgb", "raw_bgr")
 _MAGIC = {"jpeg": b"\xff\xd8\xff", "png": b"\x89PNG\r\n\x1a\n"}
 
 
@@ -50,7 +51,7 @@ class Decoder:
         self._pil = _import_pil() if self.format in ENCODED else None
         if self.format in ENCODED and self._cv2 is None and self._pil is None:
             raise RuntimeError(f"decoding {self.format} needs OpenCV (cv2) or Pillow in the environment")
-        if self.format not in ENCODED + RAW:
+        if self.format not in INPUT_FORMATS:
             raise RuntimeError(f"unknown input format {self.format!r}")
 
     @property

@@ -15,7 +15,20 @@ Triton request parameters (strings unless noted):
 
 The answer of a batch request holds one RESULT element per frame: the frame's JSON, or its error
 message ``[RUTH:<CODE>] <phase>: <message>`` (:mod:`ruth_errors`).
+
+The input types and image formats a model may declare (``model.yaml``'s ``input``) are listed here
+once: the contract, the generator's CLI, the Triton entries, the wrapper's decoder and the sidecar
+all read them from here (the backend-facing ``ImageFormat`` enum names the same formats, a test
+checks it).
 """
+
+#: How a model takes frames: one at a time, several per call, or one camera's frames in order.
+INPUT_TYPES: tuple[str, ...] = ("frame", "batch", "temporal")
+#: Formats the wrapper decodes (FRAME holds the file's bytes) ...
+ENCODED_FORMATS: tuple[str, ...] = ("jpeg", "png")
+#: ... and formats whose FRAME is already ``height x width x 3`` pixels.
+RAW_FORMATS: tuple[str, ...] = ("raw_rgb", "raw_bgr")
+INPUT_FORMATS: tuple[str, ...] = ENCODED_FORMATS + RAW_FORMATS
 
 FRAME_ID = "frame_id"
 CAMERA_ID = "camera_id"

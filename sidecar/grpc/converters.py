@@ -19,7 +19,11 @@ from sidecar.errors import InternalError, SidecarError
 from sidecar.request.pipeline import BatchItem, FrameRequest, Outcome
 from sidecar.request.shared_frames import FrameReference
 
-FORMAT_NAMES: tuple[str, ...] = ("", "jpeg", "png", "raw_rgb", "raw_bgr")
+#: The contract's format names by the enum's values (0, unspecified: ""); the names are the
+#: lower-case enum names (ruth_protocol.INPUT_FORMATS, a test checks both lists agree).
+FORMAT_NAMES: tuple[str, ...] = tuple(
+    "" if value == 0 else name.lower() for name, value in sorted(pb.ImageFormat.items(), key=lambda i: i[1])
+)
 FORMAT_VALUES: dict[str, int] = {name: value for value, name in enumerate(FORMAT_NAMES) if name}
 _ERROR_CODES: dict[str, int] = dict(pb.ErrorCode.items())
 _STATES: dict[str, int] = dict(pb.ModelState.items())

@@ -13,10 +13,10 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ruthgen.interface import ENCODED_FORMATS
 from sidecar.errors import ModelNotFound, ModelNotReady, VersionRequired
 
 READY = "READY"
-ENCODED_FORMATS = ("jpeg", "png")
 MAX_DEPTH = 8  # how deep :meth:`RouteTable.waiting` follows upstreams (validation allows 3)
 
 
