@@ -31,12 +31,13 @@ from ruthgen.contract import INPUT_FORMATS, INPUT_TYPES
 from ruthgen.embedded import commands as embedded_commands
 from ruthgen.errors import RuthgenError
 
+#: How every command-line app of the project behaves (this one and the ``ruthgen`` console script's).
+APP_SETTINGS: dict[str, Any] = {
+    "no_args_is_help": True, "add_completion": False, "pretty_exceptions_enable": False,
+}
+
 app = typer.Typer(
-    name="ruthgen",
-    help="Turn model.yaml plugins into a Triton model repository.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+    name="python -m ruthgen", help="Turn model.yaml plugins into a Triton model repository.", **APP_SETTINGS
 )
 
 F = TypeVar("F", bound=Callable[..., Any])

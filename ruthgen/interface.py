@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from ruthgen.children import bound_to_parent
 from ruthgen.contract import (
     DEFAULT_REQUEST_TIMEOUT_MS,
     ModelContract,
@@ -25,7 +26,7 @@ from ruthgen.contract import (
 )
 from ruthgen.embedded.stubs import find_server, kill_processes, stub_processes
 from ruthgen.errors import EntryNotWritten, RuthgenError
-from ruthgen.fsutil import bound_to_parent, iso_time, write_atomic
+from ruthgen.fsutil import write_atomic
 from ruthgen.hardware import GpuInfo, HardwareInfo, HardwareProbe, detected_target
 from ruthgen.manifest import MANIFEST_FILE, ManifestEntry, TritonFacts, load_entries
 from ruthgen.naming import is_semver, parse_triton_name, semver_key, triton_name
@@ -69,7 +70,6 @@ __all__ = [
     "detected_target",
     "find_server",
     "is_semver",
-    "iso_time",
     "kill_processes",
     "load_entries",
     "load_resource_code",

@@ -33,9 +33,7 @@ from ruthgen.embedded.up import UpOptions, model_table
 app = typer.Typer(
     name="ruthgen",
     help="Turn model.yaml plugins into a Triton model repository, serve it, and send it frames.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+    **generator_cli.APP_SETTINGS,
 )
 app.registered_callback = generator_cli.app.registered_callback
 app.registered_commands.extend(generator_cli.app.registered_commands)
@@ -137,8 +135,8 @@ def infer(
     With several models (--model A --version 1.0.0 --model B --version 2.0.0), each frame goes to all
     of them in one request; its JSON line holds one answer per model (``answers``)."""
     from ruthgen.errors import UsageError
-    from ruthgen.media import VideoSource, image_files, image_frames
     from ruthstack.infer import DEFAULT_VIDEO_FPS, Annotations, StreamOptions, own_camera_id, stream_frames
+    from ruthstack.media import VideoSource, image_files, image_frames
 
     try:
         if len(model) != len(version):

@@ -24,8 +24,8 @@ from typing import Any
 
 import grpc
 
-from ruthgen.annotate import annotate, annotate_frame, output_paths
-from ruthgen.media import OrderedVideo, SourceFrame, encode, is_video_path
+from ruthstack.annotate import annotate, annotate_frame, output_paths
+from ruthstack.media import OrderedVideo, SourceFrame, encode, is_video_path
 from sidecar.client import (
     AIRuntimeClient,
     answer_dict,

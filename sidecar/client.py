@@ -118,21 +118,12 @@ def _frame(data: bytes, format: int | str, width: int, height: int) -> pb.Frame:
     return pb.Frame(data=data, format=fmt, width=width, height=height)
 
 
-def batch_frame(
-    data: bytes,
-    format: int | str = pb.JPEG,
-    *,
-    frame_id: str = "",
-    camera_id: str = "",
-    width: int = 0,
-    height: int = 0,
-    timestamp_ms: int = 0,
-) -> pb.BatchFrame:
-    """One frame of a batch request (``camera_id`` empty: the request's)."""
-    return pb.BatchFrame(
-        frame_id=frame_id, camera_id=camera_id, timestamp_ms=timestamp_ms,
-        frame=_frame(data, format, width, height),
-    )
+def batch_frame(data: bytes, format: int | str = pb.JPEG, **ids: Any) -> pb.BatchFrame:
+    """One frame of a batch request: ``ids`` are :func:`make_request`'s ``frame_id``, ``camera_id``
+    (empty: the request's), ``width``, ``height`` and ``timestamp_ms``."""
+    one = make_request("", "", data, format, **ids)
+    return pb.BatchFrame(frame_id=one.frame_id, camera_id=one.camera_id, timestamp_ms=one.timestamp_ms,
+                         frame=one.frame)
 
 
 def make_batch_request(

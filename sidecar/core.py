@@ -36,7 +36,7 @@ from sidecar.report.capabilities import build_declaration, fps_capacity
 from sidecar.report.hardware import HardwareInfo, HardwareProbe, detect
 from sidecar.report.metrics import RuntimeMetrics
 from sidecar.report.registration import Registrar, RegistrationConfig
-from sidecar.request.limits import StreamLimits, StreamSlot
+from sidecar.request.limits import AdmittedStream, StreamLimits
 from sidecar.request.pipeline import Outcome, Pipeline
 from sidecar.request.routes import Leases, Route, RouteTable
 from sidecar.request.shared_frames import CallRegions, FramePool, RegionPolicy
@@ -312,7 +312,7 @@ class RuntimeCore:
                 raise
         return regions
 
-    def admit_stream(self, connection: str) -> StreamSlot:
+    def admit_stream(self, connection: str) -> AdmittedStream:
         """A place for a new stream on ``connection`` (OVERLOADED beyond the caps); see StreamLimits."""
         return self.streams.admit(connection)
 

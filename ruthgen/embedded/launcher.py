@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ruthgen.children import bound_to_parent
 from ruthgen.embedded import cleanup
 from ruthgen.embedded.distribution import (
     check_stub_runtime,
@@ -37,9 +38,8 @@ from ruthgen.embedded.distribution import (
     prepare_backends,
     server_environment,
 )
-from ruthgen.embedded.errors import EmbeddedTritonError, TritonModelError, TritonStartError
 from ruthgen.embedded.flags import server_args
-from ruthgen.fsutil import bound_to_parent
+from ruthgen.errors import EmbeddedTritonError, TritonModelError, TritonStartError
 
 LOGGER = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ sidecar owns, or a repository built elsewhere. It reconciles the source's versio
 version at a time (a lock per version, so a slow load never holds up another model):
 
 * a new version: DISCOVERED -> VALIDATING -> (INVALID | LOADING -> READY | FAILED);
-* a changed version that is READY: the new copy is staged and loaded (into the other slot when the
+* a changed version that is READY: the new copy is staged and loaded (into the other copy when the
   source has two; in place otherwise, which Triton swaps itself), Triton's load includes the
   wrapper's warmup, then the route switches and the old copy is drained and unloaded. If the new
   copy is invalid or fails to load, the old one keeps serving and ``rejected_change`` says why;
@@ -271,7 +271,7 @@ class LifecycleManager:
 
     async def _load_first(self, record: ModelRecord) -> None:
         record.transition(ModelState.LOADING, "loading into the inference server")
-        name = self.source.slots(record.key)[0]
+        name = self.source.copies(record.key)[0]
         staged, error = await self._load_copy(record, name)
         if staged is None:
             record.transition(ModelState.FAILED, error)
@@ -288,7 +288,7 @@ class LifecycleManager:
             reason = check.reason if invalid is None else invalid
             self._reject(record, f"the changed version is invalid: {reason}", digest)
             return
-        old, new = record.active_name, self._other_slot(record)
+        old, new = record.active_name, self._other_copy(record)
         staged, error = await self._load_copy(record, new)
         if staged is None:
             self._reject(record, f"the changed version failed to load: {error}", digest)
@@ -305,11 +305,11 @@ class LifecycleManager:
         return await self._recover_once(record, None)
 
     async def _recover_once(self, record: ModelRecord, digest: str | None) -> bool:
-        """ERROR -> LOADING -> READY (reloaded, into the other slot when there is one) or back to ERROR."""
+        """ERROR -> LOADING -> READY (reloaded, into the other copy when there is one) or back to ERROR."""
         record.recovery_attempts += 1
         attempt = f"{record.recovery_attempts}/{self.policy.max_retries}"
         record.transition(ModelState.LOADING, f"recovery reload {attempt}")
-        old, new = record.active_name, self._other_slot(record)
+        old, new = record.active_name, self._other_copy(record)
         hung = record.key in self.recovery.hung
         if old is not None and old == new:  # one copy only: it goes before it comes back
             await self._retire_copy(old, kill_first=hung)
@@ -430,11 +430,11 @@ class LifecycleManager:
         record.note_error(reason)
         self._changed()
 
-    def _other_slot(self, record: ModelRecord) -> str:
-        slots = self.source.slots(record.key)
-        if len(slots) == 1 or record.active_name is None:
-            return slots[0]
-        return slots[1] if record.active_name == slots[0] else slots[0]
+    def _other_copy(self, record: ModelRecord) -> str:
+        copies = self.source.copies(record.key)
+        if len(copies) == 1 or record.active_name is None:
+            return copies[0]
+        return copies[1] if record.active_name == copies[0] else copies[0]
 
     # ---- plumbing --------------------------------------------------------------------------------
 

@@ -3,11 +3,11 @@
 * :class:`PluginFolderSource`: the plugin folder the sidecar owns (``RUTH_MODELS_DIR``, what
   ``ruthgen up`` runs). It validates plugins and generates their entries into the live repository
   with the generator's plugin builder (:func:`ruthgen.interface.plugin_builder`, loaded only here).
-  Each version has two Triton copies ("slots") so that a reload never replaces the files of a copy
-  that is serving: slot A ``<model_id>__<version>``, written by ``builder.build`` (which keeps the
-  manifest up to date), and slot B ``<model_id>__<version>__b``, written by ``builder.build_copy``
+  Each version has two Triton copies so that a reload never replaces the files of a copy
+  that is serving: the first copy ``<model_id>__<version>``, written by ``builder.build`` (which keeps the
+  manifest up to date), and the second copy ``<model_id>__<version>__b``, written by ``builder.build_copy``
   under that name and never listed in the manifest. ``parse_triton_name`` rejects ``__b`` names;
-  :func:`parse_slot_name` maps both back.
+  :func:`parse_copy_name` maps both back.
 * :class:`RepositorySource`: a repository built elsewhere and mounted read-only (the bundle image,
   Compose, Kubernetes). Versions and their validity come from its manifest; each version has one
   copy, which a reload loads again in place.
@@ -42,7 +42,7 @@ from ruthgen.interface import (
 LOGGER = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-SLOT_B_SUFFIX = "__b"
+SECOND_COPY_SUFFIX = "__b"
 _SKIPPED = frozenset({"__pycache__", ".git", ".hg", ".svn", ".DS_Store"})
 
 
@@ -74,7 +74,7 @@ class EntrySource(Protocol):
 
     def check(self, key: Key) -> PluginCheck: ...
 
-    def slots(self, key: Key) -> tuple[str, ...]:
+    def copies(self, key: Key) -> tuple[str, ...]:
         """The Triton names a version's copies alternate between (one or two)."""
 
     def stage(self, key: Key, name: str) -> ManifestEntry:
@@ -87,15 +87,15 @@ class EntrySource(Protocol):
         """The version is gone for good: remove its entries."""
 
 
-def slot_names(model_id: str, version: str) -> tuple[str, str]:
+def copy_names(model_id: str, version: str) -> tuple[str, str]:
     """The two Triton names one plugin version alternates between."""
     name = triton_name(model_id, version)
-    return name, name + SLOT_B_SUFFIX
+    return name, name + SECOND_COPY_SUFFIX
 
 
-def parse_slot_name(name: str) -> tuple[str, str]:
-    """``(model_id, version)`` of either slot's Triton name; raises ``ValueError`` otherwise."""
-    return parse_triton_name(name.removesuffix(SLOT_B_SUFFIX))
+def parse_copy_name(name: str) -> tuple[str, str]:
+    """``(model_id, version)`` of either copy's Triton name; raises ``ValueError`` otherwise."""
+    return parse_triton_name(name.removesuffix(SECOND_COPY_SUFFIX))
 
 
 class PluginFolderSource:
@@ -137,13 +137,13 @@ class PluginFolderSource:
         contract, reason = self.builder.check(*key)
         return PluginCheck(True, "valid", contract) if contract is not None else PluginCheck(False, reason)
 
-    def slots(self, key: Key) -> tuple[str, ...]:
-        return slot_names(*key)
+    def copies(self, key: Key) -> tuple[str, ...]:
+        return copy_names(*key)
 
     def stage(self, key: Key, name: str) -> ManifestEntry:
-        canonical, slot_b = slot_names(*key)
-        if name not in (canonical, slot_b):
-            raise ValueError(f"{name!r} is not a slot of {key[0]}:{key[1]}")
+        canonical, second = copy_names(*key)
+        if name not in (canonical, second):
+            raise ValueError(f"{name!r} is not a copy of {key[0]}:{key[1]}")
         try:
             return self.builder.build(*key) if name == canonical else self.builder.build_copy(*key, name)
         except EntryNotWritten as exc:
@@ -152,13 +152,13 @@ class PluginFolderSource:
             raise StageError(f"cannot generate {name}: {exc}") from exc
 
     def discard(self, name: str) -> None:
-        """Remove a slot-B copy (slot A is ruthgen's: see :meth:`forget`)."""
-        if name.endswith(SLOT_B_SUFFIX):
+        """Remove a second copy (the first copy is ruthgen's: see :meth:`forget`)."""
+        if name.endswith(SECOND_COPY_SUFFIX):
             shutil.rmtree(self.repository / name, ignore_errors=True)
 
     def forget(self, key: Key) -> None:
-        """After the plugin folder is gone: ruthgen removes slot A and its manifest record."""
-        self.discard(slot_names(*key)[1])
+        """After the plugin folder is gone: ruthgen removes the first copy and its manifest record."""
+        self.discard(copy_names(*key)[1])
         try:
             self.builder.remove(*key)
         except RuthgenError as exc:
@@ -214,7 +214,7 @@ class RepositorySource:
             return PluginCheck(False, entry.reason or "invalid")
         return PluginCheck(True, "valid", entry.contract)
 
-    def slots(self, key: Key) -> tuple[str, ...]:
+    def copies(self, key: Key) -> tuple[str, ...]:
         entry = self.entries().get(key)
         return (entry.triton_name or triton_name(*key),) if entry is not None else (triton_name(*key),)
 

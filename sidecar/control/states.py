@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ruthgen.interface import ModelContract, TritonFacts, iso_time
+from ruthgen.interface import ModelContract, TritonFacts
 from sidecar.control.isolation import Isolation
 
 LOGGER = logging.getLogger(__name__)
@@ -45,17 +45,25 @@ class ModelState(str, enum.Enum):
     UNLOADED = "UNLOADED"
 
 
-S = ModelState
+
+def iso_time(at: float) -> str:
+    """``at`` (Unix seconds) as ISO 8601 UTC with milliseconds, ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"
+
+
 TRANSITIONS: dict[ModelState, frozenset[ModelState]] = {
-    S.DISCOVERED: frozenset({S.VALIDATING}),
-    S.VALIDATING: frozenset({S.LOADING, S.INVALID}),
-    S.INVALID: frozenset({S.DISCOVERED, S.UNLOADED}),  # both added: rescan of a changed/deleted folder
-    S.LOADING: frozenset({S.READY, S.FAILED, S.ERROR}),  # ERROR added: a failed recovery reload
-    S.READY: frozenset({S.ERROR, S.UNLOADING}),
-    S.FAILED: frozenset({S.UNLOADING}),
-    S.ERROR: frozenset({S.UNLOADING, S.LOADING}),  # LOADING added: the recovery reload
-    S.UNLOADING: frozenset({S.UNLOADED}),
-    S.UNLOADED: frozenset({S.DISCOVERED}),
+    ModelState.DISCOVERED: frozenset({ModelState.VALIDATING}),
+    ModelState.VALIDATING: frozenset({ModelState.LOADING, ModelState.INVALID}),
+    # both added: a rescan of a changed or deleted folder
+    ModelState.INVALID: frozenset({ModelState.DISCOVERED, ModelState.UNLOADED}),
+    # ERROR added: a failed recovery reload
+    ModelState.LOADING: frozenset({ModelState.READY, ModelState.FAILED, ModelState.ERROR}),
+    ModelState.READY: frozenset({ModelState.ERROR, ModelState.UNLOADING}),
+    ModelState.FAILED: frozenset({ModelState.UNLOADING}),
+    # LOADING added: the recovery reload
+    ModelState.ERROR: frozenset({ModelState.UNLOADING, ModelState.LOADING}),
+    ModelState.UNLOADING: frozenset({ModelState.UNLOADED}),
+    ModelState.UNLOADED: frozenset({ModelState.DISCOVERED}),
 }
 DEFAULT_HISTORY = 32
 
@@ -98,7 +106,7 @@ class ModelRecord:
 
     model_id: str
     version: str
-    state: ModelState = S.DISCOVERED
+    state: ModelState = ModelState.DISCOVERED
     reason: str = "discovered"
     since: float = field(default_factory=time.time)
     history: deque[Transition] = field(default_factory=lambda: deque(maxlen=DEFAULT_HISTORY))
@@ -179,7 +187,7 @@ class ModelRecord:
         step = Transition(self.state, target, time.time(), reason)
         self.state, self.reason, self.since = target, reason, step.at
         self.history.append(step)
-        if target in (S.INVALID, S.FAILED, S.ERROR):
+        if target in (ModelState.INVALID, ModelState.FAILED, ModelState.ERROR):
             self.note_error(reason, step.at)
         if self._listener is not None:
             self._listener(self, step)

@@ -27,6 +27,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from sidecar.control.sources import RepositorySource
+from sidecar.control.tasks import cancelled
 
 LOGGER = logging.getLogger(__name__)
 _IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", ".swx", ".tmp", "~")
@@ -87,9 +88,7 @@ class ModelsWatcher:
         if self._timer is not None:
             self._timer.cancel()
         for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancelled(task)
 
     def notify(self, path: str | os.PathLike[str]) -> None:
         """Record one event (from any thread)."""
@@ -143,11 +142,8 @@ class ManifestWatcher:
         LOGGER.info("watching %s for a rebuilt manifest", self.source.repository)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancelled(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         signature = self.source.signature()

@@ -44,13 +44,13 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
     async def InferStream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
         # One place per stream, per connection (the peer's address and port: one HTTP/2 connection)
         try:
-            slot = self._core.admit_stream(context.peer())
+            admitted = self._core.admit_stream(context.peer())
         except SidecarError as e:
             await abort(context, e)
         try:
             regions = await self._core.open_regions(names) if (names := _region_names(context)) else None
         except SidecarError as e:
-            slot.release()
+            admitted.release()
             await abort(context, e)
         open_stream = self._core.open_stream
         to_response = converters.response
@@ -65,11 +65,13 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
             await write_message(to_response(outcome))
 
         try:
-            await serve_stream(lambda emit, deliver: open_stream(emit, deliver, regions), read, write, slot)
+            await serve_stream(
+                lambda emit, deliver: open_stream(emit, deliver, regions), read, write, admitted
+            )
         except SidecarError as e:  # the idle timeout closed it
             await abort(context, e)
         finally:
-            slot.release()
+            admitted.release()
 
     @handle_errors
     async def HealthCheck(self, request: pb.HealthCheckRequest, context) -> pb.HealthCheckResponse:

@@ -1,6 +1,6 @@
 """``create_app(settings, core)``: the FastAPI app of the sidecar's HTTP port (loopback by default).
 
-The routes only convert; ``core`` answers (see :class:`sidecar.http.routes.OperationsCore`).
+The routes only convert; ``core`` answers (see :class:`sidecar.http.endpoints.OperationsCore`).
 Access-log lines of the probe and scrape endpoints are filtered out of ``uvicorn.access``.
 """
 
@@ -11,8 +11,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from sidecar.http.errors import install_error_handlers
-from sidecar.http.routes import OperationsCore, build_router
+from sidecar.http.endpoints import OperationsCore, build_router
+from sidecar.http.status import install_error_handlers
 
 QUIET_PATHS = ("/livez", "/readyz", "/metrics")
 

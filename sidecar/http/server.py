@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 
 from sidecar.http.app import create_app
-from sidecar.http.routes import OperationsCore
+from sidecar.http.endpoints import OperationsCore
 
 LOGGER = logging.getLogger(__name__)
 

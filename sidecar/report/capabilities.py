@@ -28,9 +28,8 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ruthgen.interface import iso_time
 from sidecar.control.health import Health, HealthSnapshot, aggregate, is_loaded, model_health
-from sidecar.control.states import ModelRecord, ModelState
+from sidecar.control.states import ModelRecord, ModelState, iso_time
 from sidecar.report.hardware import HardwareInfo
 
 HARDWARE_KINDS = ("cpu", "gpu", "jetson")

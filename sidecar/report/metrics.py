@@ -133,14 +133,14 @@ class _StateCollector(Collector):
         )
         yield from _stream_metrics(snapshot.get("streams") or {})
         decoded = snapshot.get("decoded") or {}
-        yield CounterMetricFamily(
-            "ruth_frames_decoded_once", "Frames sent to several models that the sidecar decoded once",
-            value=decoded.get("frames", 0),
-        )
-        yield CounterMetricFamily(
-            "ruth_decoded_frame_reads", "Model requests that read a frame decoded once, not decoding it",
-            value=decoded.get("reads", 0),
-        )
+        for name, description, key in _DECODED:
+            yield CounterMetricFamily(name, description, value=decoded.get(key, 0))
+
+
+_DECODED = (
+    ("ruth_frames_decoded_once", "Frames sent to several models that the sidecar decoded once", "frames"),
+    ("ruth_decoded_frame_reads", "Model requests that read a frame decoded once, not decoding it", "reads"),
+)
 
 
 def _stream_metrics(streams: dict[str, Any]) -> Iterable[Any]:

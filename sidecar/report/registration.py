@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from sidecar.control.tasks import cancelled
+
 LOGGER = logging.getLogger(__name__)
 REGISTER_PATH = "/api/internal/runtime/register"
 
@@ -89,11 +91,8 @@ class Registrar:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ruth-registration")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancelled(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         headers = {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}

@@ -6,11 +6,11 @@ refused with OVERLOADED (RESOURCE_EXHAUSTED on gRPC) before anything is allocate
 streams already open are not touched. A connection is an opaque key the transport gives (gRPC: the
 peer address with its port, one per HTTP/2 connection).
 
-Each admitted stream holds a :class:`StreamSlot` until the transport releases it. The slot closes
+Each admitted stream holds a :class:`AdmittedStream` until the transport releases it. It closes
 its stream through ``on_idle`` once no request has arrived for ``idle_timeout_s`` and ``busy()``
 says nothing is in flight, so a client that went quiet (or a backend that forgot a stream) does
-not hold a Triton stream and its memory forever. One timer per slot, moved only when it fires;
-the transport marks each request with :meth:`StreamSlot.touch`.
+not hold a Triton stream and its memory forever. One timer per stream, moved only when it fires;
+the transport marks each request with :meth:`AdmittedStream.touch`.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ class StreamLimits:
         """Client connections holding at least one open stream."""
         return len(self._per_connection)
 
-    def admit(self, connection: str) -> StreamSlot:
-        """A slot for a new stream on ``connection``, or :class:`Overloaded` when a cap is reached."""
+    def admit(self, connection: str) -> AdmittedStream:
+        """A place for a new stream on ``connection``, or :class:`Overloaded` when a cap is reached."""
         on_connection = self._per_connection.get(connection, 0)
         if on_connection >= self.max_per_connection:
             self.refused["connection"] += 1
@@ -62,7 +62,7 @@ class StreamLimits:
             )
         self.open += 1
         self._per_connection[connection] = on_connection + 1
-        return StreamSlot(self, connection)
+        return AdmittedStream(self, connection)
 
     def _release(self, connection: str) -> None:
         self.open -= 1
@@ -73,7 +73,7 @@ class StreamLimits:
             del self._per_connection[connection]
 
 
-class StreamSlot:
+class AdmittedStream:
     """One admitted stream: :meth:`touch` on every request, :meth:`release` when the stream ends."""
 
     __slots__ = ("_busy", "_limits", "_loop", "_on_idle", "_timer", "connection", "idle", "last_request",

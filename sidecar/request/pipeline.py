@@ -213,7 +213,7 @@ class Pending:
     of each frame that failed its checks, None for those sent."""
 
     __slots__ = ("answers", "deadline", "epoch", "message", "name", "pixels", "request", "request_id",
-                 "restarts", "retried", "route", "slot", "started")
+                 "resendable", "restarts", "route", "slot", "started")
 
     def __init__(
         self, request: FrameRequest, route: Route, request_id: str, message: Any, started: float,
@@ -226,7 +226,7 @@ class Pending:
         self.message = message
         self.started = started
         self.deadline = deadline
-        self.retried = start  # a request that started its sequence is never resent with START
+        self.resendable = not start  # a request that started its sequence is never resent with START
         self.restarts = False  # resent with START to restart its released sequence
         self.epoch = epoch
         self.answers: list[SidecarError | None] | None = None
@@ -607,9 +607,9 @@ class Pipeline:
         frame of a sequence restarts it; frames refused while that restart is under way (sent before
         it, or after it but ahead of its resend) are resent without START, in order behind it.
         """
-        if pending.retried:
+        if not pending.resendable:
             return False
-        pending.retried = True
+        pending.resendable = False
         key = (pending.name, pending.request.camera_id)
         current = self._sequences.get(key, 0)
         if current > pending.epoch or self._restarting.get(key) == current:

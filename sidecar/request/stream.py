@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable
 
 from sidecar.deadlines import Deadlines
 from sidecar.errors import ModelNotReady, Overloaded, RequestTimeout, SequenceNotStarted, SidecarError
-from sidecar.request.limits import StreamSlot
+from sidecar.request.limits import AdmittedStream
 from sidecar.request.pipeline import FrameRequest, Outcome, Pending, Pipeline
 from sidecar.request.shared_frames import CallRegions
 from sidecar.triton_client import TritonStream
@@ -337,33 +337,33 @@ async def serve_stream(
     open_session: Callable[[Emit, Deliver], StreamSession],
     read: Callable[[], Awaitable[FrameRequest | None]],
     write: Callable[[Outcome], Awaitable[None]],
-    slot: StreamSlot,
+    admitted: AdmittedStream,
 ) -> None:
     """One client stream, whatever its transport: each request ``read`` returns (None at the stream's
     end) goes into the session ``open_session`` makes, and each answer to ``write``, once.
 
     Triton's answers are written from the tasks that read them, the others from here, one write at a
-    time. When ``slot``'s idle timeout closes the stream, this raises the slot's idle error; when the
+    time. When ``admitted``'s idle timeout closes the stream, this raises its idle error; when the
     client goes away (the task is cancelled), the session's pending requests are dropped unanswered.
-    The slot is released once the session has given back what it held (leases, regions).
+    The admitted stream is released once the session has given back what it held (leases, regions).
     """
     task = asyncio.current_task()
     assert task is not None
     try:
-        await _pump(open_session, read, write, slot, task)
+        await _pump(open_session, read, write, admitted, task)
     except asyncio.CancelledError:
-        if not slot.idle:  # the client went away (or the server stops)
+        if not admitted.idle:  # the client went away (or the server stops)
             raise
         if hasattr(task, "uncancel"):  # Python >= 3.11: this cancellation is handled
             task.uncancel()
-        raise slot.idle_error() from None
+        raise admitted.idle_error() from None
 
 
 async def _pump(
     open_session: Callable[[Emit, Deliver], StreamSession],
     read: Callable[[], Awaitable[FrameRequest | None]],
     write: Callable[[Outcome], Awaitable[None]],
-    slot: StreamSlot,
+    admitted: AdmittedStream,
     task: asyncio.Task,
 ) -> None:
     queue: asyncio.Queue = asyncio.Queue()
@@ -374,8 +374,8 @@ async def _pump(
             await write(outcome)
 
     session = open_session(queue.put_nowait, deliver)
-    slot.watch(lambda: session.in_flight > 0, task.cancel)
-    reader = asyncio.get_running_loop().create_task(_read(read, session, queue, slot.touch))
+    admitted.watch(lambda: session.in_flight > 0, task.cancel)
+    reader = asyncio.get_running_loop().create_task(_read(read, session, queue, admitted.touch))
     written = session.written
     get = queue.get
     try:
@@ -387,12 +387,12 @@ async def _pump(
                 await write(outcome)
             written()
     finally:
-        slot.unwatch()  # the stream is ending: no idle timeout may interrupt its close
+        admitted.unwatch()  # the stream is ending: no idle timeout may interrupt its close
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
         await session.close()
-        slot.release()  # its place is free once what it held (leases, regions) is given back
+        admitted.release()  # its place is free once what it held (leases, regions) is given back
 
 
 async def _read(

@@ -15,7 +15,7 @@ import grpc
 import psutil
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ruthgen.fsutil import bound_to_parent
+from ruthgen.children import bound_to_parent
 
 
 def test_the_command_runs_as_itself_with_its_exit_code(tmp_path) -> None:
@@ -31,7 +31,7 @@ def test_the_child_gets_sigterm_when_its_parent_is_killed(tmp_path) -> None:
     pid_file = tmp_path / "child.pid"
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import subprocess, sys, time
-        from ruthgen.fsutil import bound_to_parent
+        from ruthgen.children import bound_to_parent
         child = subprocess.Popen(bound_to_parent(["sleep", "60"]))
         open({str(pid_file)!r}, "w").write(str(child.pid))
         time.sleep(60)

@@ -157,12 +157,12 @@ async def test_stream_of_a_client_that_stops_answering_pings_is_closed_by_keepal
 
 async def test_an_ending_stream_keeps_its_place_but_is_no_longer_closed_for_idleness():
     limits = StreamLimits(max_streams=1, max_per_connection=1, idle_timeout_s=0.05)
-    slot = limits.admit("peer:1")
+    admitted = limits.admit("peer:1")
     closed: list[str] = []
-    slot.watch(lambda: False, lambda: closed.append("idle"))
-    slot.unwatch()  # the transport is giving back what the stream held
+    admitted.watch(lambda: False, lambda: closed.append("idle"))
+    admitted.unwatch()  # the transport is giving back what the stream held
     await asyncio.sleep(0.2)
-    assert closed == [] and not slot.idle
+    assert closed == [] and not admitted.idle
     assert limits.open == 1 and limits.connections == 1  # still counted until released
-    slot.release()
+    admitted.release()
     assert limits.open == 0 and limits.connections == 0

@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
-from ruthgen.media import SourceFrame, image_frames
 from ruthstack.infer import WINDOW, StreamOptions, own_camera_id, stream_frames
+from ruthstack.media import SourceFrame, image_frames
 from sidecar.request.messages import sequence_number
 from tests.sidecar.conftest import image_bytes
 

@@ -84,13 +84,13 @@ def contract(model_id: str, version: str, plugin: FakePlugin) -> ModelContract:
 
 @dataclass
 class FakeEntries:
-    """The entry source's interface; two slots per version, or one (``one_slot``, a read-only repository)."""
+    """The entry source's interface; two copies per version, or one (``one_copy``, a read-only repository)."""
 
     plugins_: dict[tuple[str, str], FakePlugin] = field(default_factory=dict)
     staged: list[str] = field(default_factory=list)
     discarded: list[str] = field(default_factory=list)
     forgotten: list[tuple[str, str]] = field(default_factory=list)
-    one_slot: bool = False
+    one_copy: bool = False
 
     def add(self, model_id: str, version: str, **kwargs: Any) -> FakePlugin:
         plugin = FakePlugin(**kwargs)
@@ -109,9 +109,9 @@ class FakeEntries:
             return PluginCheck(False, plugin.reason)
         return PluginCheck(True, "valid", contract(*key, plugin))
 
-    def slots(self, key: tuple[str, str]) -> tuple[str, ...]:
+    def copies(self, key: tuple[str, str]) -> tuple[str, ...]:
         name = f"{key[0]}__{key[1]}"
-        return (name,) if self.one_slot else (name, name + "__b")
+        return (name,) if self.one_copy else (name, name + "__b")
 
     def stage(self, key: tuple[str, str], name: str) -> ManifestEntry:
         plugin = self.plugins_.get(key)

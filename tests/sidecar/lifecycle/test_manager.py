@@ -127,7 +127,7 @@ async def test_new_version_loads_without_touching_the_running_one(manager, contr
     assert control.calls == [("load", A), ("load", "m__1.1.0")]
 
 
-async def test_changed_plugin_reloads_into_the_other_slot_then_unloads_the_old(manager, control, entries):
+async def test_changed_plugin_reloads_into_the_other_copy_then_unloads_the_old(manager, control, entries):
     plugin = entries.add("m", "1.0.0")
     await manager.rescan()
     manager.leases.begin(A)  # a request in flight on the old copy
@@ -343,8 +343,8 @@ async def test_a_model_the_server_lost_is_reloaded_at_once(manager, control, ent
     assert "lost it" in record.last_error and route(manager) == B
 
 
-async def test_one_slot_source_reloads_in_place_on_change_and_recovers_out_then_in(manager, control, entries):
-    entries.one_slot = True
+async def test_one_copy_source_reloads_in_place_on_change_and_recovers_out_then_in(manager, control, entries):
+    entries.one_copy = True
     plugin = entries.add("m", "1.0.0")
     await manager.rescan()
     plugin.digest = "d2"

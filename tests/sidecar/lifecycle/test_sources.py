@@ -10,7 +10,7 @@ from tritonclient.grpc import model_config_pb2
 
 from ruthgen.manifest import load_manifest
 from ruthgen.writer import build_repository
-from sidecar.control.sources import PluginFolderSource, RepositorySource, StageError, parse_slot_name
+from sidecar.control.sources import PluginFolderSource, RepositorySource, StageError, parse_copy_name
 from sidecar.control.watcher import Change, ManifestWatcher
 from tests.sidecar.abuse import until
 from tests.sidecar.conftest import write_plugin
@@ -29,11 +29,11 @@ def folders(tmp_path):
     return models, repository
 
 
-def test_plugin_folder_source_renders_the_second_slot_under_its_own_name(folders):
+def test_plugin_folder_source_renders_the_second_copy_under_its_own_name(folders):
     models, repository = folders
     source = PluginFolderSource(models, repository, "cpu")
     assert source.versions() == {("alpha", "1.0.0"), ("broken", "1.0.0")}
-    assert source.slots(("alpha", "1.0.0")) == ("alpha__1.0.0", "alpha__1.0.0__b")
+    assert source.copies(("alpha", "1.0.0")) == ("alpha__1.0.0", "alpha__1.0.0__b")
     first = source.stage(("alpha", "1.0.0"), "alpha__1.0.0")
     second = source.stage(("alpha", "1.0.0"), "alpha__1.0.0__b")
     assert (first.triton_name, second.triton_name) == ("alpha__1.0.0", "alpha__1.0.0__b")
@@ -41,7 +41,7 @@ def test_plugin_folder_source_renders_the_second_slot_under_its_own_name(folders
     assert config_name(repository / "alpha__1.0.0__b") == "alpha__1.0.0__b"
     manifest = load_manifest(repository)
     assert [m["triton_name"] for m in manifest["models"] if m["state"] == "VALID"] == ["alpha__1.0.0"]
-    assert parse_slot_name("alpha__1.0.0__b") == ("alpha", "1.0.0")
+    assert parse_copy_name("alpha__1.0.0__b") == ("alpha", "1.0.0")
     source.discard("alpha__1.0.0__b")
     assert not (repository / "alpha__1.0.0__b").exists()
 
@@ -69,7 +69,7 @@ def test_repository_source_reads_versions_and_validity_from_the_manifest(folders
     assert source.versions() == set() and source.signature() is None
     build_repository(models, repository)
     assert source.versions() == {("alpha", "1.0.0"), ("broken", "1.0.0")}
-    assert source.slots(("alpha", "1.0.0")) == ("alpha__1.0.0",)
+    assert source.copies(("alpha", "1.0.0")) == ("alpha__1.0.0",)
     assert source.check(("alpha", "1.0.0")).contract.input.format == "jpeg"
     assert "unknown_input_format" in source.check(("broken", "1.0.0")).reason
     entry = source.stage(("alpha", "1.0.0"), "alpha__1.0.0")

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from sidecar.http.errors import error_body
+from sidecar.http.status import error_body
 
 
 class OperationsCore(Protocol):

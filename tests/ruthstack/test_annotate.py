@@ -1,9 +1,9 @@
-"""ruthgen.annotate: boxes found by shape alone, drawn where the answer says."""
+"""ruthstack.annotate: boxes found by shape alone, drawn where the answer says."""
 
 import numpy as np
 from PIL import Image
 
-from ruthgen.annotate import Box, annotate, annotate_frame, find_boxes, output_paths, summary
+from ruthstack.annotate import Box, annotate, annotate_frame, find_boxes, output_paths, summary
 
 RESULT = {
     "event_type": "person_detected",

@@ -1,4 +1,4 @@
-"""ruthgen.media: the frames ``ruthgen infer`` sends (images, folders, video) and the video it writes."""
+"""ruthstack.media: the frames ``ruthgen infer`` sends (images, folders, video) and the video it writes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ruthgen.errors import UsageError
-from ruthgen.media import OrderedVideo, VideoSource, encode, image_files, image_frames, is_video_path
+from ruthstack.media import OrderedVideo, VideoSource, encode, image_files, image_frames, is_video_path
 
 COLOURS = [(250, 10, 10), (10, 250, 10), (10, 10, 250), (250, 250, 10), (10, 250, 250)]
 
