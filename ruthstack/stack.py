@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ruthgen.embedded import up
+from ruthgen.embedded.errors import EmbeddedTritonError
 from ruthgen.embedded.up import UpOptions
-from ruthgen.errors import EmbeddedTritonError
 from ruthgen.progress import Progress
 from sidecar.process import SidecarProcess, SidecarStartError
 

@@ -24,12 +24,12 @@ import httpx
 
 from sidecar.control.capacity import Capacity
 from sidecar.control.health import Health, HealthPolicy, HealthSnapshot, is_loaded, model_health
-from sidecar.control.isolation import KERNEL, read_isolation
+from sidecar.control.isolation import IsolationReports
 from sidecar.control.manager import LifecycleManager
 from sidecar.control.readiness import ServerReadiness
 from sidecar.control.recovery import RecoveryPolicy, StubKiller
 from sidecar.control.sources import EntrySource
-from sidecar.control.states import ModelRecord, ModelState
+from sidecar.control.states import ModelRecord
 from sidecar.control.watcher import Change
 from sidecar.errors import ModelNotFound, SidecarError
 from sidecar.report.capabilities import build_declaration, fps_capacity
@@ -166,8 +166,9 @@ class RuntimeCore:
         self._tick_task: asyncio.Task[None] | None = None
         # One HTTP client for Triton's metrics: making one costs ~20 ms of the event loop (TLS setup)
         self._metrics_client: httpx.AsyncClient | None = None
-        self._isolation_of: dict[tuple[str, str], str] = {}  # version -> the copy its isolation is of
-        self._isolation_task: asyncio.Task[None] | None = None
+        self.isolation = IsolationReports(
+            self.manager.registry, self._triton_metrics, self.registrar.mark_dirty
+        )
         self.manager.on_change(self._on_change)
         self.readiness.subscribe(lambda _: self._update_ready())
         if self.pool is not None:  # Triton forgets its shared-memory regions when it restarts
@@ -204,10 +205,7 @@ class RuntimeCore:
                 await self._tick_task
         if self.watcher is not None:
             await self.watcher.stop()
-        if self._isolation_task is not None:
-            self._isolation_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._isolation_task
+        await self.isolation.stop()
         await self.registrar.stop()
         await self.manager.stop()
         if self.pool is not None:
@@ -239,7 +237,7 @@ class RuntimeCore:
         """The hardware to declare: Triton's GPU metrics first, the local probe when it has none.
         The same text tells how each model's stub is confined."""
         text = await self._triton_metrics()
-        self._note_isolation(text)
+        self.isolation.note(text)
         return await asyncio.to_thread(detect, self.hardware_probe, text)
 
     async def _triton_metrics(self) -> str | None:
@@ -255,48 +253,6 @@ class RuntimeCore:
         except httpx.HTTPError as exc:
             LOGGER.debug("Triton's metrics at %s are unavailable: %s", url, exc)
         return None
-
-    def _note_isolation(self, text: str | None) -> None:
-        """Each serving copy's isolation, as its stub reported it on Triton's metrics."""
-        if text is None:
-            return
-        found = read_isolation(text)
-        changed = False
-        for record in self.manager.registry:
-            isolation = found.get(record.active_name) if record.active_name else None
-            if isolation is None:
-                continue
-            self._isolation_of[record.key] = record.active_name
-            if isolation == record.isolation:
-                continue
-            if isolation.level != KERNEL:
-                LOGGER.warning(
-                    "%s:%s runs without the kernel's confinement (guard only): %s",
-                    record.model_id, record.version, isolation.detail,
-                )
-            record.isolation, changed = isolation, True
-        if changed:
-            self.registrar.mark_dirty()
-
-    def _isolation_unknown(self) -> int:
-        """How many serving copies have not had their isolation read yet."""
-        of = self._isolation_of
-        return sum(
-            1
-            for r in self.manager.registry
-            if r.state is ModelState.READY and r.active_name and of.get(r.key) != r.active_name
-        )
-
-    async def _refresh_isolation(self) -> None:
-        try:
-            while unknown := self._isolation_unknown():
-                self._note_isolation(await self._triton_metrics())
-                if self._isolation_unknown() >= unknown:
-                    return  # nothing new on Triton's side: the periodic refresh looks again
-        except Exception:
-            LOGGER.exception("reading the models' isolation from Triton failed")
-        finally:
-            self._isolation_task = None
 
     # ---- the request path ------------------------------------------------------------------------
 
@@ -356,11 +312,7 @@ class RuntimeCore:
     def _on_change(self) -> None:
         self.registrar.mark_dirty()
         self._update_ready()
-        if self._isolation_task is None and self._isolation_unknown():
-            with contextlib.suppress(RuntimeError):  # no running loop: the periodic refresh reads it
-                self._isolation_task = asyncio.get_running_loop().create_task(
-                    self._refresh_isolation(), name="ruth-isolation"
-                )
+        self.isolation.read_soon()
 
     def _update_ready(self) -> None:
         ready = self.ready
@@ -459,5 +411,5 @@ class RuntimeCore:
                 "max": self.streams.max_streams,
             },
             "inference_server_ready": self.readiness.ready,
-            "decoded": dict(self.pipeline.decoded),
+            "decoded": dict(self.pipeline.frames.decoded),
         }

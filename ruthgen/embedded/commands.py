@@ -11,10 +11,11 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from ruthgen.embedded.errors import EmbeddedTritonError
 from ruthgen.embedded.flags import ALL_MODELS
 from ruthgen.embedded.launcher import EmbeddedTriton
 from ruthgen.embedded.signals import interrupt_on_signals
-from ruthgen.errors import EmbeddedTritonError, RuthgenError
+from ruthgen.errors import RuthgenError
 
 DEFAULT_LOG = Path(".ruth/tritonserver.log")
 T = TypeVar("T")

@@ -17,7 +17,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from ruthgen.errors import LibpythonNotFoundError, TritonNotInstalledError
+from ruthgen.embedded.errors import LibpythonNotFoundError, TritonNotInstalledError
 
 LOGGER = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from ruthgen.embedded.distribution import (
     prepare_backends,
     server_environment,
 )
+from ruthgen.embedded.errors import EmbeddedTritonError, TritonModelError, TritonStartError
 from ruthgen.embedded.flags import server_args
-from ruthgen.errors import EmbeddedTritonError, TritonModelError, TritonStartError
 
 LOGGER = logging.getLogger(__name__)
 

@@ -31,11 +31,10 @@ recovery).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection
-from typing import Any, Protocol
+from typing import Any
 
 from ruthgen.interface import (
     DEFAULT_REQUEST_TIMEOUT_MS,
@@ -48,35 +47,27 @@ from ruthgen.interface import (
     upstream_issues,
 )
 from sidecar.control.capacity import Capacity, CapacityFigures
+from sidecar.control.copies import Copies, ModelControl
 from sidecar.control.health import HealthPolicy
 from sidecar.control.placement import GpuPlacement
 from sidecar.control.recovery import Recovery, RecoveryPolicy, StubKiller
-from sidecar.control.sources import EntrySource, Key, StageError
+from sidecar.control.sources import EntrySource, Key
 from sidecar.control.states import ModelRecord, ModelRegistry, ModelState, RejectedChange, Transition
 from sidecar.control.tasks import Background
 from sidecar.control.triage import Triage
 from sidecar.control.watcher import Change
 from sidecar.errors import SidecarError
 from sidecar.request.routes import Leases, Route, RouteTable
-from sidecar.triton_client import IndexEntry
 
 LOGGER = logging.getLogger(__name__)
 LOAD_CONCURRENCY = 4
 
 
-class ModelControl(Protocol):
-    """What the manager needs of the Triton client."""
-
-    async def load_model(self, name: str, timeout_s: float = ...) -> None: ...
-    async def unload_model(self, name: str, timeout_s: float = ...) -> None: ...
-    async def repository_index(self, timeout_s: float = ...) -> list[IndexEntry]: ...
-    async def model_statistics(self, name: str) -> dict[str, Any]: ...
-
-
 class LifecycleManager:
-    """Reconciles the source's versions with Triton; its helpers hold the other jobs: :attr:`triage`
-    (request health, hang checks), :attr:`recovery` (the reload schedule), :attr:`placement` (GPU
-    memory), :attr:`capacity` (the versions' ``fps_capacity``)."""
+    """Reconciles the source's versions with Triton; its helpers hold the other jobs: :attr:`copies`
+    (loading and retiring a version's Triton copies), :attr:`triage` (request health, hang checks),
+    :attr:`recovery` (the reload schedule), :attr:`placement` (GPU memory), :attr:`capacity` (the
+    versions' ``fps_capacity``)."""
 
     def __init__(
         self,
@@ -106,6 +97,9 @@ class LifecycleManager:
         self.triage = Triage(self.registry, routes, self.recovery, control, self.background, self._changed,
                              health_policy or HealthPolicy(), self.policy)
         self.placement = GpuPlacement(gpus, preferred_versions)
+        self.copies = Copies(
+            control, source, leases, self.policy, self.placement, self.background, stub_killer
+        )
         self.capacity = CapacityFigures(capacity, self.registry, self.background, self._changed,
                                         self.triage.observe)
         self._locks: dict[Key, asyncio.Lock] = {}
@@ -272,7 +266,7 @@ class LifecycleManager:
     async def _load_first(self, record: ModelRecord) -> None:
         record.transition(ModelState.LOADING, "loading into the inference server")
         name = self.source.copies(record.key)[0]
-        staged, error = await self._load_copy(record, name)
+        staged, error = await self.copies.load(record, name)
         if staged is None:
             record.transition(ModelState.FAILED, error)
             return
@@ -288,8 +282,8 @@ class LifecycleManager:
             reason = check.reason if invalid is None else invalid
             self._reject(record, f"the changed version is invalid: {reason}", digest)
             return
-        old, new = record.active_name, self._other_copy(record)
-        staged, error = await self._load_copy(record, new)
+        old, new = record.active_name, self.copies.other(record)
+        staged, error = await self.copies.load(record, new)
         if staged is None:
             self._reject(record, f"the changed version failed to load: {error}", digest)
             return
@@ -298,7 +292,7 @@ class LifecycleManager:
         LOGGER.info("%s:%s now served by %s (reloaded)", record.model_id, record.version, new)
         self._changed()
         if old is not None and old != new:
-            await self._retire_copy(old, kill_first=False)
+            await self.copies.retire(old, kill_first=False)
         self.capacity.calibrate_later(record, route_of(record))
 
     async def _recover_locked(self, record: ModelRecord) -> bool:
@@ -309,18 +303,18 @@ class LifecycleManager:
         record.recovery_attempts += 1
         attempt = f"{record.recovery_attempts}/{self.policy.max_retries}"
         record.transition(ModelState.LOADING, f"recovery reload {attempt}")
-        old, new = record.active_name, self._other_copy(record)
+        old, new = record.active_name, self.copies.other(record)
         hung = record.key in self.recovery.hung
         if old is not None and old == new:  # one copy only: it goes before it comes back
-            await self._retire_copy(old, kill_first=hung)
-        elif old is not None and hung and self.stub_killer is not None:
-            await asyncio.to_thread(self.stub_killer.kill, old)
-        staged, error = await self._load_copy(record, new)
+            await self.copies.retire(old, kill_first=hung)
+        elif old is not None and hung:
+            await self.copies.kill(old)
+        staged, error = await self.copies.load(record, new)
         if staged is None and (load_resource_code(error) or error.startswith("RESOURCE_EXHAUSTED")):
             # no memory for it: retrying on a schedule would only fail again; a rescan retries
             if old is not None and old != new:
                 record.active_name = None
-                self.background.spawn(self._retire_copy(old, kill_first=hung))
+                self.background.spawn(self.copies.retire(old, kill_first=hung))
             record.transition(ModelState.FAILED, f"recovery reload {attempt} failed for lack of resources, "
                                         f"not retried: {error}")
             return False
@@ -332,7 +326,7 @@ class LifecycleManager:
         self._switch(record, new, staged)
         record.transition(ModelState.READY, f"recovered by reload {attempt} as {new}")
         if old is not None and old != new:
-            self.background.spawn(self._retire_copy(old, kill_first=False))
+            self.background.spawn(self.copies.retire(old, kill_first=False))
         return True
 
     async def _retire(self, record: ModelRecord) -> None:
@@ -352,59 +346,8 @@ class LifecycleManager:
         old, record.active_name = record.active_name, None
         self._publish(record)
         if old is not None:
-            await self._retire_copy(old, kill_first=record.key in self.recovery.hung)
+            await self.copies.retire(old, kill_first=record.key in self.recovery.hung)
         self.recovery.hung.discard(record.key)
-
-    async def _load_copy(self, record: ModelRecord, name: str) -> tuple[ManifestEntry | None, str]:
-        """Stage copy ``name`` and load it; (its record, "") or (None, why it failed)."""
-        started = time.monotonic()
-        try:
-            staged = await asyncio.to_thread(self.source.stage, record.key, name)
-        except StageError as exc:
-            return None, exc.reason
-        generated = time.monotonic()
-        short = self.placement.reserve(staged)
-        if short:
-            return None, short
-        timeout = self.policy.load_timeout_s
-        try:
-            await asyncio.wait_for(self.control.load_model(name, timeout_s=timeout), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
-            self.background.spawn(self._abandon(name))
-            return None, f"loading did not finish within {timeout:g} s; abandoned"
-        except SidecarError as exc:
-            return None, exc.message or f"the load failed ({exc.code.value}, without a message)"
-        except Exception as exc:  # a bug in the client: the load failed all the same
-            return None, str(exc) or type(exc).__name__
-        loaded = time.monotonic()
-        LOGGER.info("%s staged in %.3f s, loaded in %.3f s", name, generated - started, loaded - generated)
-        return staged, ""
-
-    async def _abandon(self, name: str) -> None:
-        if self.stub_killer is not None:
-            await asyncio.to_thread(self.stub_killer.kill, name)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.control.unload_model(name, timeout_s=self.policy.unload_timeout_s),
-                                   self.policy.unload_timeout_s)
-
-    async def _retire_copy(self, name: str, *, kill_first: bool) -> None:
-        """Drain ``name`` (in-flight requests), unload it, kill its stubs if the unload hangs."""
-        if kill_first and self.stub_killer is not None:
-            await asyncio.to_thread(self.stub_killer.kill, name)
-        await self.leases.drained(name, self.policy.drain_timeout_s)
-        timeout = self.policy.unload_timeout_s
-        unload = asyncio.ensure_future(self.control.unload_model(name, timeout_s=timeout * 3))
-        try:
-            await asyncio.wait_for(asyncio.shield(unload), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
-            LOGGER.warning("unloading %s takes longer than %g s: killing its stubs", name, timeout)
-            if self.stub_killer is not None:
-                await asyncio.to_thread(self.stub_killer.kill, name)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(unload, timeout * 2)
-        except Exception as exc:
-            LOGGER.warning("unloading %s failed: %s", name, exc)
-        await asyncio.to_thread(self.source.discard, name)
 
     def _switch(self, record: ModelRecord, name: str, staged: ManifestEntry) -> None:
         """Requests go to copy ``name`` from now on (a new health window for it)."""
@@ -429,12 +372,6 @@ class LifecycleManager:
         record.rejected_change = RejectedChange(reason, time.time(), digest)
         record.note_error(reason)
         self._changed()
-
-    def _other_copy(self, record: ModelRecord) -> str:
-        copies = self.source.copies(record.key)
-        if len(copies) == 1 or record.active_name is None:
-            return copies[0]
-        return copies[1] if record.active_name == copies[0] else copies[0]
 
     # ---- plumbing --------------------------------------------------------------------------------
 

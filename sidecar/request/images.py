@@ -72,6 +72,10 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
     raise InvalidInput("JPEG header has no frame header (SOFn) before the image data")
 
 
+#: The header reader of each encoded format: ``(width, height)`` of its bytes.
+SIZE_READERS = {"jpeg": jpeg_size, "png": png_size}
+
+
 def raw_size(data: bytes, width: int, height: int) -> tuple[int, int]:
     """Checks that raw HxWx3 pixels match the width and height given with them."""
     if width <= 0 or height <= 0:

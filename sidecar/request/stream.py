@@ -151,7 +151,7 @@ class StreamSession:
         pipeline = self._pipeline
         try:
             route = pipeline.routes.resolve(request.model_id, request.version)
-            await pipeline.attach_upstreams(route, request, self._regions)
+            await pipeline.fanout.attach_upstreams(route, request, self._regions)
         except SidecarError as e:
             try:
                 if previous is not None:
@@ -188,7 +188,7 @@ class StreamSession:
         pipeline = self._pipeline
         try:
             if self._regions is not None:
-                await pipeline.register_pool(request)
+                await pipeline.frames.register(request)
             pending = pipeline.prepare(request, self._loop.time(), None, self._regions)
         except SidecarError as e:
             self._answer(Outcome(request, None, e, 0.0))
@@ -202,7 +202,7 @@ class StreamSession:
             route = pending.route
             error = Overloaded(f"{count} requests for {route.model_id} {route.version} already in flight "
                                "on this stream; slow down")
-            pipeline.release(pending, answered=True)  # never sent
+            pipeline.frames.release(pending, answered=True)  # never sent
             self._answer(Outcome(request, None, error, 0.0))
             return
         request_id = pending.request_id
@@ -226,7 +226,7 @@ class StreamSession:
         pending = self._pending.get(request_id)
         if pending is None:  # answered already (timed out)
             return None
-        if type(error) is SequenceNotStarted and self._pipeline.restart_sequence(pending):
+        if type(error) is SequenceNotStarted and self._pipeline.sequences.restart(pending):
             self._loop.create_task(self._resend(pending))
             return None
         del self._pending[request_id]
@@ -321,7 +321,7 @@ class StreamSession:
         self._deadlines.clear()
         for pending in self._pending.values():
             leases.end(pending.name)
-            self._pipeline.release(pending, answered=False)
+            self._pipeline.frames.release(pending, answered=False)
         self._pending.clear()
         if self._regions is not None:
             self._regions.close()

@@ -15,7 +15,7 @@ from ruthgen.embedded.distribution import (
     prepare_backends,
     server_environment,
 )
-from ruthgen.errors import LibpythonNotFoundError, TritonNotInstalledError
+from ruthgen.embedded.errors import LibpythonNotFoundError, TritonNotInstalledError
 
 
 def test_find_distribution_locates_binary_backend_and_libs_when_wheel_installed():

@@ -5,8 +5,8 @@ import socket
 import pytest
 
 from ruthgen.embedded import launcher
+from ruthgen.embedded.errors import EmbeddedTritonError, TritonStartError
 from ruthgen.embedded.launcher import EmbeddedTriton
-from ruthgen.errors import EmbeddedTritonError, TritonStartError
 
 
 def test_choose_ports_keeps_requested_and_picks_distinct_free_ones():

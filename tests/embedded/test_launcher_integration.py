@@ -10,9 +10,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from ruthgen.embedded import cleanup
+from ruthgen.embedded.errors import TritonModelError, TritonStartError
 from ruthgen.embedded.flags import ALL_MODELS
 from ruthgen.embedded.launcher import EmbeddedTriton
-from ruthgen.errors import TritonModelError, TritonStartError
 
 pytestmark = pytest.mark.integration
 

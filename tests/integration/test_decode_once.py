@@ -46,13 +46,13 @@ async def test_a_frame_for_several_models_is_decoded_once_and_each_gets_the_pixe
         alone = {m: result_dict(await client.infer(m, V, frame, frame_id="a1", camera_id="cam1"))
                  for m in MODELS}  # each wrapper decodes the frame itself
         assert {a["sha256"] for a in alone.values()} == {digest}
-        assert sidecar.core.pipeline.decoded["frames"] == 0
+        assert sidecar.core.pipeline.frames.decoded["frames"] == 0
 
         together = _answers(await client.infer_models([(m, V) for m in MODELS], frame, frame_id="t1",
                                                       camera_id="cam1"))
         assert together == alone  # the same pixels, decoded once by the sidecar
-        assert sidecar.core.pipeline.decoded == {"frames": 1, "reads": 3}
-        assert sidecar.core.pipeline.decode_off is None
+        assert sidecar.core.pipeline.frames.decoded == {"frames": 1, "reads": 3}
+        assert sidecar.core.pipeline.frames.decode_off is None
 
         # the stream path, several frames of several sizes in a row: each decoded once
         frames = [photo(320 + 64 * n, 240, 10 + n) for n in range(4)]
@@ -65,7 +65,7 @@ async def test_a_frame_for_several_models_is_decoded_once_and_each_gets_the_pixe
         assert len(answers) == len(frames)
         for (_, expected), answer in zip(frames, answers, strict=True):
             assert {a["sha256"] for a in answer.values()} == {expected}, answer
-        assert sidecar.core.pipeline.decoded == {"frames": 5, "reads": 15}
+        assert sidecar.core.pipeline.frames.decoded == {"frames": 5, "reads": 15}
         assert sidecar.core.pool.in_use == 0  # every slot is free again
 
         metrics = (await http.get("/metrics")).text
@@ -82,5 +82,5 @@ async def test_with_decode_once_off_each_model_decodes_the_frame_and_answers_the
         frame, digest = photo(640, 480, 1)
         together = await client.infer_models([(m, V) for m in MODELS], frame, frame_id="t1", camera_id="cam1")
         assert {a["sha256"] for a in _answers(together).values()} == {digest}
-        assert sidecar.core.pipeline.decoded == {"frames": 0, "reads": 0}
+        assert sidecar.core.pipeline.frames.decoded == {"frames": 0, "reads": 0}
         assert sidecar.core.pool is None  # nothing reserved in /dev/shm

@@ -20,7 +20,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from ruthgen.embedded import launcher
-from ruthgen.errors import TritonModelError
+from ruthgen.embedded.errors import TritonModelError
 from ruthgen.writer import build_repository
 
 pytestmark = pytest.mark.integration

@@ -379,7 +379,7 @@ def _write(path: Path, data: bytes) -> Path:
 def test_up_stack_reports_a_sidecar_that_cannot_bind_its_port(tmp_path):
     import socket
 
-    from ruthgen.errors import EmbeddedTritonError
+    from ruthgen.embedded.errors import EmbeddedTritonError
     from ruthstack.stack import SidecarOptions, UpOptions, running_stack
 
     models = tmp_path / "models"

@@ -60,7 +60,7 @@ async def test_an_upstream_runs_once_per_frame_for_one_call_and_for_separate_cal
         for n in range(40):  # many frames: the memo keeps at most its 8 entries
             response = await client.infer("up_frame", V, FRAME, frame_id=f"many{n}", camera_id="cam2")
             assert result_dict(response)["upstream_frame"] == f"many{n}"
-        memo = sidecar.core.pipeline.upstreams.memo
+        memo = sidecar.core.pipeline.fanout.upstreams.memo
         assert len(memo) <= 8 and memo.bytes <= memo.max_bytes
 
         status = await client.status("up_frame", V)

@@ -22,7 +22,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from ruthgen import envs
-from ruthgen.errors import TritonModelError
+from ruthgen.embedded.errors import TritonModelError
 from ruthgen.writer import build_repository
 
 pytestmark = pytest.mark.integration

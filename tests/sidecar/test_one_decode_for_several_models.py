@@ -92,7 +92,7 @@ async def test_a_frame_for_several_models_is_decoded_once_and_every_request_read
         fake_triton.behaviours[name] = reads_pixels(runtime, seen)
     outcome = await runtime.infer(many(["helmet", "crowd", "fall", "person"]))
     assert [a.error for a in outcome.answers] == [None] * 4
-    assert runtime.pipeline.decoded == {"frames": 1, "reads": 4}  # person ran once, for all of them
+    assert runtime.pipeline.frames.decoded == {"frames": 1, "reads": 4}  # person ran once, for all of them
     assert len(fake_triton.requests) == 4
     for sent in fake_triton.requests:
         assert not sent.raw_input_contents  # the frame does not cross the second gRPC hop
@@ -108,7 +108,7 @@ async def test_a_frame_only_one_model_takes_encoded_goes_encoded(runtime, fake_t
     assert [a.error is None for a in outcome.answers] == [True, False]
     (sent,) = fake_triton.requests
     assert sent.raw_input_contents[0] == JPEG and "pixels" not in sent.parameters
-    assert runtime.pipeline.decoded == {"frames": 0, "reads": 0}
+    assert runtime.pipeline.frames.decoded == {"frames": 0, "reads": 0}
 
 
 async def test_a_frame_that_does_not_decode_goes_encoded_to_each_model(runtime, fake_triton):
@@ -116,7 +116,7 @@ async def test_a_frame_that_does_not_decode_goes_encoded_to_each_model(runtime, 
     outcome = await runtime.infer(many(["person", "helmet"], corrupt))
     assert [a.error for a in outcome.answers] == [None, None]  # the fake does not decode: it answers
     assert [r.raw_input_contents[0] for r in fake_triton.requests] == [corrupt, corrupt]
-    assert runtime.pipeline.decoded["frames"] == 0 and runtime.pool.in_use == 0
+    assert runtime.pipeline.frames.decoded["frames"] == 0 and runtime.pool.in_use == 0
 
 
 @pytest.mark.parametrize("runtime", [{"decode_once": False}], indirect=True)
@@ -124,7 +124,7 @@ async def test_decode_once_off_sends_the_frame_encoded_to_each_model(runtime, fa
     outcome = await runtime.infer(many(["person", "helmet"]))
     assert [a.error for a in outcome.answers] == [None, None]
     assert [r.raw_input_contents[0] for r in fake_triton.requests] == [JPEG, JPEG]
-    assert runtime.pipeline.decode_off == "decode_once is off"
+    assert runtime.pipeline.frames.decode_off == "decode_once is off"
 
 
 async def test_when_triton_cannot_read_the_pool_frames_go_encoded_and_the_pool_is_given_up(
@@ -138,11 +138,11 @@ async def test_when_triton_cannot_read_the_pool_frames_go_encoded_and_the_pool_i
     outcome = await runtime.infer(many(["person", "helmet"]))
     assert [a.error for a in outcome.answers] == [None, None]
     assert [r.raw_input_contents[0] for r in fake_triton.requests] == [JPEG, JPEG]
-    assert "cannot read the frame pool" in runtime.pipeline.decode_off
+    assert "cannot read the frame pool" in runtime.pipeline.frames.decode_off
     assert "Triton must share the sidecar's /dev/shm" in caplog.text
     assert not pool_file.exists()  # its memory is given back
     await runtime.infer(many(["person", "helmet"], frame_id="d2"))
-    assert runtime.pipeline.decoded["frames"] == 0  # not tried again
+    assert runtime.pipeline.frames.decoded["frames"] == 0  # not tried again
 
 
 async def test_while_triton_is_down_a_frame_goes_encoded_and_decoding_is_tried_again(runtime, fake_triton):
@@ -153,13 +153,13 @@ async def test_while_triton_is_down_a_frame_goes_encoded_and_decoding_is_tried_a
 
     fake_triton.register_system_shared_memory = down
     fake_triton.ready = False
-    await runtime.pipeline.infer_many(many(["person", "helmet"]))
-    assert runtime.pipeline.decode_off is None
+    await runtime.pipeline.fanout.infer_many(many(["person", "helmet"]))
+    assert runtime.pipeline.frames.decode_off is None
     fake_triton.register_system_shared_memory = register
     fake_triton.ready = True
     outcome = await runtime.infer(many(["person", "helmet"], frame_id="d2"))
     assert [a.error for a in outcome.answers] == [None, None]
-    assert runtime.pipeline.decoded == {"frames": 1, "reads": 2}
+    assert runtime.pipeline.frames.decoded == {"frames": 1, "reads": 2}
 
 
 @pytest.mark.parametrize("runtime", [{"shared_memory_reuse_delay_s": 0.05}], indirect=True)

@@ -80,7 +80,7 @@ async def test_the_upstream_runs_once_for_dependents_asking_about_one_frame(runt
     later = await runtime.infer(frame("helmet", "f7"))  # a separate request for the same frame, later
     assert later.error is None
     assert len(sent_to(fake_triton, PERSON)) == 1
-    assert runtime.pipeline.upstreams.memo.hits == 3
+    assert runtime.pipeline.fanout.upstreams.memo.hits == 3
 
 
 @pytest.mark.parametrize("upstream_first", [True, False])

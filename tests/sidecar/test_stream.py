@@ -277,7 +277,7 @@ async def test_a_frame_sent_after_a_restart_began_but_ahead_of_its_resend_follow
     assert await until(lambda: len(outcomes) == 1, 30)
     released["on"] = True  # Triton released the idle sequence
     await session.submit(frame("tracker", "b"))
-    assert await until(lambda: core.pipeline._restarting, 30)  # b refused: its restart is under way
+    assert await until(lambda: core.pipeline.sequences.restarting(), 30)  # b refused: restarting
     await session.submit(frame("tracker", "c"))  # sent before b's resend: refused too
     assert await until(lambda: seen[-1] == ("c", False), 30)
     gate.set()

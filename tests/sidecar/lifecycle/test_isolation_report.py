@@ -45,18 +45,18 @@ async def test_the_serving_copy_gets_its_isolation_and_a_guard_only_one_is_warne
     )  # fmt: skip
     runtime = build_core(settings, fake_triton)
     try:
-        runtime._note_isolation(TEXT)  # Triton's metrics read at start, before any version is known
+        runtime.isolation.note(TEXT)  # Triton's metrics read at start, before any version is known
         records = {}
         for model_id in ("a", "b", "c"):
             record = runtime.manager.registry.add(model_id, "1.0.0")
             record.state, record.active_name = ModelState.READY, f"{model_id}__1.0.0"
             records[model_id] = record
-        assert runtime._isolation_unknown() == 3  # what was read before they served counts for none
+        assert runtime.isolation.unknown() == 3  # what was read before they served counts for none
         with caplog.at_level(logging.WARNING, logger="sidecar.core"):
-            runtime._note_isolation(TEXT)
+            runtime.isolation.note(TEXT)
         assert records["a"].isolation == Isolation("kernel", 7, DETAIL)
         assert records["b"].isolation == Isolation("guard", 0, "RUTH_ISOLATION=guard")
-        assert records["c"].isolation is None and runtime._isolation_unknown() == 1  # not reported yet
+        assert records["c"].isolation is None and runtime.isolation.unknown() == 1  # not reported yet
         (warning,) = [r.getMessage() for r in caplog.records]
         assert warning == "b:1.0.0 runs without the kernel's confinement (guard only): RUTH_ISOLATION=guard"
         assert records["a"].to_dict()["isolation"] == {"level": "kernel", "landlock_abi": 7, "detail": DETAIL}
