@@ -12,7 +12,6 @@ and refreshes hardware and capacity figures every registration heartbeat.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.metadata
 import logging
 import time
@@ -30,6 +29,7 @@ from sidecar.control.readiness import ServerReadiness
 from sidecar.control.recovery import RecoveryPolicy, StubKiller
 from sidecar.control.sources import EntrySource
 from sidecar.control.states import ModelRecord
+from sidecar.control.tasks import cancelled
 from sidecar.control.watcher import Change
 from sidecar.errors import ModelNotFound, SidecarError
 from sidecar.report.capabilities import build_declaration, fps_capacity
@@ -132,6 +132,8 @@ class RuntimeCore:
             preferred_versions=settings.preferred_versions,
             capacity=Capacity(adapter) if settings.calibrate else None,
         )
+        #: what each answered request says about its model, and the models' and runtime's health
+        self.triage = self.manager.triage
         self.regions = RegionPolicy(
             settings.shared_memory, settings.shared_memory_prefix, settings.shared_memory_max_region_bytes,
             settings.shared_memory_max_regions,
@@ -199,10 +201,7 @@ class RuntimeCore:
         self._update_ready()
 
     async def stop(self) -> None:
-        if self._tick_task is not None:
-            self._tick_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tick_task
+        await cancelled(self._tick_task)
         if self.watcher is not None:
             await self.watcher.stop()
         await self.isolation.stop()
@@ -225,7 +224,7 @@ class RuntimeCore:
                     await self._initial_loads()
                 elif ready and not was_ready:
                     await self.manager.resync()
-                self.manager.triage.tick()
+                self.triage.tick()
                 if time.monotonic() - last_heartbeat >= self.settings.registration_interval_s:
                     last_heartbeat = time.monotonic()
                     self.hardware = await self.detect_hardware()
@@ -285,7 +284,7 @@ class RuntimeCore:
     ) -> None:
         self.metrics.observe(route.model_id, route.version, None if error is None else error.code.value,
                              elapsed_ms / 1000.0, None if model_ms is None else model_ms / 1000.0)
-        self.manager.triage.observe(route, error, elapsed_ms, model_ms)
+        self.triage.observe(route, error, elapsed_ms, model_ms)
 
     # ---- control ---------------------------------------------------------------------------------
 
@@ -302,7 +301,7 @@ class RuntimeCore:
     @property
     def ready(self) -> bool:
         """Ready when the initial loads are done, Triton is ready and a model is serving."""
-        return self.started and self.readiness.ready and self.manager.triage.runtime_health().ready
+        return self.started and self.readiness.ready and self.triage.runtime_health().ready
 
     def on_ready_change(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(ready)`` whenever :attr:`ready` changes (and once now)."""
@@ -323,7 +322,7 @@ class RuntimeCore:
                 listener(ready)
 
     def readiness_report(self) -> tuple[bool, dict[str, Any]]:
-        runtime = self.manager.triage.runtime_health()
+        runtime = self.triage.runtime_health()
         server = self.readiness.ready
         ready = self.started and server and runtime.ready
         body = {"ready": ready, "inference_server_ready": server, "initial_loads_done": self.started,
@@ -338,7 +337,7 @@ class RuntimeCore:
         return HealthReport(self._runtime_status(), self.readiness.ready, self.model_status())
 
     def _runtime_status(self) -> Health:
-        return self.manager.triage.runtime_health().status if self.readiness.ready else Health.UNHEALTHY
+        return self.triage.runtime_health().status if self.readiness.ready else Health.UNHEALTHY
 
     def model_status(self, model_id: str = "", version: str = "") -> list[ModelView]:
         """Versions matching the filters (empty matches all); MODEL_NOT_FOUND when none does."""
@@ -346,8 +345,8 @@ class RuntimeCore:
         for record in self.manager.registry:
             if (model_id and record.model_id != model_id) or (version and record.version != version):
                 continue
-            snapshot = self.manager.triage.snapshot(record.key)
-            waiting = self.manager.triage.waiting(record)
+            snapshot = self.triage.snapshot(record.key)
+            waiting = self.triage.waiting(record)
             found.append(ModelView(record, model_health(record, snapshot, waiting), snapshot, waiting))
         if not found and (model_id or version):
             raise ModelNotFound(f"no model matches model_id={model_id!r} version={version!r}")
@@ -381,9 +380,9 @@ class RuntimeCore:
             runtime_id=self.settings.runtime_id,
             runtime_version=self.runtime_version,
             records=list(self.manager.registry),
-            health=self.manager.triage.snapshots(),
+            health=self.triage.snapshots(),
             hardware=self.hardware,
-            waiting=self.manager.triage.waiting_all(),
+            waiting=self.triage.waiting_all(),
         )
         declaration["registration"] = self.registrar.status.to_dict()
         return declaration
@@ -402,7 +401,7 @@ class RuntimeCore:
         ]
         return {
             "models": models,
-            "runtime_health": self.manager.triage.runtime_health().status,
+            "runtime_health": self.triage.runtime_health().status,
             "registrations": self.registrar.status.to_dict(),
             "loaded": sum(1 for r in self.manager.registry if is_loaded(r)),
             "streams": {

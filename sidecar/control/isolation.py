@@ -15,14 +15,12 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from sidecar.control.states import ModelRegistry, ModelState
 from sidecar.control.tasks import cancelled
-
-if TYPE_CHECKING:
-    from sidecar.control.states import ModelRegistry
 
 LOGGER = logging.getLogger(__name__)
 FAMILY = "ruth_model_isolation"
@@ -100,7 +98,7 @@ class IsolationReports:
         return sum(
             1
             for r in self.registry
-            if r.state.value == "READY" and r.active_name and self._of.get(r.key) != r.active_name
+            if r.state is ModelState.READY and r.active_name and self._of.get(r.key) != r.active_name
         )
 
     def read_soon(self) -> None:

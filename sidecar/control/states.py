@@ -25,10 +25,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ruthgen.interface import ModelContract, TritonFacts
-from sidecar.control.isolation import Isolation
+
+if TYPE_CHECKING:
+    from sidecar.control.isolation import Isolation
 
 LOGGER = logging.getLogger(__name__)
 
