@@ -52,7 +52,8 @@ KEEPALIVE_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 ]
-_OPTIONS = [
+#: The channel options of every client of this module and of :mod:`sidecar.fleet`.
+CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", _MAX_MESSAGE), ("grpc.max_receive_message_length", _MAX_MESSAGE),
     *KEEPALIVE_OPTIONS,
 ]
@@ -152,7 +153,7 @@ class AIRuntimeClient:
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        opts = [*_OPTIONS, *options]
+        opts = [*CHANNEL_OPTIONS, *options]
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(target, options=opts)
         else:

@@ -79,6 +79,8 @@ class HealthReport:
     status: Health
     server_ready: bool
     models: list[ModelView]
+    runtime_id: str = ""
+    draining: bool = False
 
     @property
     def models_ready(self) -> int:
@@ -300,8 +302,28 @@ class RuntimeCore:
 
     @property
     def ready(self) -> bool:
-        """Ready when the initial loads are done, Triton is ready and a model is serving."""
-        return self.started and self.readiness.ready and self.triage.runtime_health().ready
+        """Ready when the initial loads are done, Triton is ready, a model is serving, and the runtime
+        is not shutting down."""
+        return (self.started and self.readiness.ready and self.triage.runtime_health().ready
+                and not self.streams.draining)
+
+    @property
+    def draining(self) -> bool:
+        return self.streams.draining
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Shut down without losing a request: not ready any more (probes, gRPC health), no new
+        stream or unary call, every open stream answers what it has read and ends. Waits up to
+        ``timeout_s`` for them to end; False when some are still open then."""
+        self.streams.drain()
+        self._update_ready()
+        open_streams = self.streams.open
+        LOGGER.info("draining: %d InferStream streams open", open_streams)
+        drained = await self.streams.closed(timeout_s)
+        if not drained:
+            LOGGER.warning("%d InferStream streams still open after %g s of draining", self.streams.open,
+                           timeout_s)
+        return drained
 
     def on_ready_change(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(ready)`` whenever :attr:`ready` changes (and once now)."""
@@ -324,9 +346,9 @@ class RuntimeCore:
     def readiness_report(self) -> tuple[bool, dict[str, Any]]:
         runtime = self.triage.runtime_health()
         server = self.readiness.ready
-        ready = self.started and server and runtime.ready
+        ready = self.started and server and runtime.ready and not self.streams.draining
         body = {"ready": ready, "inference_server_ready": server, "initial_loads_done": self.started,
-                **runtime.to_dict()}
+                "draining": self.streams.draining, **runtime.to_dict()}
         return ready, body
 
     def health(self) -> HealthReport:
@@ -334,7 +356,10 @@ class RuntimeCore:
 
         The rule: docs/architecture.md#health.
         """
-        return HealthReport(self._runtime_status(), self.readiness.ready, self.model_status())
+        return HealthReport(
+            self._runtime_status(), self.readiness.ready, self.model_status(), self.settings.runtime_id,
+            self.streams.draining,
+        )
 
     def _runtime_status(self) -> Health:
         return self.triage.runtime_health().status if self.readiness.ready else Health.UNHEALTHY

@@ -133,6 +133,16 @@ class SequenceNotStarted(SidecarError):
     code = ErrorCode.INTERNAL
 
 
+class Draining(SidecarError):
+    """The runtime is shutting down: it takes no new call or stream (send it to another runtime)."""
+
+    code = ErrorCode.MODEL_NOT_READY
+
+    def __init__(self, message: str = "the runtime is shutting down (draining): send to another runtime",
+                 **kwargs) -> None:
+        super().__init__(message, **kwargs)
+
+
 class ModelLoadError(SidecarError):
     """The inference server could not load a model; ``message`` is its reason."""
 

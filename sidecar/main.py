@@ -88,6 +88,10 @@ class Sidecar:
         except Exception:
             LOGGER.exception("rescan failed")
 
+    async def drain(self) -> None:
+        """SIGTERM: answer what the open streams hold, refuse new work, tell clients to go elsewhere."""
+        await self.core.drain(self.settings.shutdown_drain_s)
+
     async def stop(self, grace: float = 5.0) -> None:
         await self.server.stop(grace)
         if self.http is not None:
@@ -103,7 +107,7 @@ class Sidecar:
 
 
 async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) -> None:
-    """Run until SIGINT/SIGTERM (or until ``stop`` is set); SIGHUP rescans."""
+    """Run until SIGINT/SIGTERM (or until ``stop`` is set), then drain; SIGHUP rescans."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
@@ -125,6 +129,7 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event | None = None) ->
                 installed.append(signal.SIGHUP)
             await stop.wait()
             LOGGER.info("stopping")
+            await sidecar.drain()
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)

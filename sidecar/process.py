@@ -40,7 +40,7 @@ class SidecarProcess:
         port: int = 50051,
         log_path: str | Path | None = None,
         startup_timeout_s: float = 60.0,
-        stop_timeout_s: float = 10.0,
+        stop_timeout_s: float = 30.0,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.triton_url = triton_url

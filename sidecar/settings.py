@@ -174,6 +174,11 @@ class SidecarSettings(BaseSettings):
     load_timeout_s: float = Field(60.0, gt=0, description="a load taking longer is FAILED and abandoned")
     unload_timeout_s: float = Field(10.0, gt=0, description="an unload taking longer gets its stubs killed")
     drain_timeout_s: float = Field(30.0, gt=0, description="how long an unload waits for in-flight requests")
+    shutdown_drain_s: float = Field(
+        15.0, ge=0,
+        description="on SIGTERM: the longest the sidecar waits for its streams to answer what they hold "
+        "and end",
+    )
     recovery_cooldown_s: float = Field(30.0, ge=0, description="wait before each automatic reload (ERROR)")
     recovery_max_retries: int = Field(3, ge=0, description="automatic reloads before a model stays ERROR")
     timeouts_before_unhealthy: int = Field(
@@ -206,7 +211,8 @@ class SidecarSettings(BaseSettings):
     registration_interval_s: float = Field(30.0, gt=0, description="registration heartbeat period")
     runtime_id: str = Field(
         default_factory=socket.gethostname,
-        description="runtime_id in the capability declaration (default: the host name, i.e. the pod's)",
+        description="runtime_id in the capability declaration and in HealthCheck, which clients spreading "
+        "cameras over runtimes hash on (default: the host name, i.e. the pod's)",
     )
 
     @model_validator(mode="after")

@@ -113,7 +113,7 @@ class FrameReference(_message.Message):
     def __init__(self, region: _Optional[str] = ..., offset: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...
 
 class InferenceRequest(_message.Message):
-    __slots__ = ("frame_id", "camera_id", "model_id", "version", "frame", "timestamp_ms", "timeout_ms", "batch", "models")
+    __slots__ = ("frame_id", "camera_id", "model_id", "version", "frame", "timestamp_ms", "timeout_ms", "batch", "models", "sequence_start")
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +123,7 @@ class InferenceRequest(_message.Message):
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_START_FIELD_NUMBER: _ClassVar[int]
     frame_id: str
     camera_id: str
     model_id: str
@@ -132,7 +133,8 @@ class InferenceRequest(_message.Message):
     timeout_ms: int
     batch: _containers.RepeatedCompositeFieldContainer[BatchFrame]
     models: _containers.RepeatedCompositeFieldContainer[ModelRef]
-    def __init__(self, frame_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., model_id: _Optional[str] = ..., version: _Optional[str] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., timestamp_ms: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., batch: _Optional[_Iterable[_Union[BatchFrame, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ...) -> None: ...
+    sequence_start: bool
+    def __init__(self, frame_id: _Optional[str] = ..., camera_id: _Optional[str] = ..., model_id: _Optional[str] = ..., version: _Optional[str] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., timestamp_ms: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., batch: _Optional[_Iterable[_Union[BatchFrame, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., sequence_start: bool = ...) -> None: ...
 
 class BatchFrame(_message.Message):
     __slots__ = ("frame_id", "frame", "camera_id", "timestamp_ms")
@@ -225,18 +227,22 @@ class ModelHealth(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., health: _Optional[_Union[HealthStatus, str]] = ...) -> None: ...
 
 class HealthCheckResponse(_message.Message):
-    __slots__ = ("status", "models", "inference_server_ready", "models_ready", "models_total")
+    __slots__ = ("status", "models", "inference_server_ready", "models_ready", "models_total", "runtime_id", "draining")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_SERVER_READY_FIELD_NUMBER: _ClassVar[int]
     MODELS_READY_FIELD_NUMBER: _ClassVar[int]
     MODELS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_ID_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     status: HealthStatus
     models: _containers.RepeatedCompositeFieldContainer[ModelHealth]
     inference_server_ready: bool
     models_ready: int
     models_total: int
-    def __init__(self, status: _Optional[_Union[HealthStatus, str]] = ..., models: _Optional[_Iterable[_Union[ModelHealth, _Mapping]]] = ..., inference_server_ready: bool = ..., models_ready: _Optional[int] = ..., models_total: _Optional[int] = ...) -> None: ...
+    runtime_id: str
+    draining: bool
+    def __init__(self, status: _Optional[_Union[HealthStatus, str]] = ..., models: _Optional[_Iterable[_Union[ModelHealth, _Mapping]]] = ..., inference_server_ready: bool = ..., models_ready: _Optional[int] = ..., models_total: _Optional[int] = ..., runtime_id: _Optional[str] = ..., draining: bool = ...) -> None: ...
 
 class ModelStatusRequest(_message.Message):
     __slots__ = ("model_id", "version")

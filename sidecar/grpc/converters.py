@@ -54,6 +54,7 @@ def frame_request(message: pb.InferenceRequest) -> FrameRequest:
             for item in message.batch
         ] if message.batch else None,
         _reference(frame),
+        message.sequence_start,
     )
     if message.models:
         request.models = [(m.model_id, m.version) for m in message.models]
@@ -132,6 +133,8 @@ def health_response(report: HealthReport) -> pb.HealthCheckResponse:
         inference_server_ready=report.server_ready,
         models_ready=report.models_ready,
         models_total=len(report.models),
+        runtime_id=report.runtime_id,
+        draining=report.draining,
     )
 
 

@@ -7,7 +7,7 @@ import grpc
 from sidecar._proto import airuntime_pb2 as pb
 from sidecar._proto import airuntime_pb2_grpc as pb_grpc
 from sidecar.core import RuntimeCore
-from sidecar.errors import SidecarError
+from sidecar.errors import Draining, SidecarError
 from sidecar.grpc import converters
 from sidecar.grpc.status import abort, handle_errors, unexpected
 from sidecar.request.shared_frames import REGION_METADATA
@@ -22,6 +22,8 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
     async def Infer(self, request: pb.InferenceRequest, context: grpc.aio.ServicerContext):
         # The hot path maps errors as handle_errors does, without the decorator's extra coroutine
         try:
+            if self._core.draining:
+                raise Draining()
             if names := _region_names(context):
                 regions = await self._core.open_regions(names)
                 try:
@@ -72,6 +74,8 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
             await abort(context, e)
         finally:
             admitted.release()
+        if admitted.draining:  # what it read is answered: the client sends the rest elsewhere
+            await abort(context, admitted.drain_error())
 
     @handle_errors
     async def HealthCheck(self, request: pb.HealthCheckRequest, context) -> pb.HealthCheckResponse:

@@ -6,6 +6,9 @@ refused with OVERLOADED (RESOURCE_EXHAUSTED on gRPC) before anything is allocate
 streams already open are not touched. A connection is an opaque key the transport gives (gRPC: the
 peer address with its port, one per HTTP/2 connection).
 
+When the runtime shuts down, :meth:`StreamLimits.drain` refuses new streams (:class:`Draining`)
+and tells every open one to stop reading: each answers what it has read, then ends.
+
 Each admitted stream holds a :class:`AdmittedStream` until the transport releases it. It closes
 its stream through ``on_idle`` once no request has arrived for ``idle_timeout_s`` and ``busy()``
 says nothing is in flight, so a client that went quiet (or a backend that forgot a stream) does
@@ -19,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from sidecar.errors import Overloaded, RequestTimeout
+from sidecar.errors import Draining, Overloaded, RequestTimeout
 
 LOGGER = logging.getLogger(__name__)
 
@@ -37,7 +40,10 @@ class StreamLimits:
         self.open = 0
         self.refused = {"process": 0, "connection": 0}
         self.closed_idle = 0
+        self.draining = False
         self._per_connection: dict[str, int] = {}
+        self._admitted: set[AdmittedStream] = set()
+        self._all_closed: asyncio.Event | None = None
 
     @property
     def connections(self) -> int:
@@ -45,7 +51,10 @@ class StreamLimits:
         return len(self._per_connection)
 
     def admit(self, connection: str) -> AdmittedStream:
-        """A place for a new stream on ``connection``, or :class:`Overloaded` when a cap is reached."""
+        """A place for a new stream on ``connection``, or :class:`Overloaded` when a cap is reached
+        (:class:`Draining` once the runtime is shutting down)."""
+        if self.draining:
+            raise Draining()
         on_connection = self._per_connection.get(connection, 0)
         if on_connection >= self.max_per_connection:
             self.refused["connection"] += 1
@@ -62,22 +71,44 @@ class StreamLimits:
             )
         self.open += 1
         self._per_connection[connection] = on_connection + 1
-        return AdmittedStream(self, connection)
+        admitted = AdmittedStream(self, connection)
+        self._admitted.add(admitted)
+        return admitted
 
-    def _release(self, connection: str) -> None:
+    def drain(self) -> None:
+        """Refuse new streams; each open one answers what it has read, then ends."""
+        self.draining = True
+        for admitted in list(self._admitted):
+            admitted.drain()
+
+    async def closed(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for every stream to end; False when some are still open."""
+        if self.open:
+            self._all_closed = self._all_closed or asyncio.Event()
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), timeout_s)
+            except (TimeoutError, asyncio.TimeoutError):
+                return False
+        return True
+
+    def _release(self, admitted: AdmittedStream) -> None:
+        connection = admitted.connection
+        self._admitted.discard(admitted)
         self.open -= 1
         left = self._per_connection[connection] - 1
         if left:
             self._per_connection[connection] = left
         else:
             del self._per_connection[connection]
+        if not self.open and self._all_closed is not None:
+            self._all_closed.set()
 
 
 class AdmittedStream:
     """One admitted stream: :meth:`touch` on every request, :meth:`release` when the stream ends."""
 
-    __slots__ = ("_busy", "_limits", "_loop", "_on_idle", "_timer", "connection", "idle", "last_request",
-                 "released")  # fmt: skip
+    __slots__ = ("_busy", "_limits", "_loop", "_on_drain", "_on_idle", "_timer", "connection", "draining",
+                 "idle", "last_request", "released")  # fmt: skip
 
     def __init__(self, limits: StreamLimits, connection: str) -> None:
         self._limits = limits
@@ -86,8 +117,10 @@ class AdmittedStream:
         self.last_request = self._loop.time()
         self.idle = False  # closed by the idle timeout
         self.released = False
+        self.draining = False  # the runtime is shutting down: read no more, answer, end
         self._busy: Callable[[], bool] | None = None
         self._on_idle: Callable[[], None] | None = None
+        self._on_drain: Callable[[], None] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def touch(self) -> None:
@@ -101,6 +134,24 @@ class AdmittedStream:
         self._on_idle = on_idle
         if self._limits.idle_timeout_s > 0:
             self._timer = self._loop.call_at(self.last_request + self._limits.idle_timeout_s, self._check)
+
+    def on_drain(self, stop_reading: Callable[[], None]) -> None:
+        """Call ``stop_reading`` when the runtime starts draining (at once if it has)."""
+        self._on_drain = stop_reading
+        if self.draining:
+            stop_reading()
+
+    def drain(self) -> None:
+        self.draining = True
+        if self._on_drain is not None:
+            self._on_drain()
+
+    def drain_error(self) -> Draining:
+        """The answer that ends a stream the runtime drained."""
+        return Draining(
+            "the runtime is shutting down (draining): every request read from this stream was answered; "
+            "send the others to another runtime"
+        )
 
     def unwatch(self) -> None:
         """No idle timeout from now on: the stream is ending and its close must not be interrupted."""
@@ -143,4 +194,5 @@ class AdmittedStream:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._limits._release(self.connection)
+        self._on_drain = None
+        self._limits._release(self)

@@ -129,7 +129,7 @@ class Pipeline:
                 raise
             data = SharedInput(self.frames.pool.name, slot.offset, slot.size)  # type: ignore[union-attr]
         if route.sequence:
-            start, epoch = self.sequences.start(route.triton_name, request.camera_id)
+            start, epoch = self.sequences.start(route.triton_name, request.camera_id, request.sequence_start)
         else:
             start, epoch = False, 0
         self._ids += 1

@@ -43,6 +43,8 @@ class FrameRequest:
     timeout_ms: int = 0
     batch: list[BatchItem] | None = None
     reference: FrameReference | None = None
+    #: a temporal model's sequence for the camera starts again with this frame (the caller says so)
+    sequence_start: bool = False
     #: the upstreams' results for this frame (JSON), once fetched
     upstreams: str | None = field(default=None, init=False)
     #: several models for this frame (a call naming several models)
@@ -54,7 +56,7 @@ class FrameRequest:
         """The same frame, for another model."""
         request = FrameRequest(
             self.frame_id, self.camera_id, model_id, version, self.data, self.format, self.width, self.height,
-            self.timestamp_ms, self.timeout_ms, None, self.reference,
+            self.timestamp_ms, self.timeout_ms, None, self.reference, self.sequence_start,
         )
         request.pixels = self.pixels
         return request

@@ -19,14 +19,18 @@ class Sequences:
         self._epochs: dict[tuple[str, str], int] = {}  # started (copy, camera) -> restarts
         self._restarting: dict[tuple[str, str], int] = {}  # (copy, camera) -> epoch whose START is out
 
-    def start(self, name: str, camera_id: str) -> tuple[bool, int]:
-        """(start, epoch): start is True on a camera's first frame for the copy on this sidecar;
-        epoch counts the sequence's restarts."""
+    def start(self, name: str, camera_id: str, again: bool = False) -> tuple[bool, int]:
+        """(start, epoch): start is True on a camera's first frame for the copy on this sidecar, and
+        when the caller says the camera's sequence starts again (``again``: the camera moved here
+        from another runtime); epoch counts the sequence's restarts."""
         key = (name, camera_id)
         epoch = self._epochs.get(key)
         if epoch is None:
             self._epochs[key] = 0
             return True, 0
+        if again:
+            self._epochs[key] = epoch + 1
+            return True, epoch + 1
         return False, epoch
 
     def restart(self, pending: Pending) -> bool:

@@ -375,7 +375,9 @@ async def _pump(
 
     session = open_session(queue.put_nowait, deliver)
     admitted.watch(lambda: session.in_flight > 0, task.cancel)
-    reader = asyncio.get_running_loop().create_task(_read(read, session, queue, admitted.touch))
+    reading = _Reading(read, admitted)
+    reader = asyncio.get_running_loop().create_task(_read(reading, session, queue, admitted.touch))
+    admitted.on_drain(lambda: reading.stop(reader))
     written = session.written
     get = queue.get
     try:
@@ -395,17 +397,51 @@ async def _pump(
         admitted.release()  # its place is free once what it held (leases, regions) is given back
 
 
+class _Reading:
+    """The client's requests, read one at a time until the stream ends or the runtime drains: a
+    drain interrupts only a wait for the next request, never a request being taken."""
+
+    __slots__ = ("_admitted", "_read", "waiting")
+
+    def __init__(self, read: Callable[[], Awaitable[FrameRequest | None]], admitted: AdmittedStream) -> None:
+        self._read = read
+        self._admitted = admitted
+        self.waiting = False
+
+    async def next(self) -> FrameRequest | None:
+        if self._admitted.draining:
+            return None
+        self.waiting = True
+        try:
+            return await self._read()
+        finally:
+            self.waiting = False
+
+    def stop(self, reader: asyncio.Task) -> None:
+        """The runtime drains: read no more (the reader then answers what it has taken)."""
+        if self.waiting:
+            reader.cancel()
+
+    @property
+    def draining(self) -> bool:
+        return self._admitted.draining
+
+
 async def _read(
-    read: Callable[[], Awaitable[FrameRequest | None]],
-    session: StreamSession,
-    queue: asyncio.Queue,
-    touch: Callable[[], None],
+    reading: _Reading, session: StreamSession, queue: asyncio.Queue, touch: Callable[[], None]
 ) -> None:
     submit = session.submit
     try:
-        while (request := await read()) is not None:
-            touch()
-            await submit(request)
+        try:
+            while (request := await reading.next()) is not None:
+                touch()
+                await submit(request)
+        except asyncio.CancelledError:
+            if not reading.draining:
+                raise
+            task = asyncio.current_task()
+            if task is not None and hasattr(task, "uncancel"):  # Python >= 3.11: handled here
+                task.uncancel()
         await session.drain()
     except asyncio.CancelledError:
         raise
