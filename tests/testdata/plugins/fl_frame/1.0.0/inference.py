@@ -1,0 +1,6 @@
+def load(context):
+    return {}
+
+
+def infer(state, frame):
+    return {"frame_id": frame.frame_id or "", "width": frame.width}
