@@ -3,6 +3,7 @@ the embedded runtime and the sidecar's settings."""
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any
 
@@ -204,6 +205,18 @@ def test_compose_generator_writes_what_triton_mounts_when_run(compose, request):
 def test_compose_stop_grace_exceeds_triton_exit_timeout_when_stopped(compose):
     grace = _duration_s(compose["services"]["tritonserver"]["stop_grace_period"])
     assert grace > EXIT_TIMEOUT_S
+
+
+def test_compose_sidecar_stop_grace_fits_its_drain_before_triton_stops_when_stopped(compose):
+    """`docker compose stop|down` stops the sidecar first (it depends on tritonserver) and Triton
+    after the sidecar exited: the sidecar's drain and server grace fit in its stop grace."""
+    from sidecar.main import Sidecar
+
+    sidecar = compose["services"]["sidecar"]
+    assert "tritonserver" in sidecar["depends_on"]
+    drain_s = float(sidecar["environment"]["RUTH_SHUTDOWN_DRAIN_S"])
+    server_grace_s = inspect.signature(Sidecar.stop).parameters["grace"].default
+    assert drain_s + server_grace_s < _duration_s(sidecar["stop_grace_period"])
 
 
 def test_compose_serving_containers_mirror_the_kubernetes_security_context_when_started(compose):

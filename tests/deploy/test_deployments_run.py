@@ -8,7 +8,8 @@
   which), plus ``RUTH_BACKEND_URL`` as ``docs/deployment.md`` says to add it.
 * Then the test asks what Kubernetes, Prometheus and the HPA would ask: the readiness probe (gRPC
   health), the liveness probe, the scrape annotation's port and path, the counter behind the HPA's
-  metric, and the backend's registration.
+  metric, and the backend's registration; and the tritonserver container's preStop hook runs (its
+  port mapped the same way) while the sidecar serves and after it got SIGTERM.
 * Each image stage is installed into a fresh virtual environment from exactly the paths the stage
   COPYs and the packages it installs, and its entrypoint is run: ``ruthgen build`` of the generator
   stage builds the repository that the sidecar stage then serves.
@@ -409,3 +410,56 @@ async def test_the_compose_services_serve_and_answer_on_the_published_ports(
             seen = await probe_like_the_platform(sidecar, SIDECAR_GRPC, paths, backend)
     assert seen["/readyz"][0] == 200 and "ruth_requests_total" in seen["/metrics"][1]
     assert {(m["model_id"], m["state"]) for m in seen["registration"]["models"]} == {("lc_echo", "READY")}
+
+
+def in_pod_loopback(command: list[str], ports: dict[int, int]) -> list[str]:
+    """A container's command with the pod's loopback ports (``127.0.0.1:PORT``, bash's
+    ``/dev/tcp/127.0.0.1/PORT``) mapped to this machine's, as :func:`sidecar_container` maps them."""
+    pattern = re.compile(r"\b127\.0\.0\.1([:/])(\d+)\b")
+
+    def mapped(found: re.Match[str]) -> str:
+        port = int(found.group(2))
+        return f"127.0.0.1{found.group(1)}{ports[port]}" if port in ports else found.group(0)
+
+    return [pattern.sub(mapped, word) for word in command]
+
+
+async def test_the_tritonserver_prestop_hook_waits_until_the_kubernetes_sidecar_drained(
+    sidecar_stage, triton, container_root
+):
+    """Kubernetes sends SIGTERM to both containers of the pod at once; the tritonserver container's
+    preStop hook holds Triton's until the sidecar has drained and closed its gRPC port."""
+    pod = find(kustomize(K8S / "base"), "Deployment", "ruth-runtime")["spec"]["template"]["spec"]
+    hook = container(pod, "tritonserver")["lifecycle"]["preStop"]["exec"]["command"]
+    spec = container(pod, "sidecar")
+    environment = {item["name"]: item["value"] for item in spec["env"]}
+    assert "RUTH_SHUTDOWN_DRAIN_S" in environment
+    async with FakeBackend() as backend:
+        with sidecar_container(sidecar_stage, environment, triton, container_root, backend.url) as sidecar:
+            port = await sidecar.local(SIDECAR_GRPC)
+            await until_serving(sidecar, port)
+            command = in_pod_loopback(hook, {SIDECAR_GRPC: port})
+            assert command != hook, f"the hook names no port of the pod's loopback: {hook}"
+            hook_output = container_root / "prestop.log"
+            with open(hook_output, "w") as out:
+                prestop = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True)
+            try:
+                await asyncio.sleep(2.0)
+                assert prestop.poll() is None, (
+                    f"the hook returned while the sidecar serves:\n{hook_output.read_text()}"
+                )
+                sidecar.process.terminate()  # the kubelet's SIGTERM
+                try:
+                    code = await asyncio.to_thread(sidecar.process.wait, 60)
+                except subprocess.TimeoutExpired:
+                    pytest.fail(f"the sidecar did not exit after SIGTERM:\n{sidecar.log.read_text()[-3000:]}")
+                log = sidecar.log.read_text()
+                assert code == 0, f"the sidecar exited with {code}:\n{log[-3000:]}"
+                assert "draining" in log, log[-3000:]
+                try:
+                    hook_code = await asyncio.to_thread(prestop.wait, 10)
+                except subprocess.TimeoutExpired:
+                    pytest.fail("the hook still waits 10 s after the sidecar exited")
+                assert hook_code == 0, hook_output.read_text()
+            finally:
+                stop(prestop, timeout_s=1)

@@ -3,6 +3,8 @@ the sidecar's settings."""
 
 from __future__ import annotations
 
+import inspect
+import re
 from typing import Any
 
 import kubernetes_validate
@@ -28,6 +30,10 @@ from sidecar.settings import SidecarSettings
 #: The oldest Kubernetes minor the manifests are for (native gRPC probes are GA from 1.27).
 KUBERNETES_VERSION = "1.29"
 OVERLAYS = ["cpu", "gpu"]
+#: Seconds between two checks of the tritonserver preStop hook (the last may start just before its cap).
+PRESTOP_POLL_S = 1
+#: What the pod's termination grace keeps beyond the preStop cap and Triton's exit timeout.
+TERMINATION_MARGIN_S = 5
 
 
 @pytest.fixture(scope="module", params=["base", *OVERLAYS])
@@ -43,7 +49,13 @@ def _pod(resources: list[dict[str, Any]]) -> dict[str, Any]:
 
 def test_kubernetes_resources_validate_against_the_strict_schemas_when_rendered(rendered):
     _, resources = rendered
-    assert {r["kind"] for r in resources} == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    assert sorted((r["kind"], r["metadata"]["name"]) for r in resources) == [
+        ("Deployment", "ruth-runtime"),
+        ("HorizontalPodAutoscaler", "ruth-runtime"),
+        ("PodDisruptionBudget", "ruth-runtime"),
+        ("Service", "ruth-runtime"),
+        ("Service", "ruth-runtime-headless"),
+    ]
     for resource in resources:
         try:
             kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
@@ -156,6 +168,65 @@ def test_kubernetes_service_exposes_only_the_sidecar_grpc_port_when_applied(rend
     default = SidecarSettings.model_fields["grpc_port"].default
     assert port["port"] == sidecar_ports[port["targetPort"]] == default
     assert port["appProtocol"] == "grpc"
+
+
+def test_kubernetes_headless_service_lists_each_ready_pod_on_the_sidecar_grpc_port_when_resolved(rendered):
+    _, resources = rendered
+    headless = find(resources, "Service", "ruth-runtime-headless")
+    deployment = find(resources, "Deployment", "ruth-runtime")
+    spec = headless["spec"]
+    assert spec["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert spec["clusterIP"] == "None" and "type" not in spec  # headless: one A record per pod
+    assert spec["publishNotReadyAddresses"] is False  # a draining or starting pod is not in DNS
+    (port,) = spec["ports"]
+    sidecar_ports = {p["name"]: p["containerPort"] for p in container(_pod(resources), "sidecar")["ports"]}
+    default = SidecarSettings.model_fields["grpc_port"].default
+    assert port["name"] == "grpc" and port["port"] == sidecar_ports[port["targetPort"]] == default
+    assert port["appProtocol"] == "grpc"
+    assert find(resources, "Service", "ruth-runtime")["spec"]["ports"] == spec["ports"]
+
+
+def test_kubernetes_disruption_budget_evicts_one_runtime_at_a_time_when_nodes_drain(rendered):
+    _, resources = rendered
+    budget = find(resources, "PodDisruptionBudget", "ruth-runtime")
+    deployment = find(resources, "Deployment", "ruth-runtime")
+    assert budget["apiVersion"] == "policy/v1"
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": deployment["spec"]["selector"]}
+    rolling = deployment["spec"]["strategy"]
+    assert rolling["type"] == "RollingUpdate" and rolling["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def _prestop_cap_s(triton: dict[str, Any], sidecar_port: int) -> int:
+    """The longest the tritonserver container's preStop hook waits for the sidecar's port to close."""
+    program, flag, script = triton["lifecycle"]["preStop"]["exec"]["command"]
+    assert (program, flag) == ("bash", "-c")
+    assert f"/dev/tcp/127.0.0.1/{sidecar_port})" in script and "|| exit 0" in script
+    assert f"sleep {PRESTOP_POLL_S};" in script
+    found = re.fullmatch(r"while \(\( SECONDS < (\d+) \)\); do .*; done", script)
+    assert found, script
+    return int(found.group(1))
+
+
+def test_kubernetes_termination_lets_the_sidecar_drain_before_triton_stops_when_a_pod_ends(rendered):
+    """SIGTERM reaches both containers at once. The sidecar drains, then stops its server; Triton's
+    preStop hook holds its SIGTERM until the sidecar's port closes; then Triton waits up to its exit
+    timeout for in-flight requests. All of it within the pod's termination grace."""
+    from sidecar.main import Sidecar
+
+    _, resources = rendered
+    pod = _pod(resources)
+    triton, sidecar = container(pod, "tritonserver"), container(pod, "sidecar")
+    environment = {e["name"]: e["value"] for e in sidecar["env"]}
+    drain_s = float(environment["RUTH_SHUTDOWN_DRAIN_S"])
+    server_grace_s = inspect.signature(Sidecar.stop).parameters["grace"].default
+    cap_s = _prestop_cap_s(triton, int(environment["RUTH_GRPC_PORT"]))
+    (exit_flag,) = [flag for flag in triton["command"] if flag.startswith("--exit-timeout-secs=")]
+    exit_timeout_s = int(exit_flag.split("=", 1)[1])
+    assert exit_timeout_s == EXIT_TIMEOUT_S
+    assert "lifecycle" not in sidecar, "the sidecar gets SIGTERM at once"
+    assert drain_s + server_grace_s <= cap_s
+    grace_s = pod["terminationGracePeriodSeconds"]
+    assert cap_s + PRESTOP_POLL_S + exit_timeout_s + TERMINATION_MARGIN_S <= grace_s
 
 
 def test_kubernetes_gpu_overlay_gives_one_gpu_per_runtime_when_rendered(rendered):
