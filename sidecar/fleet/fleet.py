@@ -26,7 +26,7 @@ import contextlib
 import itertools
 import logging
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ import grpc
 from sidecar._proto import airuntime_pb2 as pb
 from sidecar.client import CHANNEL_OPTIONS
 from sidecar.fleet.endpoints import Endpoints, Resolver
-from sidecar.fleet.member import Flight, Member, Models
+from sidecar.fleet.member import Flight, Key, Member, Models
 from sidecar.fleet.placement import pick
 
 LOGGER = logging.getLogger("sidecar.fleet")
@@ -49,7 +49,7 @@ RECONNECT_OPTIONS = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Answer:
     """The one answer to a frame."""
 
@@ -101,6 +101,9 @@ class Fleet:
         self._options = [*CHANNEL_OPTIONS, *RECONNECT_OPTIONS, *options]
         self._members: dict[str, Member] = {}
         self._last: dict[tuple[str, Models], str] = {}  # (camera, models) -> the runtime it went to last
+        self._routes: dict[tuple[str, Models], Member | None] = {}  # where they go now (cleared on change)
+        self._in_flight: dict[Key, Flight] = {}
+        self._one_model: dict[tuple[str, str], Models] = {}
         self._ids = itertools.count(1)
         self._watch: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -164,9 +167,12 @@ class Fleet:
                 if self._credentials is None
                 else grpc.aio.secure_channel(target, self._credentials, options=self._options)
             )
-            self._members[target] = Member(target, channel, self._answered, self._lost, self.health_timeout_s)
+            self._members[target] = Member(
+                target, channel, self._answered, self._lost, self._routes.clear, self.health_timeout_s
+            )
         for target in self._members.keys() - targets:
             self._members[target].retired = True  # closed by the watch once it holds nothing
+        self._routes.clear()
 
     async def _check_all(self) -> None:
         members = list(self._members.values())
@@ -180,9 +186,12 @@ class Fleet:
         counts = Counter(m.runtime_id for m in self._members.values() if m.runtime_id)
         for m in self._members.values():
             if not m.runtime_id:
-                m.name = m.target
+                name = m.target
             else:
-                m.name = m.runtime_id if counts[m.runtime_id] == 1 else f"{m.runtime_id}@{m.target}"
+                name = m.runtime_id if counts[m.runtime_id] == 1 else f"{m.runtime_id}@{m.target}"
+            if name != m.name:
+                m.name = name
+                self._routes.clear()
 
     async def _watch_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -199,6 +208,7 @@ class Fleet:
             for target, member in list(self._members.items()):
                 if member.retired and not member.pending:
                     del self._members[target]
+                    self._routes.clear()
                     await member.close()
             await self._check_all()
 
@@ -208,9 +218,10 @@ class Fleet:
         """Send one frame to the runtime its camera is pinned to; its one answer (errors included:
         never raised). An empty ``frame_id`` is given one; a frame must not repeat the (camera,
         frame_id, model, version) of one still in flight."""
-        flight, member = self._submit(request)
+        flight, member = self._submit(request, asyncio.get_running_loop().create_future())
         if member is not None:
             await member.flush()
+        assert flight.future is not None
         if timeout_s is None:
             return await flight.future
         try:
@@ -219,34 +230,37 @@ class Fleet:
             if flight.member is not None:
                 flight.member.forget(flight)
             answer = self._error(flight, pb.TIMEOUT, f"no answer within {timeout_s:g} s")
-            if not flight.future.done():
-                flight.future.set_result(answer)
+            self._finish(flight, answer)
             return answer
 
     def submit(self, request: pb.InferenceRequest) -> Flight:
         """Send one frame; ``flight.future`` resolves to its :class:`Answer`."""
-        flight, member = self._submit(request)
+        flight, member = self._submit(request, asyncio.get_running_loop().create_future())
         if member is not None:
             member.write_soon()
         return flight
 
-    def _submit(self, request: pb.InferenceRequest) -> tuple[Flight, Member | None]:
+    def _submit(
+        self, request: pb.InferenceRequest, future: asyncio.Future | None,
+        on_answer: Callable[[Answer], None] | None = None,
+    ) -> tuple[Flight, Member | None]:
         if not request.frame_id:
             request.frame_id = f"fleet-{next(self._ids)}"
-        models = (
-            frozenset((m.model_id, m.version) for m in request.models)
-            if request.models else frozenset({(request.model_id, request.version)})
-        )
+        if request.models:
+            models = frozenset((m.model_id, m.version) for m in request.models)
+        else:
+            one = (request.model_id, request.version)
+            models = self._one_model.get(one) or self._one_model.setdefault(one, frozenset((one,)))
         camera = request.camera_id or request.frame_id
-        future = asyncio.get_running_loop().create_future()
-        flight = Flight(request, future, camera, models, request.sequence_start)
-        if any(m.pending and m.holds(flight.key) for m in self._members.values()):
+        flight = Flight(request, future, camera, models, request.sequence_start, on_answer=on_answer)
+        if flight.key in self._in_flight:
             self._finish(flight, self._error(
                 flight, pb.INVALID_INPUT,
                 f"frame_id {request.frame_id!r} of camera {request.camera_id!r} for this model is already in "
                 "flight through this client: give each frame its own frame_id",
             ))
             return flight, None
+        self._in_flight[flight.key] = flight
         return flight, self._dispatch(flight)
 
     async def stream(
@@ -264,8 +278,10 @@ class Fleet:
             try:
                 async for request in requests:
                     await room.acquire()
-                    self.submit(request).future.add_done_callback(answers.put_nowait)
+                    _, member = self._submit(request, None, answers.put_nowait)
                     submitted += 1
+                    if member is not None:
+                        await member.flush()
             finally:
                 answers.put_nowait(done)
 
@@ -279,14 +295,20 @@ class Fleet:
                     continue
                 answered += 1
                 room.release()
-                yield item.result()
+                yield item
         finally:
             feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await feeder
 
     def _choose(self, camera: str, models: Models) -> Member | None:
-        return pick(camera, ((m.name, m) for m in self._members.values() if m.serves(models)))
+        where = (camera, models)
+        try:
+            return self._routes[where]
+        except KeyError:
+            member = pick(camera, ((m.name, m) for m in self._members.values() if m.serves(models)))
+            self._routes[where] = member
+            return member
 
     def _dispatch(self, flight: Flight) -> Member | None:
         """Queue ``flight`` on its camera's runtime (None: none serves it; it is answered so)."""
@@ -313,7 +335,7 @@ class Fleet:
         if self.endpoints.dynamic:
             self._resolve_now.set()
         for flight in flights:
-            if flight.future.done():
+            if flight.answered:
                 continue
             flight.resent = True
             if flight.attempts >= self.max_attempts:
@@ -323,9 +345,15 @@ class Fleet:
             elif (target := self._dispatch(flight)) is not None:
                 target.write_soon()
 
-    @staticmethod
-    def _finish(flight: Flight, answer: Answer) -> None:
-        if not flight.future.done():
+    def _finish(self, flight: Flight, answer: Answer) -> None:
+        if flight.answered:
+            return
+        flight.answered = True
+        if self._in_flight.get(flight.key) is flight:
+            del self._in_flight[flight.key]
+        if flight.on_answer is not None:
+            flight.on_answer(answer)
+        elif flight.future is not None and not flight.future.done():
             flight.future.set_result(answer)
 
     def _why_none(self, models: Models) -> str:

@@ -44,12 +44,13 @@ def key_of(message: pb.InferenceRequest | pb.InferenceResponse) -> Key:
     return (message.camera_id, message.frame_id, message.model_id, message.version)
 
 
-@dataclass(eq=False)
+@dataclass(slots=True, eq=False)
 class Flight:
-    """One frame on its way: sent, perhaps sent again, answered once."""
+    """One frame on its way: sent, perhaps sent again, answered once (``on_answer``: instead of the
+    future, called with the answer)."""
 
     request: pb.InferenceRequest
-    future: asyncio.Future
+    future: asyncio.Future | None
     camera: str
     models: Models
     asked_start: bool  # the caller's own sequence_start
@@ -58,6 +59,8 @@ class Flight:
     moved: bool = False  # the camera moved with this frame (sequence_start set on it)
     attempts: int = 0
     member: Member | None = None
+    on_answer: Callable[[Any], None] | None = None
+    answered: bool = False
 
     def __post_init__(self) -> None:
         self.key = key_of(self.request)
@@ -72,6 +75,7 @@ class Member:
         channel: grpc.aio.Channel,
         on_answer: Callable[[Flight, pb.InferenceResponse, Member], None],
         on_lost: Callable[[Member, list[Flight], str], None],
+        on_change: Callable[[], None],
         health_timeout_s: float = 1.0,
         metadata: Sequence[tuple[str, str]] | None = None,
     ) -> None:
@@ -87,6 +91,7 @@ class Member:
         self._stub = pb_grpc.AIRuntimeStub(channel)
         self._on_answer = on_answer
         self._on_lost = on_lost
+        self._on_change = on_change  # where cameras go may have changed
         self._health_timeout_s = health_timeout_s
         self._metadata = metadata
         self._failed_checks = 0
@@ -119,10 +124,10 @@ class Member:
                 self._call.cancel()  # taken for hung: what it holds goes to the cameras' next runtimes
             return False
         self._failed_checks = 0
-        self.runtime_id = health.runtime_id
         self.draining = health.draining
+        was = (self.up, self.ready, self.runtime_id)
+        self.runtime_id = health.runtime_id
         self.ready = frozenset((m.model_id, m.version) for m in health.models if m.state == pb.READY)
-        was_up = self.up
         # Draining, it ends its stream once it has answered what it read; the frames queued behind
         # are then sent elsewhere in order. So a camera moves away only when its stream ends.
         self.up = not health.draining or self._holding()
@@ -132,8 +137,11 @@ class Member:
             self.problem = f"{self.target} has no model READY"
         else:
             self.problem = ""
-        if was_up != self.up:
-            LOGGER.info("runtime %s (%s) is %s", self.name, self.target, "up" if self.up else self.problem)
+        if was != (self.up, self.ready, self.runtime_id):
+            if was[0] != self.up:
+                state = "up" if self.up else self.problem
+                LOGGER.info("runtime %s (%s) is %s", self.name, self.target, state)
+            self._on_change()
         return True
 
     def _holding(self) -> bool:
@@ -143,12 +151,10 @@ class Member:
     def _down(self) -> None:
         if self.up:
             LOGGER.warning("runtime %s is down: %s", self.name, self.problem)
-        self.up = False
+            self.up = False
+            self._on_change()
 
     # ---- frames ----------------------------------------------------------------------------------
-
-    def holds(self, key: Key) -> bool:
-        return key in self._pending
 
     def send(self, flight: Flight) -> None:
         """Queue ``flight`` on this runtime's stream; :meth:`flush` (or :meth:`write_soon`) writes it,
@@ -219,11 +225,12 @@ class Member:
         self._pending.clear()
         self._queue.clear()
         if failed or lost:
+            self.problem = f"{self.target}: its stream ended ({reason})"
             if self.up:
                 LOGGER.warning("runtime %s (%s) is down: its stream ended (%s), %d frames unanswered",
                                self.name, self.target, reason, len(lost))
-            self.up = False
-            self.problem = f"{self.target}: its stream ended ({reason})"
+                self.up = False
+                self._on_change()
         if lost:
             self._on_lost(self, lost, reason)
 

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -18,13 +15,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 
 from sidecar.client import make_request, pb, result_dict
 from sidecar.fleet import Answer, Fleet
 from tests.loopback import HOSTS, free_port_on
 from tests.sidecar.conftest import image_bytes
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from bench_multiruntime import LocalRuntime
 
 pytestmark = pytest.mark.integration
 
@@ -45,78 +44,14 @@ BOTH = ("fl_temporal", "fl_frame")
 SERVES = {"a": BOTH, "b": BOTH, "c": BOTH, "d": ("fl_frame",)}
 
 
-class Runtime:
-    """One `ruthgen up` in a folder of its own, named runtime-<letter> (RUTH_RUNTIME_ID)."""
+class Runtime(LocalRuntime):
+    """runtime-<letter>, serving what SERVES says."""
 
     def __init__(self, letter: str, host: str, port: int, root: Path) -> None:
-        self.name = f"runtime-{letter}"
-        self.host, self.port, self.root = host, port, root
-        self.models = root / "models"
-        for model_id in SERVES[letter]:
-            shutil.copytree(PLUGINS / model_id, self.models / model_id)
-        self.process: subprocess.Popen | None = None
-        self.starts = 0
+        super().__init__(f"runtime-{letter}", host, port, root, SERVES[letter])
 
-    @property
-    def target(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.root / f"up-{self.starts}.log"
-
-    def start(self) -> None:
-        self.starts += 1
-        command = [RUTHGEN, "up", "-m", str(self.models), "--out", str(self.root / "repository"),
-                   "--host", self.host, "--sidecar-port", str(self.port), "--sidecar-http-port", "0",
-                   "--no-watch"]
-        self.process = subprocess.Popen(
-            command, cwd=self.root, env={**os.environ, "RUTH_RUNTIME_ID": self.name},
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-
-    def wait_serving(self, timeout_s: float = 240.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while "sidecar (AIRuntime gRPC) on" not in self.log.read_text(errors="replace"):
-            assert self.process is not None and self.process.poll() is None, (
-                f"{self.name} exited:\n{self.log.read_text(errors='replace')[-3000:]}")
-            assert time.monotonic() < deadline, f"{self.name} not serving:\n{self.log.read_text()[-3000:]}"
-            time.sleep(0.2)
-
-    def kill(self) -> None:
-        """SIGKILL to every process of the runtime (ruthgen, tritonserver, its stubs, the sidecar) at once,
-        then remove the shared memory they left in /dev/shm."""
-        assert self.process is not None
-        top = psutil.Process(self.process.pid)
-        processes = [top, *top.children(recursive=True)]
-        shared = {m.path for p in processes for m in _maps(p) if m.path.startswith("/dev/shm/")}
-        for process in processes:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
-        psutil.wait_procs(processes, timeout=30)
-        self.process.wait()
-        self.process = None
-        for path in shared:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-
-    def terminate(self, timeout_s: float = 90.0) -> int:
-        """SIGTERM to `ruthgen up`, as Ctrl-C or a pod's stop: its exit code."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout_s)
-        self.process = None
-        return code
-
-    def sidecar_log(self) -> str:
-        return (self.root / ".ruth" / "sidecar.log").read_text(errors="replace")
-
-
-def _maps(process: psutil.Process) -> list:
-    try:
-        return process.memory_maps(grouped=True)
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return []
+    def terminate(self) -> int | None:
+        return self.stop()
 
 
 @pytest.fixture(scope="module")
@@ -301,17 +236,17 @@ async def test_killing_a_runtime_mid_stream_loses_no_frame_and_its_cameras_come_
 
 async def test_sigterm_drains_a_runtime_without_an_error_and_it_exits_cleanly(runtimes):
     a, b, c = (runtimes[x] for x in "abc")
-    codes = []
+    frames = 200  # the cameras stream on for seconds after the signal, well past the drain
 
-    async def stop_c() -> None:
-        codes.append(await asyncio.to_thread(c.terminate))
+    async def sigterm_c() -> None:  # as a pod's stop: the runtime drains while the cameras go on
+        c.process.send_signal(signal.SIGTERM)
 
     async with Fleet([a.target, b.target, c.target], health_interval_s=0.5) as fleet:
         await fleet.wait_ready([TEMPORAL, FRAME], 30)
         await drive(fleet, 1, names=cameras("term"))  # every camera placed before the drain
-        seen = await drive(fleet, 40, midway=stop_c, at=15, first=1, names=cameras("term"))
-    check_each_frame_answered_once(seen, 1, 40)
-    assert codes == [0]
+        seen = await drive(fleet, frames, midway=sigterm_c, at=15, first=1, names=cameras("term"))
+    check_each_frame_answered_once(seen, 1, frames)
+    assert await asyncio.to_thread(c.stop) == 0
     assert "draining:" in c.sidecar_log()
     temporal = {cam: answers for (cam, model), answers in seen.items() if model == "fl_temporal"}
     on_c = [cam for cam, answers in temporal.items() if answers[0].answer.runtime == c.name]
@@ -320,8 +255,8 @@ async def test_sigterm_drains_a_runtime_without_an_error_and_it_exits_cleanly(ru
         answers = temporal[cam]
         move = next(i for i, s in enumerate(answers) if s.answer.runtime != c.name)
         assert {s.answer.runtime for s in answers[move:]} <= {a.name, b.name}
-        assert [s.answer.moved for s in answers] == [i == move for i in range(40)]
-        assert counts(answers)[move] == 1 and counts(answers)[move:] == list(range(1, 41 - move))
+        assert [s.answer.moved for s in answers] == [i == move for i in range(frames)]
+        assert counts(answers)[move:] == list(range(1, frames + 1 - move))
     c.start()
     await asyncio.to_thread(c.wait_serving)
 
