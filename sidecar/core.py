@@ -47,6 +47,8 @@ from sidecar.triton_client import TritonAdapter
 LOGGER = logging.getLogger(__name__)
 
 DISTRIBUTION = "ruth-ai-runtime"
+#: how often a drain looks whether the unary calls it waits for are answered
+DRAIN_POLL_S = 0.01
 
 
 class Watcher(Protocol):
@@ -152,6 +154,8 @@ class RuntimeCore:
         self.streams = StreamLimits(
             settings.max_streams, settings.max_streams_per_connection, settings.stream_idle_timeout_s
         )
+        #: unary Infer calls being answered (the transport counts them; a drain waits for them)
+        self.unary_calls = 0
         self.metrics = RuntimeMetrics(self._metrics_state)
         self.registrar = Registrar(
             RegistrationConfig(
@@ -313,17 +317,22 @@ class RuntimeCore:
 
     async def drain(self, timeout_s: float) -> bool:
         """Shut down without losing a request: not ready any more (probes, gRPC health), no new
-        stream or unary call, every open stream answers what it has read and ends. Waits up to
-        ``timeout_s`` for them to end; False when some are still open then."""
+        stream or unary call, every open stream answers what it has read and ends, every unary call
+        is answered. Waits up to ``timeout_s`` for that; False when some are still open then."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         self.streams.drain()
         self._update_ready()
-        open_streams = self.streams.open
-        LOGGER.info("draining: %d InferStream streams open", open_streams)
+        LOGGER.info("draining: %d InferStream streams open, %d unary calls", self.streams.open,
+                    self.unary_calls)
         drained = await self.streams.closed(timeout_s)
-        if not drained:
-            LOGGER.warning("%d InferStream streams still open after %g s of draining", self.streams.open,
-                           timeout_s)
-        return drained
+        while drained and self.unary_calls and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
+        if not drained or self.unary_calls:
+            LOGGER.warning("%d InferStream streams and %d unary calls still open after %g s of draining",
+                           self.streams.open, self.unary_calls, timeout_s)
+            return False
+        return True
 
     def on_ready_change(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(ready)`` whenever :attr:`ready` changes (and once now)."""

@@ -21,8 +21,10 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
 
     async def Infer(self, request: pb.InferenceRequest, context: grpc.aio.ServicerContext):
         # The hot path maps errors as handle_errors does, without the decorator's extra coroutine
+        core = self._core
+        core.unary_calls += 1
         try:
-            if self._core.draining:
+            if core.draining:
                 raise Draining()
             if names := _region_names(context):
                 regions = await self._core.open_regions(names)
@@ -41,6 +43,8 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
             error = e
         except Exception:  # the handler's bug must not leak details to the caller
             error = unexpected("Infer")
+        finally:
+            core.unary_calls -= 1
         await abort(context, error)
 
     async def InferStream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from sidecar.client import make_request, pb
+from sidecar.client import make_models_request, make_request, pb
 from sidecar.fleet import Answer, Fleet
 from sidecar.fleet.placement import placement
 from sidecar.main import Sidecar, build_core
@@ -238,3 +238,16 @@ async def test_a_frame_id_already_in_flight_is_refused_and_the_first_still_answe
         error = again.response.error
         assert error.code == pb.INVALID_INPUT and "already in flight" in error.message
         assert (await first).ok
+
+
+async def test_a_request_for_several_models_goes_to_a_runtime_that_serves_them_all(runtimes):
+    await runtimes.start("a")
+    await runtimes.start("b", fail=("tracker__1.0.0",))
+    async with Fleet(runtimes.targets("a", "b")) as fleet:
+        await fleet.wait_ready([TRACKER, ALPHA], 5)
+        for camera in CAMERAS:
+            request = make_models_request([ALPHA, TRACKER], JPEG, frame_id=f"{camera}/0", camera_id=camera)
+            answer = await fleet.infer(request)
+            assert answer.runtime == NAMES["a"]  # runtime-b does not serve the tracker
+            assert [(m.model_id, m.HasField("error")) for m in answer.response.answers] == [
+                ("alpha", False), ("tracker", False)]

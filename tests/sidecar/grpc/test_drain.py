@@ -90,6 +90,17 @@ async def test_drain_answers_every_request_the_stream_read_and_none_after(sideca
     assert sidecar.core.streams.open == 0
 
 
+async def test_drain_waits_for_the_unary_calls_in_flight_and_they_are_answered(sidecar, client, fake_triton):
+    fake_triton.delays["alpha__1.0.0"] = 0.3
+    call = asyncio.create_task(client.infer("alpha", "1.0.0", JPEG, frame_id="in-flight"))
+    while not fake_triton.requests:
+        await asyncio.sleep(0.01)
+    assert sidecar.core.unary_calls == 1
+    assert await sidecar.core.drain(5.0)  # True: nothing left unanswered, the call included
+    assert sidecar.core.unary_calls == 0
+    assert not (await call).HasField("error")
+
+
 async def test_the_callers_sequence_start_restarts_a_temporal_models_sequence(client, fake_triton):
     for n, start in enumerate([False, False, False, True, False]):
         request = make_request("tracker", "1.0.0", JPEG, frame_id=f"t{n}", camera_id="cam-1")
