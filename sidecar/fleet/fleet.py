@@ -107,7 +107,8 @@ class Fleet:
         self._ids = itertools.count(1)
         self._watch: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
-        self._resolve_now = asyncio.Event()
+        self._resolve_now = asyncio.Event()  # a stream broke: look the name up again at once
+        self._resolve_due = False
         self._closed = False
 
     # ---- start and stop --------------------------------------------------------------------------
@@ -178,8 +179,8 @@ class Fleet:
         members = list(self._members.values())
         await asyncio.gather(*(m.check() for m in members))
         self._name_members()
-        if any(not m.up for m in members) and self.endpoints.dynamic:
-            self._resolve_now.set()
+        # a runtime may have moved, or appeared: the name is looked up again at the next round
+        self._resolve_due = self.endpoints.dynamic and (not members or any(not m.up for m in members))
 
     def _name_members(self) -> None:
         """Cameras hash on the runtime_id (two runtimes reporting the same one: on it and the address)."""
@@ -199,7 +200,8 @@ class Fleet:
         while True:
             with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                 await asyncio.wait_for(self._resolve_now.wait(), self.health_interval_s)
-            if self.endpoints.dynamic and (self._resolve_now.is_set() or loop.time() >= next_resolve):
+            due = self._resolve_now.is_set() or self._resolve_due or loop.time() >= next_resolve
+            if self.endpoints.dynamic and due:
                 self._resolve_now.clear()
                 next_resolve = loop.time() + self.endpoints.interval_s
                 if await self.endpoints.refresh():

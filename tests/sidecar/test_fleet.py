@@ -192,12 +192,16 @@ async def test_a_fourth_runtime_takes_about_a_quarter_of_the_cameras_and_the_res
 async def test_a_dns_name_that_resolves_to_nothing_is_said_then_its_runtimes_are_used(runtimes):
     await runtimes.start("a")
     addresses: list[str] = []
+    lookups = []
 
     async def resolve(host: str, port: int) -> list[str]:
+        lookups.append(host)
         return list(addresses)
 
     async with Fleet(f"dns:///ruth-runtime-headless.test:{runtimes.port}", resolver=resolve,
-                     resolve_interval_s=0.1, health_interval_s=0.1) as fleet:
+                     resolve_interval_s=10, health_interval_s=0.1) as fleet:
+        await asyncio.sleep(0.5)
+        assert 1 <= len(lookups) <= 10  # looked up again at most once a round while nothing is found
         refused = await fleet.infer(request(ALPHA, "cam-00", 0))
         assert refused.response.error.code == pb.MODEL_NOT_READY
         said = refused.response.error.message
