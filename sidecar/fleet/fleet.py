@@ -106,7 +106,6 @@ class Fleet:
         self._one_model: dict[tuple[str, str], Models] = {}
         self._ids = itertools.count(1)
         self._watch: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()
         self._resolve_now = asyncio.Event()  # a stream broke: look the name up again at once
         self._resolve_due = False
         self._closed = False
