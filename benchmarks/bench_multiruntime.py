@@ -9,7 +9,8 @@ well under a millisecond, so the client's own cost shows).
   single-endpoint client (``AIRuntimeClient.stream``, fed by a generator that waits for room) against
   ``sidecar.fleet.Fleet.stream(max_in_flight=16)`` over the same runtime; the two alternate for
   ``--rounds`` rounds of ``--duration`` s each, in this one process. Reported: frames/s per round,
-  the medians, and fleet/single.
+  the medians, fleet/single (of the medians, and the median of each round's ratio), and this
+  process's CPU per frame (the client's own cost: on this machine it competes with the runtime).
 * **Failover** (three runtimes, ``--cameras`` cameras streaming to both models through one Fleet):
   ``--kills`` times, SIGKILL to every process of one runtime (they take turns), then it is started
   again. Per kill: from its last answer to the first answer from another runtime for one of its
@@ -179,6 +180,7 @@ async def fleet_stream(fleet: Fleet, data: bytes, in_flight: int, duration_s: fl
 async def throughput(runtime: LocalRuntime, args: argparse.Namespace) -> dict[str, Any]:
     data = jpeg()
     rates: dict[str, list[float]] = {"single": [], "fleet": []}
+    cpu: dict[str, list[float]] = {"single": [], "fleet": []}  # this process's CPU µs per frame
     async with Fleet([runtime.target]) as fleet:
         await fleet.wait_ready([FRAME], 60)
         await single_stream(runtime.target, data, args.in_flight, 1.0)  # warm both paths up
@@ -186,16 +188,22 @@ async def throughput(runtime: LocalRuntime, args: argparse.Namespace) -> dict[st
         for turn in range(args.rounds):
             order = ("single", "fleet") if turn % 2 == 0 else ("fleet", "single")
             for path in order:
-                start = time.monotonic()
+                start, cpu_start = time.monotonic(), time.process_time()
                 if path == "single":
                     count = await single_stream(runtime.target, data, args.in_flight, args.duration)
                 else:
                     count = await fleet_stream(fleet, data, args.in_flight, args.duration)
                 rates[path].append(count / (time.monotonic() - start))
-                print(f"  round {turn + 1} {path:6s} {rates[path][-1]:8.1f} frames/s", flush=True)
+                cpu[path].append((time.process_time() - cpu_start) / max(1, count) * 1e6)
+                print(f"  round {turn + 1} {path:6s} {rates[path][-1]:8.1f} frames/s, client CPU "
+                      f"{cpu[path][-1]:6.1f} µs/frame", flush=True)
     single, fleet_rate = statistics.median(rates["single"]), statistics.median(rates["fleet"])
-    return {"in_flight": args.in_flight, "frames_per_s": rates, "median_single": round(single, 1),
-            "median_fleet": round(fleet_rate, 1), "fleet_over_single": round(fleet_rate / single, 3)}
+    paired = [f / s for f, s in zip(rates["fleet"], rates["single"], strict=True)]
+    return {"in_flight": args.in_flight, "frames_per_s": rates, "client_cpu_us_per_frame": cpu,
+            "median_single": round(single, 1), "median_fleet": round(fleet_rate, 1),
+            "fleet_over_single": round(fleet_rate / single, 3),
+            "fleet_over_single_paired_median": round(statistics.median(paired), 3),
+            "client_cpu_us_median": {k: round(statistics.median(v), 1) for k, v in cpu.items()}}
 
 
 # ---- failover ------------------------------------------------------------------------------------
@@ -304,7 +312,8 @@ def main() -> int:
     report = asyncio.run(run(args))
     t, f = report["throughput"], report["failover"]
     print(f"\nthroughput: single {t['median_single']} frames/s, fleet {t['median_fleet']} frames/s, "
-          f"fleet/single {t['fleet_over_single']}")
+          f"fleet/single {t['fleet_over_single']} (median of the rounds' ratios "
+          f"{t['fleet_over_single_paired_median']}); client CPU µs/frame {t['client_cpu_us_median']}")
     print(f"failover over {len(f['kills'])} kills: first answer elsewhere p50 {f['first_p50_s']} s, "
           f"max {f['first_max_s']} s; all cameras p50 {f['all_p50_s']} s, max {f['all_max_s']} s; "
           f"{f['frames']} frames, {f['errors']} errors, each answered once: {f['each_frame_answered_once']}")

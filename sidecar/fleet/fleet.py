@@ -147,7 +147,7 @@ class Fleet:
 
     def runtime_for(self, camera_id: str, models: Sequence[tuple[str, str]]) -> str | None:
         """The runtime_id the camera's frames to ``models`` go to now (None: no runtime serves them)."""
-        member = self._choose(camera_id, frozenset(models))
+        member = self._choose((camera_id, frozenset(models)))
         return member.runtime_id if member is not None else None
 
     async def wait_ready(self, models: Sequence[tuple[str, str]], timeout_s: float = 60.0) -> None:
@@ -302,11 +302,12 @@ class Fleet:
             with contextlib.suppress(asyncio.CancelledError):
                 await feeder
 
-    def _choose(self, camera: str, models: Models) -> Member | None:
-        where = (camera, models)
+    def _choose(self, where: tuple[str, Models]) -> Member | None:
+        """The runtime (camera, models) go to now."""
         try:
             return self._routes[where]
         except KeyError:
+            camera, models = where
             member = pick(camera, ((m.name, m) for m in self._members.values() if m.serves(models)))
             self._routes[where] = member
             return member
@@ -316,15 +317,18 @@ class Fleet:
         if self._closed:
             self._finish(flight, self._error(flight, pb.MODEL_NOT_READY, "the client is closed"))
             return None
-        member = self._choose(flight.camera, flight.models)
+        where = (flight.camera, flight.models)
+        member = self._choose(where)
         if member is None:
             self._finish(flight, self._error(flight, pb.MODEL_NOT_READY, self._why_none(flight.models)))
             return None
-        where = (flight.camera, flight.models)
+        name = member.name
         last = self._last.get(where)
-        flight.moved = last is not None and last != member.name
-        flight.request.sequence_start = flight.asked_start or flight.moved
-        self._last[where] = member.name
+        if last != name:
+            self._last[where] = name
+        flight.moved = moved = last is not None and last != name
+        if moved or flight.resent or flight.asked_start:  # else it is False, as the caller left it
+            flight.request.sequence_start = flight.asked_start or moved
         member.send(flight)
         return member
 
