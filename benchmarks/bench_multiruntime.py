@@ -48,7 +48,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sidecar.client import AIRuntimeClient, make_request  # noqa: E402
+from sidecar.client import AIRuntimeClient, make_request, pb  # noqa: E402
 from sidecar.fleet import Fleet  # noqa: E402
 
 PLUGINS = ROOT / "tests" / "testdata" / "plugins"
@@ -98,7 +98,9 @@ class LocalRuntime:
             time.sleep(0.1)
 
     def kill(self) -> None:
-        """SIGKILL to all its processes at once; the shared memory they left is removed."""
+        """All its processes die at once, as with the machine: each is stopped (SIGSTOP, so that none
+        reacts to another's end, e.g. Triton to its parent's), then killed (SIGKILL); the shared
+        memory they left is removed."""
         assert self.process is not None
         top = psutil.Process(self.process.pid)
         processes = [top, *top.children(recursive=True)]
@@ -107,6 +109,9 @@ class LocalRuntime:
             with contextlib.suppress(psutil.Error):
                 maps = process.memory_maps(grouped=True)
                 shared |= {m.path for m in maps if m.path.startswith("/dev/shm/")}
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.suspend()
         for process in processes:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
@@ -258,12 +263,18 @@ async def failover(runtimes: list[LocalRuntime], args: argparse.Namespace) -> di
         running = False
         await asyncio.gather(*tasks)
     frames = sum(len(got) for got in answers.values())
-    errors = sum(1 for got in answers.values() for _, a, _ in got if not a.ok)
+    failed = [(n, a, t) for got in answers.values() for n, a, t in got if not a.ok]
+    errors = len(failed)
     in_order = all([n for n, _, _ in got] == list(range(len(got))) for got in answers.values())
     firsts = [k["first_s"] for k in kills if k["first_s"] is not None]
     alls = [k["all_s"] for k in kills if k["all_s"] is not None]
     return {
         "kills": kills, "frames": frames, "errors": errors, "each_frame_answered_once": in_order,
+        "first_errors": [
+            {"frame_id": a.response.frame_id, "model_id": a.response.model_id, "runtime": a.runtime,
+             "resent": a.resent, "moved": a.moved, "code": pb.ErrorCode.Name(a.response.error.code),
+             "message": a.response.error.message} for _, a, _ in failed[:5]
+        ],
         "resent": sum(1 for got in answers.values() for _, a, _ in got if a.resent),
         "first_p50_s": round(statistics.median(firsts), 4) if firsts else None,
         "first_max_s": max(firsts, default=None),

@@ -50,6 +50,8 @@ _STUB_DEAD = re.compile(r"Stub process '([^']*)' is not healthy")
 _NOT_LOADED = ("unknown model", "is not found", "has no available versions", "is not at ready state")
 _SEQUENCE_NOT_STARTED = "must specify the START flag"
 _SHARED_MEMORY_LOST = "Unable to find shared memory region"
+#: what Triton answers once it got SIGTERM: the request was not run
+_SERVER_STOPPING = "Server is stopping"
 _PHASE = re.compile(r"([a-z_.]+): ")
 _FP64 = struct.Struct("<d")
 _CHANNEL_OPTIONS = [
@@ -91,6 +93,8 @@ def error_from_triton(message: str, status: grpc.StatusCode | None = None) -> Si
         return SequenceNotStarted(message)
     if _SHARED_MEMORY_LOST in message:
         return SharedMemoryLost(f"the inference server lost the frame pool's region; send again ({message})")
+    if _SERVER_STOPPING in message:
+        return ModelNotReady(f"the inference server is stopping ({message})")
     if any(part in message for part in _NOT_LOADED):
         return ModelNotLoaded(f"the model is not loaded in the inference server ({message})")
     return InternalError(f"inference server error: {message}")

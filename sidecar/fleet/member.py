@@ -9,9 +9,10 @@ health says otherwise, and ``on_lost`` gets those frames, in the order they were
 elsewhere: a frame is never answered twice, because a stream that ended answers nothing more.
 
 A member whose stream holds frames stays where its cameras go until that stream ends, even when its
-health check fails or says draining (the stream is then ended by the runtime, or by the member after
-:data:`HUNG_AFTER_FAILED_CHECKS` failed checks): so a camera's later frames never overtake its earlier
-ones at a move.
+health check says draining (the runtime then ends the stream): so a camera's later frames never
+overtake its earlier ones at a move. A member is taken for down after :data:`DOWN_AFTER_FAILED_CHECKS`
+failed health checks in a row (its stream, if it holds frames, is then ended by the member); a dead
+runtime is noticed sooner, by its stream breaking.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ LOGGER = logging.getLogger("sidecar.fleet")
 Key = tuple[str, str, str, str]
 Models = frozenset[tuple[str, str]]
 
-#: health checks in a row that must fail before a member whose stream is open is taken for hung and
-#: its frames are sent elsewhere
-HUNG_AFTER_FAILED_CHECKS = 2
+#: health checks in a row that must fail before a member is taken for down (one slow answer from a
+#: busy runtime is not enough); if its stream holds frames, it is then ended and they go elsewhere
+DOWN_AFTER_FAILED_CHECKS = 2
 
 
 def key_of(message: pb.InferenceRequest | pb.InferenceResponse) -> Key:
@@ -118,10 +119,12 @@ class Member:
         except grpc.aio.AioRpcError as e:
             self._failed_checks += 1
             self.problem = f"{self.target} does not answer its health check ({e.code().name}: {e.details()})"
-            if not self._holding():
-                self._down()
-            elif self._failed_checks >= HUNG_AFTER_FAILED_CHECKS and self._call is not None:
+            if self._failed_checks < DOWN_AFTER_FAILED_CHECKS:
+                return False
+            if self._holding() and self._call is not None:
                 self._call.cancel()  # taken for hung: what it holds goes to the cameras' next runtimes
+            else:
+                self._down()
             return False
         self._failed_checks = 0
         self.draining = health.draining
@@ -208,7 +211,11 @@ class Member:
         try:
             async for response in call:
                 flight = self._pending.pop(key_of(response), None)
-                if flight is not None:
+                if flight is None:
+                    continue
+                if response.HasField("error") and response.error.code == pb.MODEL_NOT_READY:
+                    self._not_ready(flight, response.error.message)
+                else:
                     self._on_answer(flight, response, self)
         except grpc.aio.AioRpcError as e:
             reason = f"{e.code().name}: {e.details()}"
@@ -217,6 +224,14 @@ class Member:
                                   grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL)
         finally:
             self._ended(call, reason, failed)
+
+    def _not_ready(self, flight: Flight, message: str) -> None:
+        """The runtime did not run the frame, its model not being ready there (its Triton died or
+        stops): the model is not served here until the next health check says so, and the frame
+        goes to the camera's next runtime."""
+        self.ready = self.ready - flight.models
+        self._on_change()
+        self._on_lost(self, [flight], f"MODEL_NOT_READY: {message}")
 
     def _ended(self, call: grpc.aio.StreamStreamCall, reason: str, failed: bool) -> None:
         if call is self._call:

@@ -255,3 +255,18 @@ async def test_a_request_for_several_models_goes_to_a_runtime_that_serves_them_a
             assert answer.runtime == NAMES["a"]  # runtime-b does not serve the tracker
             assert [(m.model_id, m.HasField("error")) for m in answer.response.answers] == [
                 ("alpha", False), ("tracker", False)]
+
+
+async def test_a_frame_a_runtime_did_not_run_its_model_not_ready_goes_to_the_next_runtime(runtimes):
+    for name in "ab":
+        await runtimes.start(name)
+    stopping = "Server is stopping, scheduler for model has stopped accepting new inference requests"
+    runtimes.tritons["b"].behaviours["alpha__1.0.0"] = lambda request: stopping  # its Triton got SIGTERM
+    async with Fleet(runtimes.targets("a", "b")) as fleet:
+        await fleet.wait_ready([ALPHA], 5)
+        answers = await cameras_streaming(fleet, ALPHA, 3)
+    on_b = placement(CAMERAS, [NAMES["a"], NAMES["b"]])
+    for camera, got in answers.items():
+        assert [a.ok for a in got] == [True] * 3 and {a.runtime for a in got} == {NAMES["a"]}
+        if on_b[camera] == NAMES["b"]:
+            assert got[0].resent  # the first went to runtime-b, which did not run it

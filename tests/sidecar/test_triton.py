@@ -66,6 +66,14 @@ from sidecar.triton_client import element_error, elements, error_from_triton, fi
         ),
         ("Request for unknown model: 'm' is not found", None, ModelNotLoaded, ErrorCode.MODEL_NOT_READY, ""),
         ("failed to connect", grpc.StatusCode.UNAVAILABLE, ModelNotReady, ErrorCode.MODEL_NOT_READY, None),
+        (
+            "[request id: 7] Server is stopping, scheduler for model has stopped accepting new inference "
+            "requests",
+            None,
+            ModelNotReady,
+            ErrorCode.MODEL_NOT_READY,
+            "the inference server is stopping",
+        ),
         ("something else", None, Exception, ErrorCode.INTERNAL, "something else"),
     ],
 )
