@@ -60,7 +60,6 @@ class Endpoints:
         for target in self.targets:
             split_target(target)
         self.error: str | None = None  # why the last lookup gave nothing (None: it worked)
-        self._lock = asyncio.Lock()
 
     @property
     def dynamic(self) -> bool:
@@ -73,18 +72,17 @@ class Endpoints:
         """Resolve the DNS name again (nothing to do for a static list); True when the targets changed."""
         if self.name is None:
             return False
-        async with self._lock:
-            host, port = split_target(self.name[len(DNS_PREFIX):])
-            try:
-                addresses = await self._resolve(host, port)
-            except (OSError, UnicodeError) as e:
-                self.error = f"the DNS name {host} does not resolve ({e})"
-                return False
-            if not addresses:
-                self.error = f"the DNS name {host} resolves to no address"
-                return False
-            self.error = None
-            targets = sorted(join_target(a, port) for a in addresses)
-            changed = targets != self.targets
-            self.targets = targets
-            return changed
+        host, port = split_target(self.name[len(DNS_PREFIX):])
+        try:
+            addresses = await self._resolve(host, port)
+        except (OSError, UnicodeError) as e:
+            self.error = f"the DNS name {host} does not resolve ({e})"
+            return False
+        if not addresses:
+            self.error = f"the DNS name {host} resolves to no address"
+            return False
+        self.error = None
+        targets = sorted(join_target(a, port) for a in addresses)
+        changed = targets != self.targets
+        self.targets = targets
+        return changed

@@ -145,11 +145,6 @@ class Fleet:
             for m in self._members.values()
         ]
 
-    def runtime_for(self, camera_id: str, models: Sequence[tuple[str, str]]) -> str | None:
-        """The runtime_id the camera's frames to ``models`` go to now (None: no runtime serves them)."""
-        member = self._choose((camera_id, frozenset(models)))
-        return member.runtime_id if member is not None else None
-
     async def wait_ready(self, models: Sequence[tuple[str, str]], timeout_s: float = 60.0) -> None:
         """Wait until some runtime serves every one of ``models`` READY (TimeoutError says why not)."""
         wanted = frozenset(models)
@@ -233,13 +228,6 @@ class Fleet:
             answer = self._error(flight, pb.TIMEOUT, f"no answer within {timeout_s:g} s")
             self._finish(flight, answer)
             return answer
-
-    def submit(self, request: pb.InferenceRequest) -> Flight:
-        """Send one frame; ``flight.future`` resolves to its :class:`Answer`."""
-        flight, member = self._submit(request, asyncio.get_running_loop().create_future())
-        if member is not None:
-            member.write_soon()
-        return flight
 
     def _submit(
         self, request: pb.InferenceRequest, future: asyncio.Future | None,

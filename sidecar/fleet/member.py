@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +78,6 @@ class Member:
         on_lost: Callable[[Member, list[Flight], str], None],
         on_change: Callable[[], None],
         health_timeout_s: float = 1.0,
-        metadata: Sequence[tuple[str, str]] | None = None,
     ) -> None:
         self.target = target
         self.name = target
@@ -94,10 +93,8 @@ class Member:
         self._on_lost = on_lost
         self._on_change = on_change  # where cameras go may have changed
         self._health_timeout_s = health_timeout_s
-        self._metadata = metadata
         self._failed_checks = 0
         self._call: grpc.aio.StreamStreamCall | None = None
-        self._reader: asyncio.Task | None = None
         self._pending: dict[Key, Flight] = {}
         self._queue: deque[Flight] = deque()
         self._writing = False
@@ -201,9 +198,9 @@ class Member:
             del self._pending[flight.key]
 
     def _open(self) -> grpc.aio.StreamStreamCall:
-        call = self._stub.InferStream(metadata=self._metadata)
+        call = self._stub.InferStream()
         self._call = call
-        self._reader = self._spawn(self._read(call))
+        self._spawn(self._read(call))
         return call
 
     async def _read(self, call: grpc.aio.StreamStreamCall) -> None:

@@ -27,7 +27,7 @@ class AIRuntimeServicer(pb_grpc.AIRuntimeServicer):
             if core.draining:
                 raise Draining()
             if names := _region_names(context):
-                regions = await self._core.open_regions(names)
+                regions = await core.open_regions(names)
                 try:
                     outcome = await self._infer(
                         converters.frame_request(request), context.time_remaining(), regions

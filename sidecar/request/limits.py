@@ -37,13 +37,17 @@ class StreamLimits:
         self.max_streams = max_streams
         self.max_per_connection = max_per_connection
         self.idle_timeout_s = idle_timeout_s
-        self.open = 0
         self.refused = {"process": 0, "connection": 0}
         self.closed_idle = 0
         self.draining = False
         self._per_connection: dict[str, int] = {}
         self._admitted: set[AdmittedStream] = set()
         self._all_closed: asyncio.Event | None = None
+
+    @property
+    def open(self) -> int:
+        """Streams open in the process."""
+        return len(self._admitted)
 
     @property
     def connections(self) -> int:
@@ -69,7 +73,6 @@ class StreamLimits:
                 f"the runtime already serves {self.open} InferStream streams, its maximum (max_streams); "
                 "retry later or on another replica"
             )
-        self.open += 1
         self._per_connection[connection] = on_connection + 1
         admitted = AdmittedStream(self, connection)
         self._admitted.add(admitted)
@@ -94,7 +97,6 @@ class StreamLimits:
     def _release(self, admitted: AdmittedStream) -> None:
         connection = admitted.connection
         self._admitted.discard(admitted)
-        self.open -= 1
         left = self._per_connection[connection] - 1
         if left:
             self._per_connection[connection] = left
