@@ -399,8 +399,10 @@ class TritonAdapter:
                     self._idle_again(lane)
             return await future
         finally:
-            deadlines.discard(lane)
+            # An answered lane may already carry the next request, with its own deadline: only a
+            # lane still holding this request is ours to clean up
             if lane.request_id == request_id:  # not answered: the lane cannot be trusted again
+                deadlines.discard(lane)
                 self._drop_lane(lane)
 
     def _open_lane(self) -> _Lane:
@@ -419,6 +421,7 @@ class TritonAdapter:
         if request_id != lane.request_id:
             return
         lane.request_id = ""
+        self._deadlines.discard(lane)
         future, lane.future = lane.future, None
         if future is not None and not future.done():
             if error is None:

@@ -178,3 +178,27 @@ async def test_a_write_that_does_not_complete_is_answered_timeout_at_the_deadlin
     assert adapter.stub.calls[0].cancelled
     adapter.stub.stuck_writes = False
     assert await answer(adapter, "next") == b'{"id": "next"}'
+
+
+async def test_a_lane_taken_again_before_its_last_caller_resumed_keeps_the_new_request_deadline(adapter):
+    # The answer to "a" puts its lane back among the idle ones at once; "b" takes that lane before
+    # a's caller has run again. a's caller finishing must not take b's deadline with it: b, which
+    # is never answered, still gets its TIMEOUT
+    adapter.stub.delays.update({"a": None, "b": None})
+    loop = asyncio.get_running_loop()
+    later: list[asyncio.Future] = []
+    first = asyncio.ensure_future(adapter.infer(request("a"), 5.0))
+    assert await until(lambda: adapter.stub.sent, 30)
+    (call, _), = adapter.stub.sent
+
+    def answer_a_then_send_b() -> None:
+        call.replies.put_nowait("a")  # the lane's reader runs first, then b, then a's caller
+        later.append(asyncio.ensure_future(adapter.infer(request("b"), 0.1)))
+
+    loop.call_soon(answer_a_then_send_b)
+    result, _ = await first
+    assert first_element(result) == b'{"id": "a"}'
+    assert await until(lambda: later, 30)
+    with pytest.raises(RequestTimeout):
+        await asyncio.wait_for(later[0], 10)
+    assert [(c, r) for c, r in adapter.stub.sent] == [(call, "a"), (call, "b")]  # the same lane
