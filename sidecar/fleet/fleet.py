@@ -214,14 +214,19 @@ class Fleet:
         """Send one frame to the runtime its camera is pinned to; its one answer (errors included:
         never raised). An empty ``frame_id`` is given one; a frame must not repeat the (camera,
         frame_id, model, version) of one still in flight."""
-        flight, member = self._submit(request, asyncio.get_running_loop().create_future())
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+
+        def resolve(answer: Answer) -> None:
+            if not future.done():  # not when the caller was cancelled meanwhile
+                future.set_result(answer)
+
+        flight, member = self._submit(request, resolve)
         if member is not None:
             await member.flush()
-        assert flight.future is not None
         if timeout_s is None:
-            return await flight.future
+            return await future
         try:
-            return await asyncio.wait_for(asyncio.shield(flight.future), timeout_s)
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except (asyncio.TimeoutError, TimeoutError):
             if flight.member is not None:
                 flight.member.forget(flight)
@@ -230,8 +235,7 @@ class Fleet:
             return answer
 
     def _submit(
-        self, request: pb.InferenceRequest, future: asyncio.Future | None,
-        on_answer: Callable[[Answer], None] | None = None,
+        self, request: pb.InferenceRequest, on_answer: Callable[[Answer], None]
     ) -> tuple[Flight, Member | None]:
         if not request.frame_id:
             request.frame_id = f"fleet-{next(self._ids)}"
@@ -241,7 +245,7 @@ class Fleet:
             one = (request.model_id, request.version)
             models = self._one_model.get(one) or self._one_model.setdefault(one, frozenset((one,)))
         camera = request.camera_id or request.frame_id
-        flight = Flight(request, future, camera, models, request.sequence_start, on_answer=on_answer)
+        flight = Flight(request, on_answer, camera, models, request.sequence_start)
         if flight.key in self._in_flight:
             self._finish(flight, self._error(
                 flight, pb.INVALID_INPUT,
@@ -267,7 +271,7 @@ class Fleet:
             try:
                 async for request in requests:
                     await room.acquire()
-                    _, member = self._submit(request, None, answers.put_nowait)
+                    _, member = self._submit(request, answers.put_nowait)
                     submitted += 1
                     if member is not None:
                         await member.flush()
@@ -344,10 +348,7 @@ class Fleet:
         flight.answered = True
         if self._in_flight.get(flight.key) is flight:
             del self._in_flight[flight.key]
-        if flight.on_answer is not None:
-            flight.on_answer(answer)
-        elif flight.future is not None and not flight.future.done():
-            flight.future.set_result(answer)
+        flight.on_answer(answer)
 
     def _why_none(self, models: Models) -> str:
         wanted = ", ".join(f"{m} {v}" for m, v in sorted(models))

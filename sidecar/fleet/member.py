@@ -47,11 +47,11 @@ def key_of(message: pb.InferenceRequest | pb.InferenceResponse) -> Key:
 
 @dataclass(slots=True, eq=False)
 class Flight:
-    """One frame on its way: sent, perhaps sent again, answered once (``on_answer``: instead of the
-    future, called with the answer)."""
+    """One frame on its way: sent, perhaps sent again, answered once (``on_answer`` is called with
+    its answer)."""
 
     request: pb.InferenceRequest
-    future: asyncio.Future | None
+    on_answer: Callable[[Any], None]
     camera: str
     models: Models
     asked_start: bool  # the caller's own sequence_start
@@ -60,7 +60,6 @@ class Flight:
     moved: bool = False  # the camera moved with this frame (sequence_start set on it)
     attempts: int = 0
     member: Member | None = None
-    on_answer: Callable[[Any], None] | None = None
     answered: bool = False
 
     def __post_init__(self) -> None:
