@@ -32,7 +32,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,12 +49,12 @@ sys.path.insert(0, str(ROOT))
 
 from sidecar.client import AIRuntimeClient, make_request, pb  # noqa: E402
 from sidecar.fleet import Fleet  # noqa: E402
+from tests.loopback import HOSTS, free_port_on  # noqa: E402
 
 PLUGINS = ROOT / "tests" / "testdata" / "plugins"
 RUTHGEN = str(Path(sys.executable).parent / "ruthgen")
 FRAME = ("fl_frame", "1.0.0")
 TEMPORAL = ("fl_temporal", "1.0.0")
-HOSTS = [f"127.0.0.{n}" for n in range(2, 5)]
 
 
 def jpeg() -> bytes:
@@ -133,19 +132,6 @@ class LocalRuntime:
 
     def sidecar_log(self) -> str:
         return (self.root / ".ruth" / "sidecar.log").read_text(errors="replace")
-
-
-def free_port(hosts: list[str]) -> int:
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind((hosts[0], 0))
-            port = probe.getsockname()[1]
-        with contextlib.suppress(OSError):
-            for host in hosts[1:]:
-                with socket.socket() as other:
-                    other.bind((host, port))
-            return port
-    raise RuntimeError("no common free port")
 
 
 # ---- throughput ----------------------------------------------------------------------------------
@@ -240,14 +226,10 @@ async def failover(runtimes: list[LocalRuntime], args: argparse.Namespace) -> di
             killed_at = time.monotonic()
             await asyncio.sleep(2.0)
             first_new: list[float] = []
-            last_old = killed_at
             for key, got in answers.items():
-                recent = got[mark.get(key, 0):]
-                old = [t for _, a, t in recent if a.runtime == victim.name]
-                new = [t for _, a, t in recent if a.runtime != victim.name]
+                new = [t for _, a, t in got[mark.get(key, 0):] if a.runtime != victim.name]
                 was_victims = any(a.runtime == victim.name for _, a, _ in got[: mark.get(key, 0)][-1:])
                 if was_victims and new:
-                    last_old = max([last_old, *old]) if old else last_old
                     first_new.append(min(new))
             before = max((t for got in answers.values() for _, a, t in got if a.runtime == victim.name),
                          default=killed_at)
@@ -290,8 +272,9 @@ def machine() -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="bench-multiruntime-"))
-    port = free_port(HOSTS)
-    runtimes = [LocalRuntime(f"runtime-{x}", HOSTS[i], port, root / x) for i, x in enumerate("abc")]
+    hosts = HOSTS[:3]
+    port = free_port_on(hosts)
+    runtimes = [LocalRuntime(f"runtime-{x}", hosts[i], port, root / x) for i, x in enumerate("abc")]
     report: dict[str, Any] = {"machine": machine()}
     try:
         for runtime in runtimes:

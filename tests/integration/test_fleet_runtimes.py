@@ -50,9 +50,6 @@ class Runtime(LocalRuntime):
     def __init__(self, letter: str, host: str, port: int, root: Path) -> None:
         super().__init__(f"runtime-{letter}", host, port, root, SERVES[letter])
 
-    def terminate(self) -> int | None:
-        return self.stop()
-
 
 @pytest.fixture(scope="module")
 def runtimes(tmp_path_factory) -> Iterator[dict[str, Runtime]]:
@@ -68,9 +65,8 @@ def runtimes(tmp_path_factory) -> Iterator[dict[str, Runtime]]:
         yield started
     finally:
         for runtime in started.values():
-            if runtime.process is not None:
-                with contextlib.suppress(Exception):
-                    runtime.terminate()
+            with contextlib.suppress(Exception):
+                runtime.stop()
 
 
 @dataclass
