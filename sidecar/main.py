@@ -30,6 +30,8 @@ from sidecar.triton_client import TritonAdapter
 
 LOGGER = logging.getLogger("sidecar")
 GC_THRESHOLDS = (50_000, 50, 100)
+#: how long the gRPC server lets the calls still open finish when it stops (after the drain)
+SERVER_GRACE_S = 5.0
 
 
 def build_core(
@@ -92,7 +94,7 @@ class Sidecar:
         """SIGTERM: answer what the open streams hold, refuse new work, tell clients to go elsewhere."""
         await self.core.drain(self.settings.shutdown_drain_s)
 
-    async def stop(self, grace: float = 5.0) -> None:
+    async def stop(self, grace: float = SERVER_GRACE_S) -> None:
         await self.server.stop(grace)
         if self.http is not None:
             await self.http.stop()

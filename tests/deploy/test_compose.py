@@ -3,7 +3,6 @@ the embedded runtime and the sidecar's settings."""
 
 from __future__ import annotations
 
-import inspect
 import re
 from typing import Any
 
@@ -30,6 +29,7 @@ from deploy_loaders import (
 )
 
 from ruthgen.embedded.flags import COMMON_FLAGS
+from sidecar.main import SERVER_GRACE_S
 from sidecar.settings import SidecarSettings
 
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.cpu.yml", "docker-compose.jetson.yml"]
@@ -210,13 +210,10 @@ def test_compose_stop_grace_exceeds_triton_exit_timeout_when_stopped(compose):
 def test_compose_sidecar_stop_grace_fits_its_drain_before_triton_stops_when_stopped(compose):
     """`docker compose stop|down` stops the sidecar first (it depends on tritonserver) and Triton
     after the sidecar exited: the sidecar's drain and server grace fit in its stop grace."""
-    from sidecar.main import Sidecar
-
     sidecar = compose["services"]["sidecar"]
     assert "tritonserver" in sidecar["depends_on"]
     drain_s = float(sidecar["environment"]["RUTH_SHUTDOWN_DRAIN_S"])
-    server_grace_s = inspect.signature(Sidecar.stop).parameters["grace"].default
-    assert drain_s + server_grace_s < _duration_s(sidecar["stop_grace_period"])
+    assert drain_s + SERVER_GRACE_S < _duration_s(sidecar["stop_grace_period"])
 
 
 def test_compose_serving_containers_mirror_the_kubernetes_security_context_when_started(compose):

@@ -3,7 +3,6 @@ the sidecar's settings."""
 
 from __future__ import annotations
 
-import inspect
 import re
 from typing import Any
 
@@ -25,6 +24,7 @@ from deploy_loaders import (
     load_yaml,
 )
 
+from sidecar.main import SERVER_GRACE_S
 from sidecar.settings import SidecarSettings
 
 #: The oldest Kubernetes minor the manifests are for (native gRPC probes are GA from 1.27).
@@ -211,20 +211,17 @@ def test_kubernetes_termination_lets_the_sidecar_drain_before_triton_stops_when_
     """SIGTERM reaches both containers at once. The sidecar drains, then stops its server; Triton's
     preStop hook holds its SIGTERM until the sidecar's port closes; then Triton waits up to its exit
     timeout for in-flight requests. All of it within the pod's termination grace."""
-    from sidecar.main import Sidecar
-
     _, resources = rendered
     pod = _pod(resources)
     triton, sidecar = container(pod, "tritonserver"), container(pod, "sidecar")
     environment = {e["name"]: e["value"] for e in sidecar["env"]}
     drain_s = float(environment["RUTH_SHUTDOWN_DRAIN_S"])
-    server_grace_s = inspect.signature(Sidecar.stop).parameters["grace"].default
     cap_s = _prestop_cap_s(triton, int(environment["RUTH_GRPC_PORT"]))
     (exit_flag,) = [flag for flag in triton["command"] if flag.startswith("--exit-timeout-secs=")]
     exit_timeout_s = int(exit_flag.split("=", 1)[1])
     assert exit_timeout_s == EXIT_TIMEOUT_S
     assert "lifecycle" not in sidecar, "the sidecar gets SIGTERM at once"
-    assert drain_s + server_grace_s <= cap_s
+    assert drain_s + SERVER_GRACE_S <= cap_s
     grace_s = pod["terminationGracePeriodSeconds"]
     assert cap_s + PRESTOP_POLL_S + exit_timeout_s + TERMINATION_MARGIN_S <= grace_s
 
